@@ -1,0 +1,23 @@
+//! The step kinds of `pipe`. Each kind declares its parameters, inputs and outputs and turns
+//! input files into output files; none knows of YAML, keys or the cache (see [`step`]).
+
+pub mod download;
+pub mod error;
+pub mod step;
+pub mod tensor_set;
+
+pub use error::{StepError, StepResult};
+pub use step::{
+    Default, Environment, Events, InputSpec, NoEvents, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext,
+    StepSpec,
+};
+
+/// Every step kind, in the order `pipe kinds` lists them.
+pub fn registry() -> Vec<&'static dyn Step> {
+    vec![&download::Download]
+}
+
+/// The step kind named `kind`.
+pub fn find(kind: &str) -> Option<&'static dyn Step> {
+    registry().into_iter().find(|s| s.spec().kind == kind)
+}

@@ -1,0 +1,337 @@
+//! The interface between the runner and a step kind.
+//!
+//! A step kind declares its parameters, inputs and outputs ([`StepSpec`] data, checked by the
+//! runner before anything runs) and turns resolved inputs into files in an output directory
+//! ([`Step::run`]). It knows nothing of YAML, keys or the cache: the runner hands it typed
+//! parameters, paths to upstream artifacts and a fresh directory, and makes the result durable.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::StepError;
+
+/// The type a parameter value must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    Str,
+    Int,
+    /// A non-negative integer.
+    Uint,
+    Float,
+    Bool,
+    /// One of a fixed set of strings.
+    Choice(&'static [&'static str]),
+    /// A list of strings.
+    StrList,
+    /// A local file or directory whose *content* belongs in the step's key.
+    Path,
+    /// A model or tokenizer source: a local path (content in the key) or a hub id (id in the key).
+    PathOrHubId,
+}
+
+impl ParamType {
+    /// How the type is named in error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ParamType::Str => "a string".into(),
+            ParamType::Int => "an integer".into(),
+            ParamType::Uint => "a non-negative integer".into(),
+            ParamType::Float => "a number".into(),
+            ParamType::Bool => "true or false".into(),
+            ParamType::Choice(options) => format!("one of {}", options.join(", ")),
+            ParamType::StrList => "a list of strings".into(),
+            ParamType::Path => "a file or directory path".into(),
+            ParamType::PathOrHubId => "a local path or a hub model id".into(),
+        }
+    }
+}
+
+/// A default value for an optional parameter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Default {
+    /// Required: the pipeline must give it.
+    Required,
+    /// Optional with no value (the step sees it as absent).
+    Absent,
+    Str(&'static str),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl Default {
+    pub fn to_value(&self) -> Option<Value> {
+        match *self {
+            Default::Required | Default::Absent => None,
+            Default::Str(s) => Some(Value::from(s)),
+            Default::Int(i) => Some(Value::from(i)),
+            Default::Float(f) => Some(Value::from(f)),
+            Default::Bool(b) => Some(Value::from(b)),
+        }
+    }
+}
+
+/// One parameter a step kind accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub ty: ParamType,
+    pub default: Default,
+    /// False for parameters that cannot change the output (log interval, threads, progress):
+    /// they are left out of the step's key.
+    pub in_key: bool,
+    pub help: &'static str,
+}
+
+impl ParamSpec {
+    pub const fn required(name: &'static str, ty: ParamType, help: &'static str) -> Self {
+        ParamSpec { name, ty, default: Default::Required, in_key: true, help }
+    }
+    pub const fn optional(name: &'static str, ty: ParamType, default: Default, help: &'static str) -> Self {
+        ParamSpec { name, ty, default, in_key: true, help }
+    }
+    /// A parameter that cannot change the output, so it is not part of the key.
+    pub const fn not_in_key(mut self) -> Self {
+        self.in_key = false;
+        self
+    }
+}
+
+/// One input a step kind consumes: an output of another step.
+#[derive(Debug, Clone, Copy)]
+pub struct InputSpec {
+    pub name: &'static str,
+    pub required: bool,
+    pub help: &'static str,
+}
+
+impl InputSpec {
+    pub const fn required(name: &'static str, help: &'static str) -> Self {
+        InputSpec { name, required: true, help }
+    }
+    pub const fn optional(name: &'static str, help: &'static str) -> Self {
+        InputSpec { name, required: false, help }
+    }
+}
+
+/// One output a step kind produces: a file or a directory at `out_dir/<name>`.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputSpec {
+    pub name: &'static str,
+    pub help: &'static str,
+}
+
+/// What a step kind declares about itself.
+#[derive(Debug, Clone, Copy)]
+pub struct StepSpec {
+    pub kind: &'static str,
+    /// Bump when the step's output for the same key could differ: it invalidates cached results.
+    pub version: u32,
+    pub summary: &'static str,
+    pub params: &'static [ParamSpec],
+    pub inputs: &'static [InputSpec],
+    pub outputs: &'static [OutputSpec],
+}
+
+impl StepSpec {
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+    pub fn input(&self, name: &str) -> Option<&InputSpec> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+    pub fn output(&self, name: &str) -> Option<&OutputSpec> {
+        self.outputs.iter().find(|o| o.name == name)
+    }
+}
+
+/// Parameter values after validation: every declared parameter with a value or default is
+/// present with the declared type.
+#[derive(Debug, Clone, PartialEq, std::default::Default)]
+pub struct Params {
+    values: BTreeMap<String, Value>,
+}
+
+impl Params {
+    pub fn new(values: BTreeMap<String, Value>) -> Self {
+        Params { values }
+    }
+    pub fn values(&self) -> &BTreeMap<String, Value> {
+        &self.values
+    }
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.values.get(name).filter(|v| !v.is_null())
+    }
+    fn missing(name: &str) -> StepError {
+        StepError::Param { name: name.to_string(), message: "is required".into() }
+    }
+    fn wrong(name: &str, expected: &str) -> StepError {
+        StepError::Param { name: name.to_string(), message: format!("must be {expected}") }
+    }
+    pub fn str(&self, name: &str) -> Result<&str, StepError> {
+        self.opt_str(name)?.ok_or_else(|| Self::missing(name))
+    }
+    pub fn opt_str(&self, name: &str) -> Result<Option<&str>, StepError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| Self::wrong(name, "a string")),
+        }
+    }
+    pub fn f64(&self, name: &str) -> Result<f64, StepError> {
+        self.opt_f64(name)?.ok_or_else(|| Self::missing(name))
+    }
+    pub fn opt_f64(&self, name: &str) -> Result<Option<f64>, StepError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| Self::wrong(name, "a number")),
+        }
+    }
+    pub fn i64(&self, name: &str) -> Result<i64, StepError> {
+        match self.get(name) {
+            None => Err(Self::missing(name)),
+            Some(v) => v.as_i64().ok_or_else(|| Self::wrong(name, "an integer")),
+        }
+    }
+    pub fn usize(&self, name: &str) -> Result<usize, StepError> {
+        self.opt_usize(name)?.ok_or_else(|| Self::missing(name))
+    }
+    pub fn opt_usize(&self, name: &str) -> Result<Option<usize>, StepError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(|u| Some(u as usize))
+                .ok_or_else(|| Self::wrong(name, "a non-negative integer")),
+        }
+    }
+    pub fn bool(&self, name: &str) -> Result<bool, StepError> {
+        match self.get(name) {
+            None => Err(Self::missing(name)),
+            Some(v) => v.as_bool().ok_or_else(|| Self::wrong(name, "true or false")),
+        }
+    }
+    pub fn str_list(&self, name: &str) -> Result<Vec<String>, StepError> {
+        match self.get(name) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| Self::wrong(name, "a list of strings")))
+                .collect(),
+            Some(_) => Err(Self::wrong(name, "a list of strings")),
+        }
+    }
+}
+
+/// Where a step reports what it is doing. The runner's reporter implements it; steps never
+/// print. Progress is for long work (bytes downloaded, batches trained).
+pub trait Events: Send + Sync {
+    /// A line of log (e.g. `[Epoch 1 Batch 50/2344] loss=0.41, lr=4.9e-05, acc=0.81`).
+    fn log(&self, line: &str);
+    /// Starts a progress bar with a total (`None` when unknown) and a unit (`bytes`, `samples`...).
+    fn progress_start(&self, label: &str, total: Option<u64>, unit: &str);
+    /// Advances the current progress bar.
+    fn progress_inc(&self, delta: u64);
+    /// Sets a short message on the current bar (e.g. `loss=0.41`).
+    fn progress_message(&self, message: &str);
+    /// Ends the current progress bar.
+    fn progress_finish(&self);
+}
+
+/// Events that go nowhere, for tests and library use.
+pub struct NoEvents;
+
+impl Events for NoEvents {
+    fn log(&self, _line: &str) {}
+    fn progress_start(&self, _label: &str, _total: Option<u64>, _unit: &str) {}
+    fn progress_inc(&self, _delta: u64) {}
+    fn progress_message(&self, _message: &str) {}
+    fn progress_finish(&self) {}
+}
+
+/// Settings of the run that are not parameters of any step and not part of any key.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    /// Folder consulted by file name before any URL is fetched (`--mirror`, `PIPE_MIRROR`).
+    pub mirror: Option<PathBuf>,
+    /// Compute threads the step may use.
+    pub threads: usize,
+    /// Directory for downloads of hub models and tokenizers (outside the step cache).
+    pub hub_cache: Option<PathBuf>,
+    /// Set when the user interrupted the run; long steps should check it between batches.
+    pub cancelled: Arc<AtomicBool>,
+}
+
+impl std::default::Default for Environment {
+    fn default() -> Self {
+        Environment { mirror: None, threads: 1, hub_cache: None, cancelled: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
+impl Environment {
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything a step needs to run once.
+pub struct StepContext<'a> {
+    /// The step's name in the pipeline (for messages).
+    pub name: &'a str,
+    pub params: &'a Params,
+    /// Input name → path of the upstream output (a file or a directory), read-only.
+    pub inputs: &'a BTreeMap<String, PathBuf>,
+    /// An empty directory; the step writes each declared output at `out_dir/<output name>`.
+    pub out_dir: &'a Path,
+    /// A directory that survives an interrupted run of the same key (resumable checkpoints).
+    /// The runner deletes it after the step succeeds.
+    pub checkpoint_dir: &'a Path,
+    pub env: &'a Environment,
+    pub events: &'a dyn Events,
+}
+
+impl StepContext<'_> {
+    /// The path of a required input.
+    pub fn input(&self, name: &str) -> Result<&Path, StepError> {
+        self.inputs
+            .get(name)
+            .map(PathBuf::as_path)
+            .ok_or_else(|| StepError::input(format!("input `{name}` is required")))
+    }
+    /// The path of an optional input.
+    pub fn opt_input(&self, name: &str) -> Option<&Path> {
+        self.inputs.get(name).map(PathBuf::as_path)
+    }
+    /// Where to write a declared output.
+    pub fn output(&self, name: &str) -> PathBuf {
+        self.out_dir.join(name)
+    }
+}
+
+/// A step kind.
+pub trait Step: Send + Sync {
+    fn spec(&self) -> &'static StepSpec;
+
+    /// Replaces the parameters in the key by a content checksum the step verifies itself
+    /// (a download pinned by `sha256` is keyed by that checksum, so a mirror or a new URL for
+    /// the same bytes is still a hit). `None`: the key uses the parameters.
+    fn content_pin(&self, _params: &Params) -> Option<String> {
+        None
+    }
+
+    /// Local files or directories named by non-`Path` parameters whose content belongs in the
+    /// key (e.g. a download of a plain path without a pin).
+    fn local_sources(&self, _params: &Params) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// Checks parameter values beyond their types (ranges, combinations), before anything runs.
+    fn validate(&self, _params: &Params) -> Result<(), StepError> {
+        Ok(())
+    }
+
+    fn run(&self, ctx: &StepContext<'_>) -> Result<(), StepError>;
+}

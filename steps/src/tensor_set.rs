@@ -1,0 +1,228 @@
+//! A tokenized data set as stored between steps: the contract between `tokenize`, `split`,
+//! `pretrain`, `fine-tune` and `evaluate`.
+//!
+//! A tensor set is a directory:
+//!
+//! ```text
+//! <dir>/
+//! ├── tensors.safetensors   input_ids u32 [T], token_type_ids u8 [T], offsets u64 [N+1],
+//! │                         valid_length u32 [N], labels i64 [N]
+//! ├── meta.json             TensorSetMeta: max_len, special ids, vocabulary size, labels
+//! └── tokenizer.json        the tokenizer that produced the ids (copied into trained models)
+//! ```
+//!
+//! Rows are stored ragged: row `i` is `input_ids[offsets[i]..offsets[i+1]]`, so a review of
+//! 14 tokens costs 14 ids whatever `max_len` is, and training pads per batch (dynamic padding).
+//! When the transform was asked to pad, rows are stored padded and `valid_length` is smaller
+//! than the row.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{StepError, StepResult};
+
+pub const TENSORS_FILE: &str = "tensors.safetensors";
+pub const META_FILE: &str = "meta.json";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// What a tensor set says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorSetMeta {
+    pub max_len: usize,
+    pub pad_id: u32,
+    pub cls_id: u32,
+    pub sep_id: u32,
+    pub mask_id: Option<u32>,
+    pub unk_id: Option<u32>,
+    pub vocab_size: usize,
+    /// Whether rows are pairs (`[CLS] a [SEP] b [SEP]`).
+    pub pair: bool,
+    /// The distinct label values, sorted; a model's class `k` is `label_values[k]`.
+    /// Empty for unlabelled text (labels are then all -1).
+    pub label_values: Vec<i64>,
+}
+
+/// A tokenized data set in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSet {
+    pub input_ids: Vec<u32>,
+    pub token_type_ids: Vec<u8>,
+    pub offsets: Vec<u64>,
+    pub valid_length: Vec<u32>,
+    pub labels: Vec<i64>,
+    pub meta: TensorSetMeta,
+}
+
+impl TensorSet {
+    pub fn empty(meta: TensorSetMeta) -> Self {
+        TensorSet {
+            input_ids: Vec::new(),
+            token_type_ids: Vec::new(),
+            offsets: vec![0],
+            valid_length: Vec::new(),
+            labels: Vec::new(),
+            meta,
+        }
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.valid_length.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends one row.
+    pub fn push(&mut self, ids: &[u32], types: &[u8], valid_length: u32, label: i64) {
+        debug_assert_eq!(ids.len(), types.len());
+        self.input_ids.extend_from_slice(ids);
+        self.token_type_ids.extend_from_slice(types);
+        self.offsets.push(self.input_ids.len() as u64);
+        self.valid_length.push(valid_length);
+        self.labels.push(label);
+    }
+
+    /// Token ids of row `i` (as stored: padded rows include their padding).
+    pub fn ids(&self, i: usize) -> &[u32] {
+        &self.input_ids[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// Token type ids of row `i`.
+    pub fn types(&self, i: usize) -> &[u8] {
+        &self.token_type_ids[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    /// A new set made of the given rows, in the given order.
+    pub fn select(&self, rows: &[usize]) -> TensorSet {
+        let mut out = TensorSet::empty(self.meta.clone());
+        for &i in rows {
+            out.push(self.ids(i), self.types(i), self.valid_length[i], self.labels[i]);
+        }
+        out
+    }
+
+    /// Writes `tensors.safetensors` and `meta.json` into `dir` (which must exist).
+    pub fn save(&self, dir: &Path) -> StepResult<()> {
+        let offsets: Vec<u8> = self.offsets.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let ids: Vec<u8> = self.input_ids.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let valid: Vec<u8> = self.valid_length.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let labels: Vec<u8> = self.labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = |dtype, n: usize, data: &[u8]| {
+            TensorView::new(dtype, vec![n], data).map_err(|e| StepError::failed(format!("building tensor: {e}")))
+        };
+        let tensors = vec![
+            ("input_ids", view(Dtype::U32, self.input_ids.len(), &ids)?),
+            ("token_type_ids", view(Dtype::U8, self.token_type_ids.len(), &self.token_type_ids)?),
+            ("offsets", view(Dtype::U64, self.offsets.len(), &offsets)?),
+            ("valid_length", view(Dtype::U32, self.valid_length.len(), &valid)?),
+            ("labels", view(Dtype::I64, self.labels.len(), &labels)?),
+        ];
+        let path = dir.join(TENSORS_FILE);
+        safetensors::serialize_to_file(tensors, None, &path)
+            .map_err(|e| StepError::failed(format!("writing {}: {e}", path.display())))?;
+        let meta_path = dir.join(META_FILE);
+        let meta = serde_json::to_vec_pretty(&self.meta).map_err(|e| StepError::failed(e.to_string()))?;
+        fs::write(&meta_path, meta).map_err(StepError::io("writing", &meta_path))
+    }
+
+    /// Reads a tensor set directory written by [`TensorSet::save`].
+    pub fn load(dir: &Path) -> StepResult<TensorSet> {
+        let meta_path = dir.join(META_FILE);
+        let meta_bytes = fs::read(&meta_path).map_err(StepError::io("reading", &meta_path))?;
+        let meta: TensorSetMeta = serde_json::from_slice(&meta_bytes)
+            .map_err(|e| StepError::input(format!("{} is not a tensor set meta file: {e}", meta_path.display())))?;
+        let path = dir.join(TENSORS_FILE);
+        let bytes = fs::read(&path).map_err(StepError::io("reading", &path))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| StepError::input(format!("{} is not a safetensors file: {e}", path.display())))?;
+        let raw = |name: &str, dtype: Dtype| -> StepResult<Vec<u8>> {
+            let t = st
+                .tensor(name)
+                .map_err(|_| StepError::input(format!("{} has no tensor `{name}`", path.display())))?;
+            if t.dtype() != dtype {
+                return Err(StepError::input(format!(
+                    "{}: tensor `{name}` is {:?}, expected {dtype:?}",
+                    path.display(),
+                    t.dtype()
+                )));
+            }
+            Ok(t.data().to_vec())
+        };
+        let u32s = |b: Vec<u8>| b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>();
+        let u64s = |b: Vec<u8>| {
+            b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect::<Vec<_>>()
+        };
+        let i64s = |b: Vec<u8>| {
+            b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect::<Vec<_>>()
+        };
+        let set = TensorSet {
+            input_ids: u32s(raw("input_ids", Dtype::U32)?),
+            token_type_ids: raw("token_type_ids", Dtype::U8)?,
+            offsets: u64s(raw("offsets", Dtype::U64)?),
+            valid_length: u32s(raw("valid_length", Dtype::U32)?),
+            labels: i64s(raw("labels", Dtype::I64)?),
+            meta,
+        };
+        set.check(&path)?;
+        Ok(set)
+    }
+
+    fn check(&self, path: &Path) -> StepResult<()> {
+        let n = self.valid_length.len();
+        let consistent = self.offsets.len() == n + 1
+            && self.labels.len() == n
+            && self.token_type_ids.len() == self.input_ids.len()
+            && self.offsets.first() == Some(&0)
+            && self.offsets.last() == Some(&(self.input_ids.len() as u64))
+            && self.offsets.windows(2).all(|w| w[0] <= w[1]);
+        if consistent {
+            Ok(())
+        } else {
+            Err(StepError::input(format!("{}: tensor lengths are inconsistent", path.display())))
+        }
+    }
+
+    /// Index of each label value in `meta.label_values` (the class a model predicts).
+    pub fn class_index(&self) -> HashMap<i64, usize> {
+        self.meta.label_values.iter().enumerate().map(|(i, &v)| (v, i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> TensorSetMeta {
+        TensorSetMeta {
+            max_len: 8,
+            pad_id: 0,
+            cls_id: 101,
+            sep_id: 102,
+            mask_id: Some(103),
+            unk_id: Some(100),
+            vocab_size: 200,
+            pair: false,
+            label_values: vec![0, 1],
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_select_keeps_rows() {
+        let mut set = TensorSet::empty(meta());
+        set.push(&[101, 7, 102], &[0, 0, 0], 3, 1);
+        set.push(&[101, 8, 9, 102], &[0, 0, 0, 0], 4, 0);
+        let dir = tempfile::tempdir().unwrap();
+        set.save(dir.path()).unwrap();
+        let loaded = TensorSet::load(dir.path()).unwrap();
+        assert_eq!(loaded, set);
+        let picked = loaded.select(&[1]);
+        assert_eq!(picked.ids(0), &[101, 8, 9, 102]);
+        assert_eq!(picked.labels, vec![0]);
+    }
+}

@@ -1,10 +1,14 @@
 //! The step kinds of `pipe`. Each kind declares its parameters, inputs and outputs and turns
 //! input files into output files; none knows of YAML, keys or the cache (see [`step`]).
 
+pub mod bert;
 pub mod download;
 pub mod error;
 pub mod step;
 pub mod tensor_set;
+pub mod text;
+#[doc(hidden)]
+pub mod shared_data;
 
 pub use error::{StepError, StepResult};
 pub use step::{
@@ -14,7 +18,9 @@ pub use step::{
 
 /// Every step kind, in the order `pipe kinds` lists them.
 pub fn registry() -> Vec<&'static dyn Step> {
-    vec![&download::Download]
+    vec![
+        &download::Download,
+    ]
 }
 
 /// The step kind named `kind`.

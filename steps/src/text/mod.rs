@@ -1,0 +1,1 @@
+//! Text to tensors: the `train-tokenizer`, `tokenize` and `split` step kinds.

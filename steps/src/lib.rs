@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod download;
 pub mod error;
+pub mod sample;
 pub mod step;
 pub mod tensor_set;
 pub mod text;
@@ -20,6 +21,7 @@ pub use step::{
 pub fn registry() -> Vec<&'static dyn Step> {
     vec![
         &download::Download,
+        &sample::Sample,
     ]
 }
 

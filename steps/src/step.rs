@@ -31,6 +31,8 @@ pub enum ParamType {
     Path,
     /// A model or tokenizer source: a local path (content in the key) or a hub id (id in the key).
     PathOrHubId,
+    /// An http(s):// or file:// URL, or a local path (made absolute by the runner).
+    Url,
 }
 
 impl ParamType {
@@ -46,6 +48,7 @@ impl ParamType {
             ParamType::StrList => "a list of strings".into(),
             ParamType::Path => "a file or directory path".into(),
             ParamType::PathOrHubId => "a local path or a hub model id".into(),
+            ParamType::Url => "a URL or a local path".into(),
         }
     }
 }

@@ -1,0 +1,286 @@
+//! The on-disk cache: step results by key, written atomically, locked per key.
+//!
+//! ```text
+//! cache/                          --cache-dir, PIPE_CACHE_DIR (default ./cache)
+//! ├── steps/
+//! │   └── <key>/                  one step result; <key> is 64 hex digits (see fingerprint.rs)
+//! │       ├── out/<output>        each declared output: a file or a directory of files
+//! │       └── manifest.json       written last: every file with size and blake3, the
+//! │                               fingerprint, the time taken; no manifest = no result
+//! ├── tmp/<key>.<pid>.<n>/out/    a step running; renamed to steps/<key>/out when it succeeds,
+//! │                               removed when it fails; leftovers of killed runs: `pipe gc`
+//! ├── checkpoints/<key>/          resumable state of a long step (fine-tune epochs), kept
+//! │                               across interrupted runs, removed when the step succeeds
+//! ├── locks/<key>.lock            held while a run computes <key>: a second run waits, then
+//! │                               finds the result
+//! └── runs/<id>.json              one record per `pipe run` (see run_record.rs)
+//! ```
+//!
+//! A lookup is a hit only when the manifest parses and every file it lists has the recorded
+//! size and blake3; anything else is a miss with the reason, and the entry is recomputed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::manifest::{Manifest, OutputEntry};
+use crate::step_key::StepKey;
+
+/// A cache operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cache: {action} {}: {source}", path.display())]
+pub struct CacheError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+    move |source| CacheError { action, path: path.to_path_buf(), source }
+}
+
+/// The result of looking a key up.
+#[derive(Debug)]
+pub enum Lookup {
+    Hit(Manifest),
+    /// Nothing complete is stored under the key.
+    Missing,
+    /// A manifest exists but the files do not match it (the detail says how).
+    Corrupt(String),
+}
+
+/// A step's scratch directory; removed on drop unless committed.
+pub struct Scratch {
+    dir: PathBuf,
+    committed: bool,
+}
+
+impl Scratch {
+    /// Where the step writes its outputs.
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// An exclusive lock on one key, released on drop.
+pub struct KeyLock {
+    _file: fs::File,
+}
+
+pub struct Cache {
+    root: PathBuf,
+}
+
+static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl Cache {
+    /// Opens (creating if needed) the cache at `root`.
+    pub fn open(root: &Path) -> Result<Cache, CacheError> {
+        for sub in ["steps", "tmp", "checkpoints", "locks", "runs"] {
+            let dir = root.join(sub);
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        }
+        Ok(Cache { root: root.to_path_buf() })
+    }
+
+    /// The cache at `root`, created or not, for commands that only read (a missing cache is
+    /// an empty one).
+    pub fn at(root: &Path) -> Cache {
+        Cache { root: root.to_path_buf() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    fn entry_dir(&self, key: &StepKey) -> PathBuf {
+        self.root.join("steps").join(key.as_str())
+    }
+
+    /// The directory holding a result's outputs.
+    pub fn out_dir(&self, key: &StepKey) -> PathBuf {
+        self.entry_dir(key).join("out")
+    }
+
+    /// Where output `output` of the result `key` is.
+    pub fn output_path(&self, key: &StepKey, output: &str) -> PathBuf {
+        self.out_dir(key).join(output)
+    }
+
+    pub fn checkpoint_dir(&self, key: &StepKey) -> PathBuf {
+        self.root.join("checkpoints").join(key.as_str())
+    }
+
+    /// Reads and verifies the result stored under `key`.
+    pub fn lookup(&self, key: &StepKey) -> Lookup {
+        let path = self.entry_dir(key).join("manifest.json");
+        let Ok(bytes) = fs::read(&path) else { return Lookup::Missing };
+        let manifest: Manifest = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => return Lookup::Corrupt(format!("manifest.json unreadable: {e}")),
+        };
+        if &manifest.key != key {
+            return Lookup::Corrupt("manifest.json belongs to another key".into());
+        }
+        match manifest.verify(&self.out_dir(key)) {
+            Ok(()) => Lookup::Hit(manifest),
+            Err(detail) => Lookup::Corrupt(detail),
+        }
+    }
+
+    /// Waits for, then holds, the exclusive lock of `key`.
+    pub fn lock(&self, key: &StepKey) -> Result<KeyLock, CacheError> {
+        let path = self.root.join("locks").join(format!("{key}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening lock", &path))?;
+        file.lock().map_err(io_err("locking", &path))?;
+        Ok(KeyLock { _file: file })
+    }
+
+    /// A fresh scratch directory for computing `key`.
+    pub fn scratch(&self, key: &StepKey) -> Result<Scratch, CacheError> {
+        let n = SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = self.root.join("tmp").join(format!("{key}.{}.{n}", std::process::id()));
+        let out = dir.join("out");
+        fs::create_dir_all(&out).map_err(io_err("creating", &out))?;
+        Ok(Scratch { dir, committed: false })
+    }
+
+    /// Makes a finished scratch directory the result of `key`: hashes the declared outputs,
+    /// renames the files into place, then writes the manifest (temp file + rename). Call with
+    /// the key's lock held.
+    pub fn commit(&self, mut scratch: Scratch, mut manifest: Manifest, outputs: &[&str]) -> Result<Manifest, CommitError> {
+        let out = scratch.out_dir();
+        for name in outputs {
+            let path = out.join(name);
+            if !path.exists() {
+                return Err(CommitError::MissingOutput(name.to_string()));
+            }
+            let entry = OutputEntry::scan(&path).map_err(|e| CommitError::Cache(io_err("hashing", &path)(e)))?;
+            manifest.outputs.insert(name.to_string(), entry);
+        }
+        let entry = self.entry_dir(&manifest.key);
+        if entry.exists() {
+            fs::remove_dir_all(&entry).map_err(|e| CommitError::Cache(io_err("removing stale", &entry)(e)))?;
+        }
+        fs::create_dir_all(&entry).map_err(|e| CommitError::Cache(io_err("creating", &entry)(e)))?;
+        let final_out = entry.join("out");
+        fs::rename(&out, &final_out).map_err(|e| CommitError::Cache(io_err("moving result to", &final_out)(e)))?;
+        scratch.committed = true;
+        let _ = fs::remove_dir_all(&scratch.dir);
+        let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        let tmp = entry.join("manifest.json.tmp");
+        let path = entry.join("manifest.json");
+        write_synced(&tmp, &bytes).map_err(|e| CommitError::Cache(io_err("writing", &tmp)(e)))?;
+        fs::rename(&tmp, &path).map_err(|e| CommitError::Cache(io_err("renaming", &path)(e)))?;
+        Ok(manifest)
+    }
+
+    /// Removes whatever is stored under `key` (a corrupt or partial entry). Call with the lock.
+    pub fn discard(&self, key: &StepKey) -> Result<(), CacheError> {
+        let entry = self.entry_dir(key);
+        match fs::remove_dir_all(&entry) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &entry)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes a finished step's checkpoints.
+    pub fn clear_checkpoints(&self, key: &StepKey) {
+        let _ = fs::remove_dir_all(self.checkpoint_dir(key));
+    }
+
+    /// Keys of every stored result (complete or not).
+    pub fn keys(&self) -> Result<Vec<StepKey>, CacheError> {
+        list_keys(&self.root.join("steps"), |name| StepKey::parse(name))
+    }
+
+    /// Keys with checkpoints.
+    pub fn checkpoint_keys(&self) -> Result<Vec<StepKey>, CacheError> {
+        list_keys(&self.root.join("checkpoints"), |name| StepKey::parse(name))
+    }
+
+    /// Scratch directories left behind (by killed runs, or runs in progress).
+    pub fn scratch_dirs(&self) -> Result<Vec<PathBuf>, CacheError> {
+        let dir = self.root.join("tmp");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
+            out.push(entry.map_err(io_err("listing", &dir))?.path());
+        }
+        Ok(out)
+    }
+
+    /// Bytes on disk under `path`.
+    pub fn disk_usage(path: &Path) -> u64 {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => fs::read_dir(path)
+                .map(|rd| rd.flatten().map(|e| Cache::disk_usage(&e.path())).sum())
+                .unwrap_or(0),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        }
+    }
+
+    /// Removes a result, its checkpoints and lock file.
+    pub fn remove(&self, key: &StepKey) -> Result<(), CacheError> {
+        self.discard(key)?;
+        self.clear_checkpoints(key);
+        let _ = fs::remove_file(self.root.join("locks").join(format!("{key}.lock")));
+        Ok(())
+    }
+
+    /// The path of a result entry (for gc's byte counts).
+    pub fn entry_path(&self, key: &StepKey) -> PathBuf {
+        self.entry_dir(key)
+    }
+
+    /// Content hash of a local file or directory named by a parameter.
+    pub fn hash_local(path: &Path) -> Result<String, CacheError> {
+        OutputEntry::scan(path).map(|e| e.hash).map_err(io_err("hashing", path))
+    }
+}
+
+fn list_keys(dir: &Path, parse: impl Fn(&str) -> Option<StepKey>) -> Result<Vec<StepKey>, CacheError> {
+    let mut keys = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("listing", dir))? {
+        let entry = entry.map_err(io_err("listing", dir))?;
+        if let Some(key) = entry.file_name().to_str().and_then(&parse) {
+            keys.push(key);
+        }
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+/// Writes `bytes` to `path` and flushes them to disk.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Committing a step's result failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("the step did not write its declared output `{0}`")]
+    MissingOutput(String),
+    #[error(transparent)]
+    Cache(CacheError),
+}

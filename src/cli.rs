@@ -1,0 +1,82 @@
+//! The command line: global options and one subcommand per file in [`crate::commands`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::commands;
+use crate::error::Error;
+use crate::reporter::Reporter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pipe",
+    version,
+    about = "Declarative, content-cached pipelines for fine-tuning BERT classifiers",
+    long_about = "Declarative, content-cached pipelines for fine-tuning BERT classifiers.\n\n\
+        A YAML file describes steps (download, train-tokenizer, tokenize, split, pretrain, fine-tune, \
+        evaluate, report). Every result is cached under a key made of the step's kind, the parameters \
+        that affect its output and the content of its inputs, so a rerun repeats only what changed.",
+    after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe status\n  pipe kinds tokenize\n\nExit codes: 0 success, 1 a step failed, 2 bad input or usage (nothing was run)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Cache directory.
+    #[arg(long, global = true, env = "PIPE_CACHE_DIR", default_value = "cache", value_name = "DIR")]
+    pub cache_dir: PathBuf,
+    /// A folder consulted by file name before any URL is fetched (e.g. ../shared/nsmc).
+    #[arg(long, global = true, env = "PIPE_MIRROR", value_name = "DIR")]
+    pub mirror: Option<PathBuf>,
+    /// Compute threads for tokenizing and training (not part of any cache key).
+    #[arg(long, global = true, env = "PIPE_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline: reuse cached steps, run the rest in dependency order.
+    Run(commands::run::RunArgs),
+    /// Show, per step, whether it is up-to-date, stale (and why) or never run.
+    Status(commands::status::StatusArgs),
+    /// Remove cached results that no recent run references.
+    Gc(commands::gc::GcArgs),
+    /// List the step kinds, or describe one: parameters, inputs, outputs.
+    Kinds(commands::kinds::KindsArgs),
+}
+
+/// Parses the command line, runs the command and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = match &cli.command {
+        Command::Run(a) => a.json,
+        Command::Status(a) => a.json,
+        _ => false,
+    };
+    let reporter = Reporter::new(json);
+    let result = match cli.command {
+        Command::Run(args) => commands::run::execute(&args, &cli.global, &reporter),
+        Command::Status(args) => commands::status::execute(&args, &cli.global, &reporter),
+        Command::Gc(args) => commands::gc::execute(&args, &cli.global, &reporter),
+        Command::Kinds(args) => commands::kinds::execute(&args, &reporter),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            match &e {
+                Error::Spec(errors) => reporter.note(errors.render().trim_end()),
+                Error::Usage { message, help } => reporter.error(message, help.as_deref()),
+                other => reporter.error(&other.to_string(), None),
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

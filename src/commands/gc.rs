@@ -1,0 +1,108 @@
+//! `pipe gc`: remove cached results, checkpoints and scratch directories that none of the
+//! most recent runs references.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use clap::Args;
+
+use crate::cache::Cache;
+use crate::cli::GlobalArgs;
+use crate::error::Error;
+use crate::reporter::Reporter;
+use crate::run_record::{RunRecord, RunState};
+use crate::step_key::StepKey;
+
+/// Results younger than this are kept: a run in progress may not have recorded them yet.
+const GRACE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Keep what the last N runs reference (runs still in progress are always kept).
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub keep_runs: usize,
+    /// Report what would be removed and how many bytes, remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
+    let cache = Cache::at(&global.cache_dir);
+    if !cache.runs_dir().is_dir() {
+        reporter.line(&format!("nothing to collect: no cache at {}", global.cache_dir.display()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runs = RunRecord::all(&cache);
+    let recent = runs.len().saturating_sub(args.keep_runs);
+    let mut keep: BTreeSet<StepKey> = BTreeSet::new();
+    for (i, run) in runs.iter().enumerate() {
+        if i >= recent || run.state == RunState::Running {
+            keep.extend(run.steps.iter().filter_map(|s| s.key.clone()));
+        }
+    }
+    let now = SystemTime::now();
+    let young = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < GRACE)
+    };
+    let verb = if args.dry_run { "would remove" } else { "removed" };
+    let (mut count, mut bytes) = (0usize, 0u64);
+    for key in cache.keys()? {
+        let entry = cache.entry_path(&key);
+        if keep.contains(&key) || young(&entry) {
+            continue;
+        }
+        let size = Cache::disk_usage(&entry) + Cache::disk_usage(&cache.checkpoint_dir(&key));
+        reporter.line(&format!("{verb} {}  {}", key.short(), human_bytes(size)));
+        if !args.dry_run {
+            cache.remove(&key)?;
+        }
+        count += 1;
+        bytes += size;
+    }
+    for key in cache.checkpoint_keys()? {
+        let dir = cache.checkpoint_dir(&key);
+        if keep.contains(&key) || young(&dir) || cache.entry_path(&key).exists() {
+            continue;
+        }
+        let size = Cache::disk_usage(&dir);
+        reporter.line(&format!("{verb} checkpoints {}  {}", key.short(), human_bytes(size)));
+        if !args.dry_run {
+            cache.clear_checkpoints(&key);
+        }
+        count += 1;
+        bytes += size;
+    }
+    for dir in cache.scratch_dirs()? {
+        if young(&dir) {
+            continue;
+        }
+        let size = Cache::disk_usage(&dir);
+        reporter.line(&format!("{verb} scratch {}  {}", dir.display(), human_bytes(size)));
+        if !args.dry_run {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        count += 1;
+        bytes += size;
+    }
+    reporter.line(&format!("{verb} {count} entries, {} (kept what the last {} runs use)", human_bytes(bytes), args.keep_runs));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `512 B`, `3.4 MiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}

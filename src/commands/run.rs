@@ -1,0 +1,125 @@
+//! `pipe run PIPELINE.yaml`: decide every step, run what is not cached, record the run.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::cache::Cache;
+use crate::cli::GlobalArgs;
+use crate::commands::{environment, load_pipeline};
+use crate::error::Error;
+use crate::executor::{Executor, RunOptions};
+use crate::reporter::{seconds, step_json, Reporter};
+use crate::run_record::{RunRecord, RunState, StepStatus};
+use crate::spec::{did_you_mean, OverrideArg};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Override a parameter for this run: STEP.PARAM=VALUE (VALUE is YAML: 3e-5, true, 64).
+    /// `params.NAME=VALUE` overrides a shared value.
+    #[arg(long = "set", value_name = "STEP.PARAM=VALUE")]
+    pub set: Vec<OverrideArg>,
+    /// Rerun STEP and every step that depends on it, even if cached.
+    #[arg(long, value_name = "STEP")]
+    pub force: Vec<String>,
+    /// Decide exactly as a run would, run nothing, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print one JSON document on stdout at the end (step lines go to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
+    let (spec, graph) = load_pipeline(&args.pipeline, &args.set)?;
+    let mut force = BTreeSet::new();
+    for name in &args.force {
+        match graph.index(name) {
+            Some(i) => {
+                force.insert(i);
+            }
+            None => {
+                let help = did_you_mean(name, graph.steps.iter().map(|s| s.name.as_str()));
+                return Err(Error::usage(format!("--force {name}: no step named `{name}` in {}", args.pipeline.display()), help));
+            }
+        }
+    }
+    let env = environment(global);
+    let cache = if args.dry_run { Cache::at(&global.cache_dir) } else { Cache::open(&global.cache_dir)? };
+    let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
+    history.reverse();
+
+    reporter.set_names(graph.steps.iter().map(|s| s.name.as_str()));
+    let mode = if args.dry_run { " (dry run)" } else { "" };
+    reporter.line(&format!(
+        "pipeline {} ({} steps), cache {}{mode}",
+        graph.name,
+        graph.steps.len(),
+        global.cache_dir.display()
+    ));
+    let executor = Executor { cache: &cache, graph: &graph, env: &env, reporter, history: &history };
+    let started = Instant::now();
+    let mut record = RunRecord {
+        id: RunRecord::new_id(),
+        pipeline: graph.name.clone(),
+        file: std::path::absolute(&spec.file).unwrap_or_else(|_| spec.file.clone()),
+        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        state: RunState::Running,
+        seconds: 0.0,
+        overrides: args.set.iter().map(|o| o.text.clone()).collect(),
+        steps: (0..graph.steps.len()).map(|i| executor.pending_record(i)).collect(),
+    };
+    if !args.dry_run {
+        record.save(&cache)?;
+    }
+    let options = RunOptions { force, dry_run: args.dry_run };
+    let outcomes = executor.run(&options, (!args.dry_run).then_some(&mut record));
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.status == StepStatus::Failed).collect();
+    let ok = failed.is_empty();
+    if !args.dry_run {
+        record.state = if ok { RunState::Succeeded } else { RunState::Failed };
+        record.seconds = started.elapsed().as_secs_f64();
+        record.save(&cache)?;
+    }
+
+    if args.json {
+        let steps: Vec<_> = graph
+            .steps
+            .iter()
+            .zip(&outcomes)
+            .map(|(s, o)| step_json(&s.name, s.kind.spec().kind, o))
+            .collect();
+        reporter.document(&json!({ "pipeline": graph.name, "ok": ok, "dry_run": args.dry_run, "steps": steps }));
+    } else {
+        let count = |status: StepStatus| outcomes.iter().filter(|o| o.status == status).count();
+        let summary = if args.dry_run {
+            format!(
+                "dry run: {} would use the cache, {} would run",
+                count(StepStatus::WouldUseCache),
+                count(StepStatus::WouldRun)
+            )
+        } else {
+            format!(
+                "{}: {} cached, {} ran, {} failed, {} skipped in {}",
+                if ok { "ok" } else { "failed" },
+                count(StepStatus::Cached),
+                count(StepStatus::Ran),
+                count(StepStatus::Failed),
+                count(StepStatus::Skipped),
+                seconds(started.elapsed().as_secs_f64())
+            )
+        };
+        reporter.line(&summary);
+    }
+    Ok(match failed.first() {
+        None => ExitCode::SUCCESS,
+        Some(o) if o.failure.as_ref().is_some_and(|f| f.bad_input) => ExitCode::from(2),
+        Some(_) => ExitCode::from(1),
+    })
+}

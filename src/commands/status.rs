@@ -1,0 +1,100 @@
+//! `pipe status [PIPELINE.yaml]`: per step `up-to-date`, `stale` (with the reasons) or
+//! `never-run`, decided exactly as `pipe run --dry-run` would.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use serde_json::json;
+
+use crate::cache::Cache;
+use crate::cli::GlobalArgs;
+use crate::commands::{environment, load_pipeline};
+use crate::dirty_reason::DirtyReason;
+use crate::error::Error;
+use crate::executor::{Executor, RunOptions, StepOutcome};
+use crate::reporter::Reporter;
+use crate::run_record::{RunRecord, StepStatus};
+use crate::spec::OverrideArg;
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The pipeline file (default: the one most recently run with this cache).
+    pub pipeline: Option<PathBuf>,
+    /// Show the status as if run with this override: STEP.PARAM=VALUE.
+    #[arg(long = "set", value_name = "STEP.PARAM=VALUE")]
+    pub set: Vec<OverrideArg>,
+    /// Print the status as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A step's state as `status` names it.
+pub fn state(outcome: &StepOutcome) -> &'static str {
+    match outcome.status {
+        StepStatus::WouldUseCache | StepStatus::Cached => "up-to-date",
+        _ if outcome.reasons == [DirtyReason::NeverRun] => "never-run",
+        _ => "stale",
+    }
+}
+
+pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
+    let cache = Cache::at(&global.cache_dir);
+    let file = match &args.pipeline {
+        Some(p) => p.clone(),
+        None => match RunRecord::latest(&cache, None) {
+            Some(r) => r.file,
+            None => {
+                return Err(Error::usage(
+                    format!("no pipeline given and no run recorded in {}", global.cache_dir.display()),
+                    Some("name a pipeline: `pipe status pipelines/nsmc-tiny.yaml`, or run one first".into()),
+                ))
+            }
+        },
+    };
+    let (_spec, graph) = load_pipeline(&file, &args.set)?;
+    let env = environment(global);
+    let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
+    history.reverse();
+    let quiet = Reporter::quiet();
+    let executor = Executor { cache: &cache, graph: &graph, env: &env, reporter: &quiet, history: &history };
+    let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, None);
+    let last = history.first();
+
+    if args.json {
+        let steps: Vec<_> = graph
+            .steps
+            .iter()
+            .zip(&outcomes)
+            .map(|(s, o)| {
+                json!({
+                    "name": s.name,
+                    "kind": s.kind.spec().kind,
+                    "state": state(o),
+                    "key": o.key.as_ref().map(|k| k.as_str()),
+                    "reasons": o.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        reporter.document(&json!({
+            "pipeline": graph.name,
+            "file": file,
+            "last_run": last.map(|r| json!({"id": r.id, "started": r.started, "state": r.state})),
+            "steps": steps,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let last_text = match last {
+        Some(r) => format!("last run {} ({:?})", r.started, r.state).to_lowercase(),
+        None => "never run".to_string(),
+    };
+    reporter.line(&format!("pipeline {} ({}), {last_text}", graph.name, file.display()));
+    let width = graph.steps.iter().map(|s| s.name.len()).max().unwrap_or(4);
+    for (s, o) in graph.steps.iter().zip(&outcomes) {
+        let reasons: Vec<String> =
+            o.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect();
+        let line = format!("  {:<width$}  {:<10}  {}", s.name, state(o), reasons.join("; "));
+        reporter.line(line.trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
+}

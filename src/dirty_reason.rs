@@ -1,0 +1,119 @@
+//! Why a step must run: the difference between the fingerprint recorded for it last time and
+//! the one it has now, in words a user reads in `pipe status` and `pipe run`.
+
+use serde_json::Value as Json;
+
+use crate::fingerprint::Fingerprint;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DirtyReason {
+    /// No run of this pipeline ever recorded the step.
+    NeverRun,
+    /// `--force` named this step or one it depends on.
+    Forced,
+    ParamChanged { name: String, old: Option<Json>, new: Option<Json> },
+    PinChanged { old: Option<String>, new: Option<String> },
+    /// The content of an upstream output differs.
+    InputChanged { name: String },
+    /// An upstream step will run first, so the input's content is not known yet.
+    InputPending { name: String, step: String },
+    /// A local file named by a parameter changed.
+    SourceChanged { name: String },
+    ImplementationChanged { old: u32, new: u32 },
+    KindChanged { old: String, new: String },
+    /// Same key as before, but the cached result is gone or fails verification.
+    ArtifactMissing { detail: String },
+}
+
+impl DirtyReason {
+    /// What changed from `old` to `new`; empty when they are equal.
+    pub fn diff(old: &Fingerprint, new: &Fingerprint) -> Vec<DirtyReason> {
+        let mut out = Vec::new();
+        if old.kind != new.kind {
+            out.push(DirtyReason::KindChanged { old: old.kind.clone(), new: new.kind.clone() });
+            return out;
+        }
+        if old.version != new.version {
+            out.push(DirtyReason::ImplementationChanged { old: old.version, new: new.version });
+        }
+        if old.pin != new.pin {
+            out.push(DirtyReason::PinChanged { old: old.pin.clone(), new: new.pin.clone() });
+        }
+        let names: std::collections::BTreeSet<&String> = old.params.keys().chain(new.params.keys()).collect();
+        for name in names {
+            let (a, b) = (old.params.get(name), new.params.get(name));
+            if a != b {
+                out.push(DirtyReason::ParamChanged { name: name.clone(), old: a.cloned(), new: b.cloned() });
+            }
+        }
+        let inputs: std::collections::BTreeSet<&String> = old.inputs.keys().chain(new.inputs.keys()).collect();
+        for name in inputs {
+            if old.inputs.get(name) != new.inputs.get(name) {
+                out.push(DirtyReason::InputChanged { name: name.clone() });
+            }
+        }
+        let sources: std::collections::BTreeSet<&String> = old.sources.keys().chain(new.sources.keys()).collect();
+        for name in sources {
+            if old.sources.get(name) != new.sources.get(name) {
+                out.push(DirtyReason::SourceChanged { name: name.clone() });
+            }
+        }
+        out
+    }
+}
+
+fn show(value: &Option<Json>) -> String {
+    match value {
+        None => "(unset)".into(),
+        Some(Json::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    }
+}
+
+impl std::fmt::Display for DirtyReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DirtyReason::NeverRun => write!(f, "never run"),
+            DirtyReason::Forced => write!(f, "forced"),
+            DirtyReason::ParamChanged { name, old, new } => write!(f, "param {name}: {} -> {}", show(old), show(new)),
+            DirtyReason::PinChanged { old, new } => write!(
+                f,
+                "pinned checksum: {} -> {}",
+                old.as_deref().unwrap_or("(none)"),
+                new.as_deref().unwrap_or("(none)")
+            ),
+            DirtyReason::InputChanged { name } => write!(f, "input {name} changed"),
+            DirtyReason::InputPending { name, step } => write!(f, "input {name} comes from {step}, which will run"),
+            DirtyReason::SourceChanged { name } => write!(f, "local file {name} changed"),
+            DirtyReason::ImplementationChanged { .. } => write!(f, "step implementation changed"),
+            DirtyReason::KindChanged { old, new } => write!(f, "kind: {old} -> {new}"),
+            DirtyReason::ArtifactMissing { detail } => write!(f, "cached artifact missing or corrupt ({detail})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn fp(lr: f64, input: &str) -> Fingerprint {
+        Fingerprint {
+            kind: "fine-tune".into(),
+            version: 1,
+            params: BTreeMap::from([("lr".to_string(), Json::from(lr))]),
+            pin: None,
+            inputs: BTreeMap::from([("train".to_string(), input.to_string())]),
+            sources: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn diff_names_params_and_inputs() {
+        let reasons = DirtyReason::diff(&fp(5e-5, "a"), &fp(3e-5, "b"));
+        let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+        assert_eq!(text, vec!["param lr: 5e-5 -> 3e-5", "input train changed"]);
+        assert!(DirtyReason::diff(&fp(5e-5, "a"), &fp(5e-5, "a")).is_empty());
+    }
+}

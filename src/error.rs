@@ -1,0 +1,35 @@
+//! Errors a command ends with, and their exit codes.
+
+use crate::cache::CacheError;
+use crate::spec::{SpecErrors, UnreadablePipeline};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Problems in the pipeline file or `--set` (exit 2).
+    #[error(transparent)]
+    Spec(#[from] SpecErrors),
+    #[error(transparent)]
+    Unreadable(#[from] UnreadablePipeline),
+    /// Wrong use of the command line (exit 2).
+    #[error("{message}")]
+    Usage { message: String, help: Option<String> },
+    /// The cache could not be read or written (exit 1).
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    /// A file the command writes could not be written (exit 1).
+    #[error("writing {}: {source}", path.display())]
+    Write { path: std::path::PathBuf, source: std::io::Error },
+}
+
+impl Error {
+    pub fn usage(message: impl Into<String>, help: Option<String>) -> Error {
+        Error::Usage { message: message.into(), help }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Spec(_) | Error::Unreadable(_) | Error::Usage { .. } => 2,
+            Error::Cache(_) | Error::Write { .. } => 1,
+        }
+    }
+}

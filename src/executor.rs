@@ -1,0 +1,335 @@
+//! Walks the graph in dependency order and, for each step, decides (cached or run, and why),
+//! then runs it into a scratch directory and commits the result to the cache. `--dry-run` and
+//! `pipe status` take the same decisions and run nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use pipe_steps::{Environment, StepContext, StepError};
+use serde_json::Value as Json;
+
+use crate::cache::{Cache, CommitError, Lookup};
+use crate::dirty_reason::DirtyReason;
+use crate::fingerprint::{local_paths, Fingerprint};
+use crate::graph::PipelineGraph;
+use crate::manifest::Manifest;
+use crate::reporter::Reporter;
+use crate::run_record::{RunRecord, StepRecord, StepStatus};
+use crate::step_key::StepKey;
+
+/// What the user asked of this run beyond the pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Steps to rerun with everything that depends on them (indices into the graph).
+    pub force: BTreeSet<usize>,
+    pub dry_run: bool,
+}
+
+/// Why a step failed.
+#[derive(Debug, Clone)]
+pub struct StepFailure {
+    pub message: String,
+    pub help: Option<String>,
+    /// Bad input (exit code 2) rather than a failure (exit code 1).
+    pub bad_input: bool,
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    pub status: StepStatus,
+    pub key: Option<StepKey>,
+    pub fingerprint: Option<Fingerprint>,
+    pub reasons: Vec<DirtyReason>,
+    /// Output name → content hash (known once the step is cached or ran).
+    pub outputs: BTreeMap<String, String>,
+    pub seconds: f64,
+    pub failure: Option<StepFailure>,
+}
+
+impl StepOutcome {
+    fn new(status: StepStatus) -> Self {
+        StepOutcome {
+            status,
+            key: None,
+            fingerprint: None,
+            reasons: Vec::new(),
+            outputs: BTreeMap::new(),
+            seconds: 0.0,
+            failure: None,
+        }
+    }
+
+    fn failed(mut self, message: String, help: Option<String>, bad_input: bool) -> Self {
+        self.status = StepStatus::Failed;
+        self.failure = Some(StepFailure { message, help, bad_input });
+        self
+    }
+}
+
+pub struct Executor<'a> {
+    pub cache: &'a Cache,
+    pub graph: &'a PipelineGraph,
+    pub env: &'a Environment,
+    pub reporter: &'a Reporter,
+    /// Earlier runs of this pipeline, newest first: where the reasons come from.
+    pub history: &'a [RunRecord],
+}
+
+impl Executor<'_> {
+    /// Decides and (unless dry) runs every step. `record` is updated and saved after each
+    /// step when it is `Some`.
+    pub fn run(&self, options: &RunOptions, mut record: Option<&mut RunRecord>) -> Vec<StepOutcome> {
+        let n = self.graph.steps.len();
+        let mut forced = BTreeSet::new();
+        for &f in &options.force {
+            forced.extend(self.graph.with_dependents(f));
+        }
+        let mut outcomes: Vec<Option<StepOutcome>> = vec![None; n];
+        let mut failed: Option<usize> = None;
+        for (position, &i) in self.graph.order().iter().enumerate() {
+            let outcome = match failed {
+                // After a failure nothing more runs; what ran before stays cached.
+                Some(f) => {
+                    let why = format!("not run: step {} failed", self.graph.steps[f].name);
+                    self.reporter.step_skipped(position, n, &self.graph.steps[i].name, &why);
+                    StepOutcome::new(StepStatus::Skipped)
+                }
+                None => self.step(i, position, &outcomes, forced.contains(&i), options.dry_run),
+            };
+            if outcome.status == StepStatus::Failed {
+                failed = Some(i);
+            }
+            if let Some(rec) = record.as_deref_mut() {
+                rec.steps[i] = self.step_record(i, &outcome);
+                if let Err(e) = rec.save(self.cache) {
+                    self.reporter.warning(&e.to_string());
+                }
+            }
+            outcomes[i] = Some(outcome);
+        }
+        outcomes.into_iter().map(|o| o.unwrap_or_else(|| StepOutcome::new(StepStatus::Skipped))).collect()
+    }
+
+    /// The record of a step before it is reached.
+    pub fn pending_record(&self, i: usize) -> StepRecord {
+        self.step_record(i, &StepOutcome::new(StepStatus::Pending))
+    }
+
+    fn step_record(&self, i: usize, outcome: &StepOutcome) -> StepRecord {
+        let step = &self.graph.steps[i];
+        StepRecord {
+            name: step.name.clone(),
+            kind: step.kind.spec().kind.to_string(),
+            status: outcome.status,
+            key: outcome.key.clone(),
+            fingerprint: outcome.fingerprint.clone(),
+            params: step.params.values().clone(),
+            outputs: outcome.outputs.clone(),
+            seconds: outcome.seconds,
+            reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
+            error: outcome.failure.as_ref().map(|f| f.message.clone()),
+        }
+    }
+
+    fn step(&self, i: usize, position: usize, done: &[Option<StepOutcome>], forced: bool, dry_run: bool) -> StepOutcome {
+        let step = &self.graph.steps[i];
+        let total = self.graph.steps.len();
+        let mut outcome = StepOutcome::new(StepStatus::Skipped);
+
+        // Inputs: content hashes of upstream outputs, when known.
+        let mut input_hashes = BTreeMap::new();
+        let mut input_paths = BTreeMap::new();
+        for (name, r) in &step.inputs {
+            let upstream = done[r.step].as_ref();
+            let upstream_name = &self.graph.steps[r.step].name;
+            match upstream {
+                Some(u) if matches!(u.status, StepStatus::Failed | StepStatus::Skipped) => {
+                    outcome.reasons.push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() });
+                    self.reporter.step_skipped(position, total, &step.name, &format!("input {name} from {upstream_name} is not available"));
+                    return outcome;
+                }
+                Some(u) => match (u.outputs.get(r.output), &u.key) {
+                    (Some(hash), Some(key)) => {
+                        input_hashes.insert(name.clone(), hash.clone());
+                        input_paths.insert(name.clone(), self.cache.output_path(key, r.output));
+                    }
+                    _ => outcome.reasons.push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() }),
+                },
+                None => outcome.reasons.push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() }),
+            }
+        }
+        if !outcome.reasons.is_empty() {
+            // Only in a dry run: an upstream step would run, so this one's key is unknown.
+            outcome.status = StepStatus::WouldRun;
+            self.reporter.step_decided(position, total, &step.name, &outcome);
+            return outcome;
+        }
+
+        let mut sources = BTreeMap::new();
+        for (name, path) in local_paths(step) {
+            match Cache::hash_local(&path) {
+                Ok(hash) => {
+                    sources.insert(name, hash);
+                }
+                Err(e) => {
+                    let outcome = outcome.failed(e.to_string(), None, true);
+                    self.reporter.step_failed(position, total, &step.name, &outcome);
+                    return outcome;
+                }
+            }
+        }
+        let fingerprint = Fingerprint::new(step, input_hashes, sources);
+        let key = fingerprint.key();
+        outcome.key = Some(key.clone());
+        outcome.fingerprint = Some(fingerprint.clone());
+
+        let lookup = self.cache.lookup(&key);
+        if forced {
+            outcome.reasons.push(DirtyReason::Forced);
+        } else {
+            match &lookup {
+                Lookup::Hit(manifest) => {
+                    outcome.status = if dry_run { StepStatus::WouldUseCache } else { StepStatus::Cached };
+                    outcome.outputs = output_hashes(manifest);
+                    outcome.seconds = 0.0;
+                    self.reporter.step_decided(position, total, &step.name, &outcome);
+                    return outcome;
+                }
+                Lookup::Corrupt(detail) => outcome.reasons.push(DirtyReason::ArtifactMissing { detail: detail.clone() }),
+                Lookup::Missing => outcome.reasons = self.reasons(&step.name, &fingerprint, &key),
+            }
+        }
+        if dry_run {
+            outcome.status = StepStatus::WouldRun;
+            self.reporter.step_decided(position, total, &step.name, &outcome);
+            return outcome;
+        }
+        self.execute(i, position, outcome, key, fingerprint, input_paths, forced)
+    }
+
+    /// Why a step whose key is not in the cache must run, from the latest recorded run of it.
+    fn reasons(&self, name: &str, fingerprint: &Fingerprint, key: &StepKey) -> Vec<DirtyReason> {
+        let previous = self.history.iter().filter_map(|r| r.step(name)).find_map(|s| {
+            s.fingerprint.as_ref().filter(|_| matches!(s.status, StepStatus::Ran | StepStatus::Cached)).map(|f| (f, &s.key))
+        });
+        match previous {
+            None => vec![DirtyReason::NeverRun],
+            Some((_, Some(old_key))) if old_key == key => {
+                vec![DirtyReason::ArtifactMissing { detail: "removed from the cache".into() }]
+            }
+            Some((old, _)) => {
+                let reasons = DirtyReason::diff(old, fingerprint);
+                if reasons.is_empty() {
+                    vec![DirtyReason::NeverRun]
+                } else {
+                    reasons
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn execute(
+        &self,
+        i: usize,
+        position: usize,
+        mut outcome: StepOutcome,
+        key: StepKey,
+        fingerprint: Fingerprint,
+        inputs: BTreeMap<String, PathBuf>,
+        forced: bool,
+    ) -> StepOutcome {
+        let step = &self.graph.steps[i];
+        let total = self.graph.steps.len();
+        let report_failure = |outcome: StepOutcome| {
+            self.reporter.step_failed(position, total, &step.name, &outcome);
+            outcome
+        };
+        let _lock = match self.cache.lock(&key) {
+            Ok(lock) => lock,
+            Err(e) => return report_failure(outcome.failed(e.to_string(), None, false)),
+        };
+        // Another run may have computed the key while this one waited for the lock.
+        match self.cache.lookup(&key) {
+            Lookup::Hit(manifest) if !forced => {
+                outcome.status = StepStatus::Cached;
+                outcome.reasons.clear();
+                outcome.outputs = output_hashes(&manifest);
+                self.reporter.step_decided(position, total, &step.name, &outcome);
+                return outcome;
+            }
+            Lookup::Missing => {}
+            _ => {
+                if let Err(e) = self.cache.discard(&key) {
+                    return report_failure(outcome.failed(e.to_string(), None, false));
+                }
+            }
+        }
+        let scratch = match self.cache.scratch(&key) {
+            Ok(s) => s,
+            Err(e) => return report_failure(outcome.failed(e.to_string(), None, false)),
+        };
+        let checkpoint_dir = self.cache.checkpoint_dir(&key);
+        if let Err(e) = std::fs::create_dir_all(&checkpoint_dir) {
+            return report_failure(outcome.failed(format!("creating {}: {e}", checkpoint_dir.display()), None, false));
+        }
+        self.reporter.step_started(position, total, &step.name, &outcome.reasons);
+        let started = Instant::now();
+        let out_dir = scratch.out_dir();
+        let ctx = StepContext {
+            name: &step.name,
+            params: &step.params,
+            inputs: &inputs,
+            out_dir: &out_dir,
+            checkpoint_dir: &checkpoint_dir,
+            env: self.env,
+            events: self.reporter,
+        };
+        let result = step.kind.run(&ctx);
+        outcome.seconds = started.elapsed().as_secs_f64();
+        if let Err(e) = result {
+            let bad_input = e.is_bad_input();
+            let help = e.help().map(str::to_string);
+            let message = match e {
+                StepError::Cancelled => "interrupted".to_string(),
+                e => e.to_string(),
+            };
+            return report_failure(outcome.failed(message, help, bad_input));
+        }
+        let outputs: Vec<&str> = step.kind.spec().outputs.iter().map(|o| o.name).collect();
+        let manifest = Manifest {
+            key: key.clone(),
+            step: step.name.clone(),
+            fingerprint,
+            outputs: BTreeMap::new(),
+            seconds: outcome.seconds,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        };
+        match self.cache.commit(scratch, manifest, &outputs) {
+            Ok(manifest) => {
+                self.cache.clear_checkpoints(&key);
+                outcome.status = StepStatus::Ran;
+                outcome.outputs = output_hashes(&manifest);
+                self.reporter.step_done(position, total, &step.name, &outcome);
+                outcome
+            }
+            Err(CommitError::MissingOutput(name)) => report_failure(outcome.failed(
+                format!("step kind `{}` did not write its output `{name}`", step.kind.spec().kind),
+                None,
+                false,
+            )),
+            Err(e) => report_failure(outcome.failed(e.to_string(), None, false)),
+        }
+    }
+}
+
+fn output_hashes(manifest: &Manifest) -> BTreeMap<String, String> {
+    manifest.outputs.iter().map(|(name, o)| (name.clone(), o.hash.clone())).collect()
+}
+
+/// Effective parameters of every step, for the run record and `--json`.
+pub fn effective_params(graph: &PipelineGraph) -> BTreeMap<String, BTreeMap<String, Json>> {
+    graph.steps.iter().map(|s| (s.name.clone(), s.params.values().clone())).collect()
+}

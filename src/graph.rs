@@ -1,0 +1,416 @@
+//! The step graph: a [`PipelineSpec`] checked against the step kinds and turned into a DAG
+//! (petgraph) of steps with typed parameters and resolved inputs. Pure data: no I/O but
+//! checking that local paths named by parameters exist.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use petgraph::algo::kosaraju_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Bfs, EdgeRef};
+use petgraph::Direction;
+use pipe_steps::{ParamSpec, ParamType, Params, Step};
+use serde_json::Value as Json;
+use serde_yaml::Value as Yaml;
+
+use crate::spec::{did_you_mean, Origin, PipelineSpec, SpecError, SpecErrors, StepSpec};
+
+/// An input resolved to an upstream step's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRef {
+    /// Index of the upstream step in [`PipelineGraph::steps`].
+    pub step: usize,
+    pub output: &'static str,
+}
+
+/// One step, checked and typed.
+pub struct GraphStep {
+    pub name: String,
+    pub kind: &'static dyn Step,
+    pub params: Params,
+    pub inputs: BTreeMap<String, OutputRef>,
+    /// Parameters set with `--set`.
+    pub overridden: Vec<String>,
+}
+
+/// The checked pipeline.
+pub struct PipelineGraph {
+    pub name: String,
+    /// In file order.
+    pub steps: Vec<GraphStep>,
+    graph: DiGraph<usize, ()>,
+    order: Vec<usize>,
+}
+
+impl PipelineGraph {
+    /// Checks every step against its kind; all problems are reported together.
+    pub fn build(spec: &PipelineSpec) -> Result<PipelineGraph, SpecErrors> {
+        let mut errors = Vec::new();
+        let index: BTreeMap<&str, usize> = spec.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let mut steps = Vec::new();
+        for step in &spec.steps {
+            if let Some(checked) = check_step(spec, step, &index, &mut errors) {
+                steps.push(checked);
+            }
+        }
+        if !errors.is_empty() || steps.len() != spec.steps.len() {
+            return Err(SpecErrors::new(&spec.file, &spec.source, errors));
+        }
+        let mut graph = DiGraph::new();
+        let nodes: Vec<NodeIndex> = (0..steps.len()).map(|i| graph.add_node(i)).collect();
+        for (i, step) in steps.iter().enumerate() {
+            for input in step.inputs.values() {
+                graph.update_edge(nodes[input.step], nodes[i], ());
+            }
+        }
+        let order = match stable_order(&graph) {
+            Some(order) => order,
+            None => {
+                let cycle = find_cycle(&graph).into_iter().map(|i| steps[i].name.clone()).collect::<Vec<_>>();
+                let first = cycle.first().cloned().unwrap_or_default();
+                let location = spec.locate(&["steps", &first]);
+                let path = cycle.iter().chain(std::iter::once(&first)).cloned().collect::<Vec<_>>().join(" -> ");
+                let e = SpecError::new(format!("the steps form a cycle: {path}"))
+                    .at(location, first.len())
+                    .help("a step's inputs must come from steps that do not depend on it");
+                return Err(SpecErrors::new(&spec.file, &spec.source, vec![e]));
+            }
+        };
+        Ok(PipelineGraph { name: spec.name.clone(), steps, graph, order })
+    }
+
+    /// Step indices in an order where every step comes after its inputs (file order among
+    /// independent steps).
+    pub fn order(&self) -> &[usize] {
+        &self.order
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+
+    /// The step and every step that depends on it, directly or not.
+    pub fn with_dependents(&self, step: usize) -> Vec<usize> {
+        let start = NodeIndex::new(step);
+        let mut bfs = Bfs::new(&self.graph, start);
+        let mut out = Vec::new();
+        while let Some(n) = bfs.next(&self.graph) {
+            out.push(self.graph[n]);
+        }
+        out
+    }
+
+    /// Steps whose outputs this step reads.
+    pub fn upstream(&self, step: usize) -> Vec<usize> {
+        self.graph.edges_directed(NodeIndex::new(step), Direction::Incoming).map(|e| self.graph[e.source()]).collect()
+    }
+}
+
+fn check_step(
+    spec: &PipelineSpec,
+    step: &StepSpec,
+    index: &BTreeMap<&str, usize>,
+    errors: &mut Vec<SpecError>,
+) -> Option<GraphStep> {
+    let name = step.name.as_str();
+    let Some(kind) = pipe_steps::find(&step.kind) else {
+        let kinds: Vec<&str> = pipe_steps::registry().iter().map(|k| k.spec().kind).collect();
+        let help = did_you_mean(&step.kind, kinds.iter().copied())
+            .unwrap_or_else(|| format!("the step kinds are: {}", kinds.join(", ")));
+        errors.push(
+            SpecError::new(format!("step `{name}`: unknown step kind `{}`", step.kind))
+                .at(spec.locate_value(&["steps", name, "kind"]), step.kind.len())
+                .help(help),
+        );
+        return None;
+    };
+    let ks = kind.spec();
+    let before = errors.len();
+
+    let mut inputs = BTreeMap::new();
+    for (input_name, reference) in &step.inputs {
+        let location = spec.locate_value(&["steps", name, "inputs", input_name]);
+        let span = reference.to_string().len();
+        if ks.input(input_name).is_none() {
+            let names: Vec<&str> = ks.inputs.iter().map(|i| i.name).collect();
+            let help = did_you_mean(input_name, names.iter().copied()).unwrap_or_else(|| {
+                if names.is_empty() {
+                    format!("kind `{}` takes no inputs", ks.kind)
+                } else {
+                    format!("kind `{}` takes inputs: {}", ks.kind, names.join(", "))
+                }
+            });
+            errors.push(
+                SpecError::new(format!("step `{name}`: unknown input `{input_name}` for kind `{}`", ks.kind))
+                    .at(spec.locate(&["steps", name, "inputs", input_name]), input_name.len())
+                    .help(help),
+            );
+            continue;
+        }
+        let Some(&upstream) = index.get(reference.step.as_str()) else {
+            let help = did_you_mean(&reference.step, index.keys().copied());
+            let mut e = SpecError::new(format!("step `{name}`: input `{input_name}` refers to unknown step `{}`", reference.step))
+                .at(location, span);
+            e.help = help;
+            errors.push(e);
+            continue;
+        };
+        let Some(upstream_kind) = pipe_steps::find(&spec.steps[upstream].kind) else {
+            continue;
+        };
+        let outputs = upstream_kind.spec().outputs;
+        let output = match &reference.output {
+            Some(o) => outputs.iter().find(|x| x.name == o),
+            None if outputs.len() == 1 => outputs.first(),
+            None => {
+                let names: Vec<String> = outputs.iter().map(|o| format!("{}.{}", reference.step, o.name)).collect();
+                errors.push(
+                    SpecError::new(format!(
+                        "step `{name}`: input `{input_name}`: step `{}` has several outputs; name one",
+                        reference.step
+                    ))
+                    .at(location, span)
+                    .help(format!("use one of: {}", names.join(", "))),
+                );
+                continue;
+            }
+        };
+        match output {
+            Some(o) => {
+                inputs.insert(input_name.clone(), OutputRef { step: upstream, output: o.name });
+            }
+            None => {
+                let names: Vec<&str> = outputs.iter().map(|o| o.name).collect();
+                let wanted = reference.output.as_deref().unwrap_or_default();
+                let help = did_you_mean(wanted, names.iter().copied())
+                    .unwrap_or_else(|| format!("`{}` outputs: {}", reference.step, names.join(", ")));
+                errors.push(
+                    SpecError::new(format!(
+                        "step `{name}`: input `{input_name}` refers to unknown output `{reference}` (kind `{}`)",
+                        upstream_kind.spec().kind
+                    ))
+                    .at(location, span)
+                    .help(help),
+                );
+            }
+        }
+    }
+    for input in ks.inputs.iter().filter(|i| i.required && !step.inputs.contains_key(i.name)) {
+        errors.push(
+            SpecError::new(format!("step `{name}`: missing required input `{}` ({})", input.name, input.help))
+                .at(spec.locate(&["steps", name]), name.len())
+                .help(format!("add `inputs: {{ {}: STEP }}`", input.name)),
+        );
+    }
+
+    let mut params = BTreeMap::new();
+    let mut overridden = Vec::new();
+    for (param, raw) in &step.params {
+        let (location, span) = match &raw.origin {
+            Origin::File => (spec.locate(&["steps", name, param]), param.len()),
+            Origin::Override(_) => (None, 1),
+        };
+        let prefix = match &raw.origin {
+            Origin::File => format!("step `{name}`"),
+            Origin::Override(text) => format!("--set {text}"),
+        };
+        let Some(ps) = ks.param(param) else {
+            let names: Vec<&str> = ks.params.iter().map(|p| p.name).collect();
+            let help = did_you_mean(param, names.iter().copied())
+                .unwrap_or_else(|| format!("kind `{}` takes: {}", ks.kind, names.join(", ")));
+            errors.push(
+                SpecError::new(format!("{prefix}: unknown parameter `{param}` for kind `{}`", ks.kind))
+                    .at(location, span)
+                    .help(help),
+            );
+            continue;
+        };
+        if matches!(raw.origin, Origin::Override(_)) {
+            overridden.push(param.clone());
+        }
+        match convert(ps, &raw.value, &spec.base_dir) {
+            Ok(Json::Null) => {}
+            Ok(v) => {
+                params.insert(param.clone(), v);
+            }
+            Err(message) => {
+                let location = match &raw.origin {
+                    Origin::File => spec.locate_value(&["steps", name, param]),
+                    Origin::Override(_) => None,
+                };
+                errors.push(SpecError::new(format!("{prefix}: parameter `{param}` {message}")).at(location, 1));
+            }
+        }
+    }
+    for ps in ks.params {
+        if params.contains_key(ps.name) || step.params.contains_key(ps.name) {
+            continue;
+        }
+        match ps.default.to_value() {
+            Some(v) => {
+                params.insert(ps.name.to_string(), v);
+            }
+            None if ps.default == pipe_steps::Default::Required => errors.push(
+                SpecError::new(format!("step `{name}`: missing required parameter `{}` ({})", ps.name, ps.help))
+                    .at(spec.locate(&["steps", name]), name.len())
+                    .help(format!("add `{}: ...` ({})", ps.name, ps.ty.describe())),
+            ),
+            None => {}
+        }
+    }
+    let params = Params::new(params);
+    if errors.len() == before {
+        if let Err(e) = kind.validate(&params) {
+            let location = match &e {
+                pipe_steps::StepError::Param { name: p, .. } => spec.locate_value(&["steps", name, p]),
+                _ => spec.locate(&["steps", name]),
+            };
+            let mut se = SpecError::new(format!("step `{name}`: {e}")).at(location, 1);
+            se.help = e.help().map(str::to_string);
+            errors.push(se);
+        }
+    }
+    (errors.len() == before).then(|| GraphStep { name: name.to_string(), kind, params, inputs, overridden })
+}
+
+/// Converts a YAML value to the parameter's type; `Err` says what was expected.
+fn convert(ps: &ParamSpec, value: &Yaml, base_dir: &Path) -> Result<Json, String> {
+    let wrong = || format!("must be {}, got {}", ps.ty.describe(), describe_yaml(value));
+    if value.is_null() {
+        return if ps.default == pipe_steps::Default::Required { Err(wrong()) } else { Ok(Json::Null) };
+    }
+    match ps.ty {
+        ParamType::Str => value.as_str().map(Json::from).ok_or_else(wrong),
+        ParamType::Int => value.as_i64().map(Json::from).ok_or_else(wrong),
+        ParamType::Uint => value.as_u64().map(Json::from).ok_or_else(wrong),
+        ParamType::Float => value.as_f64().filter(|f| f.is_finite()).map(Json::from).ok_or_else(wrong),
+        ParamType::Bool => value.as_bool().map(Json::from).ok_or_else(wrong),
+        ParamType::Choice(options) => {
+            let s = value.as_str().ok_or_else(wrong)?;
+            if options.contains(&s) {
+                Ok(Json::from(s))
+            } else {
+                let hint = did_you_mean(s, options.iter().copied()).map(|h| format!(" ({h})")).unwrap_or_default();
+                Err(format!("must be one of {}, got `{s}`{hint}", options.join(", ")))
+            }
+        }
+        ParamType::StrList => match value {
+            Yaml::Sequence(items) => items
+                .iter()
+                .map(|v| v.as_str().map(Json::from).ok_or_else(wrong))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Json::Array),
+            _ => Err(wrong()),
+        },
+        ParamType::Path => {
+            let s = value.as_str().ok_or_else(wrong)?;
+            let path = absolute(base_dir, s);
+            if path.exists() {
+                Ok(Json::from(path.to_string_lossy().into_owned()))
+            } else {
+                Err(format!("names `{s}`, which does not exist ({})", path.display()))
+            }
+        }
+        ParamType::PathOrHubId => {
+            let s = value.as_str().ok_or_else(wrong)?;
+            let path = absolute(base_dir, s);
+            if path.exists() {
+                Ok(Json::from(path.to_string_lossy().into_owned()))
+            } else if s.starts_with('.') || s.starts_with('/') || s.starts_with('~') {
+                Err(format!("names `{s}`, which does not exist ({})", path.display()))
+            } else {
+                Ok(Json::from(s))
+            }
+        }
+        ParamType::Url => {
+            let s = value.as_str().ok_or_else(wrong)?;
+            if s.contains("://") {
+                Ok(Json::from(s))
+            } else {
+                Ok(Json::from(absolute(base_dir, s).to_string_lossy().into_owned()))
+            }
+        }
+    }
+}
+
+fn absolute(base_dir: &Path, s: &str) -> PathBuf {
+    let p = Path::new(s);
+    let joined = if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
+    std::path::absolute(&joined).unwrap_or(joined)
+}
+
+fn describe_yaml(value: &Yaml) -> String {
+    match value {
+        Yaml::Null => "nothing".into(),
+        Yaml::Bool(b) => format!("`{b}`"),
+        Yaml::Number(n) => format!("`{n}`"),
+        Yaml::String(s) => format!("\"{s}\""),
+        Yaml::Sequence(_) => "a list".into(),
+        Yaml::Mapping(_) => "a mapping".into(),
+        Yaml::Tagged(_) => "a tagged value".into(),
+    }
+}
+
+/// Kahn's algorithm taking the lowest file index first, so independent steps keep file order.
+/// `None` when the graph has a cycle.
+fn stable_order(graph: &DiGraph<usize, ()>) -> Option<Vec<usize>> {
+    let mut indegree: Vec<usize> =
+        graph.node_indices().map(|n| graph.neighbors_directed(n, Direction::Incoming).count()).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> =
+        graph.node_indices().filter(|n| indegree[n.index()] == 0).map(|n| Reverse(n.index())).collect();
+    let mut order = Vec::with_capacity(indegree.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(graph[NodeIndex::new(i)]);
+        for next in graph.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
+            indegree[next.index()] -= 1;
+            if indegree[next.index()] == 0 {
+                ready.push(Reverse(next.index()));
+            }
+        }
+    }
+    (order.len() == indegree.len()).then_some(order)
+}
+
+/// A cycle as a list of step indices (the first step is not repeated at the end).
+fn find_cycle(graph: &DiGraph<usize, ()>) -> Vec<usize> {
+    for scc in kosaraju_scc(graph) {
+        let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        let mut members = scc.clone();
+        members.sort_by_key(|n| graph[*n]);
+        let start = members[0];
+        // Breadth-first search inside the component from `start` back to `start`.
+        let mut previous: BTreeMap<NodeIndex, NodeIndex> = BTreeMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        while let Some(n) = queue.pop_front() {
+            for next in graph.neighbors_directed(n, Direction::Outgoing) {
+                if !scc.contains(&next) {
+                    continue;
+                }
+                if next == start {
+                    let mut path = vec![graph[n]];
+                    let mut cur = n;
+                    while cur != start {
+                        cur = previous[&cur];
+                        path.push(graph[cur]);
+                    }
+                    path.reverse();
+                    if path.len() > 1 && path[0] == path[path.len() - 1] {
+                        path.pop();
+                    }
+                    return path;
+                }
+                if let std::collections::btree_map::Entry::Vacant(e) = previous.entry(next) {
+                    e.insert(n);
+                    queue.push_back(next);
+                }
+            }
+        }
+    }
+    Vec::new()
+}

@@ -1,0 +1,136 @@
+//! The record of one `pipe run`: pipeline, effective parameters, per-step key and outcome,
+//! timings. Written when the run starts and after every step, so a killed run still shows as
+//! incomplete. `status` and `report` read these.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::cache::{write_synced, Cache, CacheError};
+use crate::fingerprint::Fingerprint;
+use crate::step_key::StepKey;
+
+/// How a step ended in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    Cached,
+    Ran,
+    Failed,
+    Skipped,
+    WouldRun,
+    WouldUseCache,
+    /// Not reached yet (the run is in progress or was killed).
+    Pending,
+}
+
+impl StepStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepStatus::Cached => "cached",
+            StepStatus::Ran => "ran",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::WouldRun => "would-run",
+            StepStatus::WouldUseCache => "would-use-cache",
+            StepStatus::Pending => "pending",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub kind: String,
+    pub status: StepStatus,
+    pub key: Option<StepKey>,
+    pub fingerprint: Option<Fingerprint>,
+    /// Every parameter's effective value (including those not in the key).
+    pub params: BTreeMap<String, Json>,
+    /// Output name → content hash.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    pub seconds: f64,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `<unix millis>-<pid>`: sorts by start time.
+    pub id: String,
+    pub pipeline: String,
+    /// Absolute path of the pipeline file.
+    pub file: PathBuf,
+    pub started: String,
+    pub state: RunState,
+    pub seconds: f64,
+    /// The `--set` arguments as typed.
+    pub overrides: Vec<String>,
+    pub steps: Vec<StepRecord>,
+}
+
+impl RunRecord {
+    pub fn new_id() -> String {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        format!("{millis:015}-{}", std::process::id())
+    }
+
+    fn path(cache: &Cache, id: &str) -> PathBuf {
+        cache.runs_dir().join(format!("{id}.json"))
+    }
+
+    /// Writes the record (temp file + rename, so readers never see half a record).
+    pub fn save(&self, cache: &Cache) -> Result<(), CacheError> {
+        let path = Self::path(cache, &self.id);
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
+        write_synced(&tmp, &bytes).map_err(|source| CacheError { action: "writing", path: tmp.clone(), source })?;
+        fs::rename(&tmp, &path).map_err(|source| CacheError { action: "renaming", path, source })
+    }
+
+    /// Every readable record, oldest first.
+    pub fn all(cache: &Cache) -> Vec<RunRecord> {
+        let dir = cache.runs_dir();
+        let mut paths: Vec<PathBuf> = fs::read_dir(&dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+            .unwrap_or_default();
+        paths.sort();
+        paths.iter().filter_map(|p| Self::read(p)).collect()
+    }
+
+    fn read(path: &Path) -> Option<RunRecord> {
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
+    }
+
+    /// The most recent record, of pipeline `name` when given.
+    pub fn latest(cache: &Cache, name: Option<&str>) -> Option<RunRecord> {
+        Self::all(cache).into_iter().rev().find(|r| name.is_none_or(|n| r.pipeline == n))
+    }
+
+    pub fn step(&self, name: &str) -> Option<&StepRecord> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Removes the record file.
+    pub fn delete(&self, cache: &Cache) -> std::io::Result<()> {
+        fs::remove_file(Self::path(cache, &self.id))
+    }
+}

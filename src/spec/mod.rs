@@ -1,0 +1,13 @@
+//! Pipeline files: parsing, `${params.NAME}` substitution, `--set` overrides and the errors
+//! they can produce.
+
+mod locate;
+mod override_arg;
+mod pipeline_spec;
+mod spec_error;
+mod step_spec;
+
+pub use override_arg::OverrideArg;
+pub use pipeline_spec::{PipelineSpec, UnreadablePipeline};
+pub use spec_error::{did_you_mean, Location, SpecError, SpecErrors};
+pub use step_spec::{InputRef, Origin, RawParam, StepSpec};

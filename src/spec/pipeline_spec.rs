@@ -1,0 +1,308 @@
+//! A pipeline file as written: name, shared parameters and steps, with `${params.NAME}`
+//! substituted and `--set` overrides applied. Checking steps against their kinds happens when
+//! the graph is built ([`crate::graph::PipelineGraph`]).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_yaml::{Mapping, Value};
+
+use crate::spec::locate::{locate, locate_value};
+use crate::spec::override_arg::OverrideArg;
+use crate::spec::spec_error::{did_you_mean, Location, SpecError, SpecErrors};
+use crate::spec::step_spec::{InputRef, Origin, RawParam, StepSpec};
+
+const TOP_LEVEL_KEYS: [&str; 4] = ["name", "description", "params", "steps"];
+
+/// A parsed pipeline file.
+#[derive(Debug, Clone)]
+pub struct PipelineSpec {
+    pub name: String,
+    /// The file as given on the command line.
+    pub file: PathBuf,
+    /// The file's directory: relative paths in parameters are relative to it.
+    pub base_dir: PathBuf,
+    pub source: String,
+    pub params: BTreeMap<String, Value>,
+    /// In file order, which is display order.
+    pub steps: Vec<StepSpec>,
+}
+
+/// Reading the pipeline file failed before it could be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read pipeline file {}: {source}", path.display())]
+pub struct UnreadablePipeline {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+impl PipelineSpec {
+    /// Reads and parses `path`, then applies `overrides`.
+    pub fn load(path: &Path, overrides: &[OverrideArg]) -> Result<Result<PipelineSpec, SpecErrors>, UnreadablePipeline> {
+        let source = fs::read_to_string(path).map_err(|source| UnreadablePipeline { path: path.to_path_buf(), source })?;
+        Ok(PipelineSpec::parse(path, &source, overrides))
+    }
+
+    pub fn parse(file: &Path, source: &str, overrides: &[OverrideArg]) -> Result<PipelineSpec, SpecErrors> {
+        let fail = |errors: Vec<SpecError>| SpecErrors::new(file, source, errors);
+        let doc: Value = serde_yaml::from_str(source).map_err(|e| {
+            let location = e.location().map(|l| Location { line: l.line(), column: l.column() });
+            fail(vec![SpecError::new(format!("invalid YAML: {}", strip_location(&e.to_string()))).at(location, 1)])
+        })?;
+        let mut parser = Parser { source, errors: Vec::new() };
+        let spec = parser.pipeline(file, source, &doc, overrides);
+        match spec {
+            Some(spec) if parser.errors.is_empty() => Ok(spec),
+            _ => Err(fail(parser.errors)),
+        }
+    }
+
+    pub fn step(&self, name: &str) -> Option<&StepSpec> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// Where the key at `path` is in the file, for error messages.
+    pub fn locate(&self, path: &[&str]) -> Option<Location> {
+        locate(&self.source, path)
+    }
+
+    pub fn locate_value(&self, path: &[&str]) -> Option<Location> {
+        locate_value(&self.source, path)
+    }
+}
+
+/// serde_yaml appends " at line L column C" to its messages; the renderer shows it instead.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+struct Parser<'a> {
+    source: &'a str,
+    errors: Vec<SpecError>,
+}
+
+impl Parser<'_> {
+    fn error(&mut self, message: String, path: &[&str], help: Option<String>) {
+        let location = locate(self.source, path);
+        let span = path.last().map_or(1, |k| k.chars().count());
+        let mut e = SpecError::new(message).at(location, span);
+        e.help = help;
+        self.errors.push(e);
+    }
+
+    fn value_error(&mut self, message: String, path: &[&str]) {
+        let location = locate_value(self.source, path);
+        self.errors.push(SpecError::new(message).at(location, 1));
+    }
+
+    fn pipeline(&mut self, file: &Path, source: &str, doc: &Value, overrides: &[OverrideArg]) -> Option<PipelineSpec> {
+        let Some(top) = doc.as_mapping() else {
+            self.errors.push(SpecError::new("a pipeline file is a mapping with `name` and `steps`").at(
+                Some(Location { line: 1, column: 1 }),
+                1,
+            ));
+            return None;
+        };
+        for key in top.keys() {
+            let key = key_text(key);
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                let help = did_you_mean(&key, TOP_LEVEL_KEYS);
+                self.error(format!("unknown top-level key `{key}`"), &[&key], help);
+            }
+        }
+        let name = match top.get("name") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(_) => {
+                self.value_error("`name` must be a non-empty string".into(), &["name"]);
+                String::new()
+            }
+            None => {
+                self.errors.push(
+                    SpecError::new("missing `name`").at(Some(Location { line: 1, column: 1 }), 1).help("add `name: my-pipeline`"),
+                );
+                String::new()
+            }
+        };
+        let mut params = BTreeMap::new();
+        match top.get("params") {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(m)) => {
+                for (k, v) in m {
+                    params.insert(key_text(k), v.clone());
+                }
+            }
+            Some(_) => self.value_error("`params` must be a mapping of shared values".into(), &["params"]),
+        }
+        for o in overrides.iter().filter(|o| o.step == "params") {
+            if params.contains_key(&o.param) {
+                params.insert(o.param.clone(), o.value.clone());
+            } else {
+                let help = did_you_mean(&o.param, params.keys().map(String::as_str));
+                let mut e = SpecError::new(format!("--set {}: no shared parameter `{}` in `params`", o.text, o.param));
+                e.help = help;
+                self.errors.push(e);
+            }
+        }
+        let mut steps = Vec::new();
+        match top.get("steps") {
+            Some(Value::Mapping(m)) if !m.is_empty() => {
+                for (k, v) in m {
+                    let step_name = key_text(k);
+                    if let Some(step) = self.step(&step_name, v, &params) {
+                        steps.push(step);
+                    }
+                }
+            }
+            Some(_) => self.value_error("`steps` must be a non-empty mapping of step name -> step".into(), &["steps"]),
+            None => self.errors.push(
+                SpecError::new("missing `steps`").at(Some(Location { line: 1, column: 1 }), 1),
+            ),
+        }
+        self.apply_overrides(&mut steps, overrides);
+        let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
+        Some(PipelineSpec { name, file: file.to_path_buf(), base_dir, source: source.to_string(), params, steps })
+    }
+
+    fn step(&mut self, name: &str, value: &Value, shared: &BTreeMap<String, Value>) -> Option<StepSpec> {
+        if name.is_empty() || name.contains(['.', '/', ' ', '=']) {
+            self.error(
+                format!("step name `{name}` may not be empty or contain `.`, `/`, `=` or spaces"),
+                &["steps", name],
+                None,
+            );
+        }
+        let Some(map) = value.as_mapping() else {
+            self.value_error(format!("step `{name}` must be a mapping with `kind`"), &["steps", name]);
+            return None;
+        };
+        let kind = match map.get("kind") {
+            Some(Value::String(k)) => k.clone(),
+            Some(_) => {
+                self.value_error(format!("step `{name}`: `kind` must be a string"), &["steps", name, "kind"]);
+                return None;
+            }
+            None => {
+                self.error(
+                    format!("step `{name}` has no `kind`"),
+                    &["steps", name],
+                    Some("add `kind:` with a step kind (see `pipe kinds`)".into()),
+                );
+                return None;
+            }
+        };
+        let inputs = self.inputs(name, map);
+        let mut params = BTreeMap::new();
+        for (k, v) in map {
+            let key = key_text(k);
+            if key == "kind" || key == "inputs" {
+                continue;
+            }
+            let value = self.substitute(v, shared, &["steps", name, &key]);
+            params.insert(key, RawParam { value, origin: Origin::File });
+        }
+        Some(StepSpec { name: name.to_string(), kind, inputs, params })
+    }
+
+    fn inputs(&mut self, step: &str, map: &Mapping) -> BTreeMap<String, InputRef> {
+        let mut inputs = BTreeMap::new();
+        match map.get("inputs") {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(m)) => {
+                for (k, v) in m {
+                    let input = key_text(k);
+                    match v {
+                        Value::String(s) => {
+                            inputs.insert(input, InputRef::parse(s));
+                        }
+                        _ => self.value_error(
+                            format!("step `{step}`: input `{input}` must be `STEP` or `STEP.OUTPUT`"),
+                            &["steps", step, "inputs", &input],
+                        ),
+                    }
+                }
+            }
+            Some(_) => self.value_error(
+                format!("step `{step}`: `inputs` must be a mapping of input name -> STEP or STEP.OUTPUT"),
+                &["steps", step, "inputs"],
+            ),
+        }
+        inputs
+    }
+
+    /// Replaces `${params.NAME}`: a value that is exactly one reference takes the shared
+    /// value with its type; references inside a longer string are interpolated as text.
+    fn substitute(&mut self, value: &Value, shared: &BTreeMap<String, Value>, path: &[&str]) -> Value {
+        match value {
+            Value::String(s) if s.contains("${") => {
+                let mut out = String::new();
+                let mut rest = s.as_str();
+                while let Some(start) = rest.find("${") {
+                    out.push_str(&rest[..start]);
+                    let Some(end) = rest[start..].find('}') else {
+                        self.value_error(format!("unclosed `${{` in `{s}`"), path);
+                        return value.clone();
+                    };
+                    let reference = &rest[start + 2..start + end];
+                    let Some(name) = reference.strip_prefix("params.") else {
+                        self.value_error(format!("`${{{reference}}}`: only `${{params.NAME}}` references are supported"), path);
+                        return value.clone();
+                    };
+                    let Some(shared_value) = shared.get(name) else {
+                        let help = did_you_mean(name, shared.keys().map(String::as_str));
+                        let location = locate_value(self.source, path);
+                        let mut e = SpecError::new(format!("`${{params.{name}}}`: no shared parameter `{name}` in `params`"))
+                            .at(location, reference.len() + 3);
+                        e.help = help;
+                        self.errors.push(e);
+                        return value.clone();
+                    };
+                    if start == 0 && start + end + 1 == rest.len() && out.is_empty() {
+                        return shared_value.clone();
+                    }
+                    out.push_str(&scalar_text(shared_value));
+                    rest = &rest[start + end + 1..];
+                }
+                out.push_str(rest);
+                Value::String(out)
+            }
+            Value::Sequence(items) => Value::Sequence(items.iter().map(|v| self.substitute(v, shared, path)).collect()),
+            other => other.clone(),
+        }
+    }
+
+    fn apply_overrides(&mut self, steps: &mut [StepSpec], overrides: &[OverrideArg]) {
+        for o in overrides.iter().filter(|o| o.step != "params") {
+            match steps.iter_mut().find(|s| s.name == o.step) {
+                Some(step) => {
+                    step.params.insert(o.param.clone(), RawParam { value: o.value.clone(), origin: Origin::Override(o.text.clone()) });
+                }
+                None => {
+                    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+                    let mut e = SpecError::new(format!("--set {}: no step named `{}`", o.text, o.step));
+                    e.help = did_you_mean(&o.step, names.iter().copied())
+                        .or_else(|| Some(format!("the steps are: {}", names.join(", "))));
+                    self.errors.push(e);
+                }
+            }
+        }
+    }
+}
+
+fn key_text(key: &Value) -> String {
+    scalar_text(key)
+}
+
+fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Null => String::new(),
+        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+    }
+}

@@ -1,0 +1,266 @@
+//! The cache contract of DESIGN.md §4, each rule as run → change → run through the real binary
+//! against a real HTTP server on 127.0.0.1.
+
+mod support;
+
+use std::fs;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::http::{Behavior, Server};
+use support::{settings, Project};
+
+const TABLE: &str = "id\tdocument\tlabel\n1\tgood\t1\n2\tbad\t0\n3\tfine\t1\n4\tawful\t0\n5\tok\t1\n";
+
+fn pipeline(url: &str) -> String {
+    format!(
+        "name: contract
+params:
+  rows: 3
+steps:
+  fetch:
+    kind: download
+    url: {url}
+  head:
+    kind: sample
+    inputs:
+      data: fetch
+    rows: ${{params.rows}}
+    log_every: 1
+  tail:
+    kind: sample
+    inputs:
+      data: head
+    rows: 2
+"
+    )
+}
+
+fn setup() -> (Project, Server) {
+    let server = Server::start();
+    server.route("/data.tsv", Behavior::Serve(TABLE.as_bytes().to_vec()));
+    server.route("/copy.tsv", Behavior::Serve(TABLE.as_bytes().to_vec()));
+    let project = Project::new();
+    project.write("p.yaml", &pipeline(&server.url("/data.tsv")));
+    (project, server)
+}
+
+fn statuses(project: &Project, extra: &[&str]) -> Vec<(String, String)> {
+    let mut args = vec!["run", "p.yaml", "--json"];
+    args.extend_from_slice(extra);
+    project.run(&args).expect_code(0).statuses()
+}
+
+fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+    items.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[test]
+fn second_run_is_all_cached_without_network() {
+    let (project, server) = setup();
+    assert_eq!(statuses(&project, &[]), pairs(&[("fetch", "ran"), ("head", "ran"), ("tail", "ran")]));
+    assert_eq!(statuses(&project, &[]), pairs(&[("fetch", "cached"), ("head", "cached"), ("tail", "cached")]));
+    assert_eq!(server.hits("/data.tsv"), 1);
+}
+
+#[test]
+fn changing_a_parameter_reruns_that_step_and_its_dependents_only() {
+    let (project, _server) = setup();
+    statuses(&project, &[]);
+    let second = statuses(&project, &["--set", "head.rows=4"]);
+    assert_eq!(second, pairs(&[("fetch", "cached"), ("head", "ran"), ("tail", "ran")]));
+    let run = project.run(&["run", "p.yaml", "--set", "head.rows=2"]).expect_code(0);
+    settings(Some(&project)).bind(|| insta::assert_snapshot!("run_after_param_change", run.stdout));
+}
+
+#[test]
+fn parameters_outside_the_key_do_not_invalidate() {
+    let (project, _server) = setup();
+    statuses(&project, &[]);
+    assert_eq!(
+        statuses(&project, &["--set", "head.log_every=5"]),
+        pairs(&[("fetch", "cached"), ("head", "cached"), ("tail", "cached")])
+    );
+}
+
+#[test]
+fn early_cutoff_when_an_upstream_rerun_yields_identical_bytes() {
+    let (project, server) = setup();
+    statuses(&project, &[]);
+    project.write("p.yaml", &pipeline(&server.url("/copy.tsv")));
+    assert_eq!(statuses(&project, &[]), pairs(&[("fetch", "ran"), ("head", "cached"), ("tail", "cached")]));
+}
+
+#[test]
+fn force_reruns_a_step_and_what_depends_on_it() {
+    let (project, server) = setup();
+    statuses(&project, &[]);
+    assert_eq!(statuses(&project, &["--force", "head"]), pairs(&[("fetch", "cached"), ("head", "ran"), ("tail", "ran")]));
+    assert_eq!(server.hits("/data.tsv"), 1);
+}
+
+#[test]
+fn dry_run_decides_like_a_run_and_writes_nothing() {
+    let (project, server) = setup();
+    let dry = project.run(&["run", "p.yaml", "--json", "--dry-run"]).expect_code(0);
+    assert_eq!(dry.statuses(), pairs(&[("fetch", "would-run"), ("head", "would-run"), ("tail", "would-run")]));
+    assert!(!project.cache().exists());
+    assert_eq!(server.hits("/data.tsv"), 0);
+    statuses(&project, &[]);
+    let runs_before = fs::read_dir(project.cache().join("runs")).unwrap().count();
+    let dry = project.run(&["run", "p.yaml", "--json", "--dry-run", "--set", "head.rows=4"]).expect_code(0);
+    assert_eq!(dry.statuses(), pairs(&[("fetch", "would-use-cache"), ("head", "would-run"), ("tail", "would-run")]));
+    assert_eq!(fs::read_dir(project.cache().join("runs")).unwrap().count(), runs_before);
+    assert_eq!(statuses(&project, &[]), pairs(&[("fetch", "cached"), ("head", "cached"), ("tail", "cached")]));
+}
+
+#[test]
+fn status_explains_staleness_in_words() {
+    let (project, _server) = setup();
+    let never = project.run(&["status", "p.yaml"]).expect_code(0);
+    statuses(&project, &[]);
+    let fresh = project.run(&["status"]).expect_code(0);
+    let changed = project.run(&["status", "p.yaml", "--set", "head.rows=2"]).expect_code(0);
+    let json = project.run(&["status", "--json", "--set", "params.rows=4"]).expect_code(0).json();
+    assert_eq!(json["steps"][1]["state"], "stale");
+    assert_eq!(json["steps"][1]["reasons"][0], "param rows: 3 -> 4");
+    settings(Some(&project)).bind(|| {
+        insta::assert_snapshot!("status_never_run", never.stdout);
+        insta::assert_snapshot!("status_fresh", fresh.stdout);
+        insta::assert_snapshot!("status_changed", changed.stdout);
+    });
+}
+
+#[test]
+fn a_corrupt_artifact_is_detected_and_recomputed() {
+    let (project, _server) = setup();
+    let first = project.run(&["run", "p.yaml", "--json"]).expect_code(0).json();
+    let head_key = first["steps"][1]["key"].as_str().unwrap().to_string();
+    let file = project.cache().join("steps").join(&head_key).join("out").join("file");
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(&file, &text[..text.len() / 2]).unwrap();
+    let status = project.run(&["status", "--json"]).expect_code(0).json();
+    assert_eq!(status["steps"][1]["state"], "stale");
+    let reason = status["steps"][1]["reasons"][0].as_str().unwrap();
+    assert!(reason.starts_with("cached artifact missing or corrupt"), "{reason}");
+    // Same content again: early cutoff keeps `tail` cached.
+    assert_eq!(statuses(&project, &[]), pairs(&[("fetch", "cached"), ("head", "ran"), ("tail", "cached")]));
+    assert_eq!(fs::read_to_string(&file).unwrap(), text);
+
+    // A flipped byte of the same size is caught by blake3.
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[0] ^= 1;
+    fs::write(&file, bytes).unwrap();
+    assert_eq!(statuses(&project, &[]), pairs(&[("fetch", "cached"), ("head", "ran"), ("tail", "cached")]));
+}
+
+#[test]
+fn a_run_killed_mid_step_leaves_nothing_that_looks_valid() {
+    let server = Server::start();
+    let body: Vec<u8> = TABLE.repeat(200).into_bytes();
+    server.route(
+        "/slow.tsv",
+        Behavior::Slow { body: body.clone(), chunk: 512, delay: Duration::from_millis(40) },
+    );
+    server.route("/fast.tsv", Behavior::Serve(body));
+    let project = Project::new();
+    project.write("p.yaml", &pipeline(&server.url("/slow.tsv")));
+    let mut child = project.command(&["run", "p.yaml"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Wait until the download is writing into its scratch directory, then kill -9.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let started = fs::read_dir(project.cache().join("tmp")).map(|rd| rd.count() > 0).unwrap_or(false);
+        if started && server.hits("/slow.tsv") > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for entry in project.entries() {
+        assert!(!entry.join("manifest.json").exists(), "killed run left a manifest in {}", entry.display());
+    }
+    let status = project.run(&["status", "p.yaml", "--json"]).expect_code(0).json();
+    assert_eq!(status["steps"][0]["state"], "never-run");
+    // The same step (same key) completes on the next run.
+    let rerun = project.run(&["run", "p.yaml", "--json"]).expect_code(0);
+    assert_eq!(rerun.status_of("fetch"), "ran");
+    // The scratch directory of the killed run is what gc collects (after its grace period).
+    let gc = project.run(&["gc", "--dry-run"]).expect_code(0);
+    assert!(gc.stdout.contains("would remove"), "{}", gc.stdout);
+}
+
+#[test]
+fn concurrent_runs_compute_a_shared_step_once() {
+    let server = Server::start();
+    let body: Vec<u8> = TABLE.repeat(50).into_bytes();
+    server.route("/slow.tsv", Behavior::Slow { body, chunk: 1024, delay: Duration::from_millis(100) });
+    let project = Project::new();
+    project.write("p.yaml", &pipeline(&server.url("/slow.tsv")));
+    let a = project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let b = project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (support::Run::from(a.wait_with_output().unwrap()), support::Run::from(b.wait_with_output().unwrap()));
+    let (a, b) = (a.expect_code(0), b.expect_code(0));
+    assert_eq!(server.hits("/slow.tsv"), 1, "the shared download ran twice");
+    let mut fetch = vec![a.status_of("fetch"), b.status_of("fetch")];
+    fetch.sort();
+    assert_eq!(fetch, vec!["cached", "ran"]);
+    assert_eq!(project.entries().len(), 3);
+    assert_eq!(statuses(&project, &[]), pairs(&[("fetch", "cached"), ("head", "cached"), ("tail", "cached")]));
+}
+
+#[test]
+fn runs_are_recorded_with_effective_parameters_keys_and_outcomes() {
+    let (project, _server) = setup();
+    project.run(&["run", "p.yaml", "--set", "head.rows=2"]).expect_code(0);
+    let runs: Vec<_> = fs::read_dir(project.cache().join("runs")).unwrap().flatten().collect();
+    assert_eq!(runs.len(), 1);
+    let record: serde_json::Value = serde_json::from_slice(&fs::read(runs[0].path()).unwrap()).unwrap();
+    assert_eq!(record["pipeline"], "contract");
+    assert_eq!(record["state"], "succeeded");
+    assert_eq!(record["overrides"][0], "head.rows=2");
+    assert_eq!(record["steps"][1]["params"]["rows"], 2);
+    assert_eq!(record["steps"][1]["params"]["log_every"], 1);
+    assert_eq!(record["steps"][1]["status"], "ran");
+    assert_eq!(record["steps"][1]["key"].as_str().unwrap().len(), 64);
+    assert!(record["steps"][1]["seconds"].as_f64().is_some());
+}
+
+#[test]
+fn gc_removes_what_recent_runs_do_not_reference() {
+    let (project, _server) = setup();
+    statuses(&project, &[]);
+    statuses(&project, &["--set", "head.rows=4"]);
+    assert_eq!(project.entries().len(), 5);
+    // Everything is younger than gc's grace period; age the entries.
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for e in project.entries() {
+        fs::File::open(&e).unwrap().set_modified(old).unwrap();
+    }
+    let dry = project.run(&["gc", "--keep-runs", "1", "--dry-run"]).expect_code(0);
+    assert!(dry.stdout.contains("would remove 2 entries"), "{}", dry.stdout);
+    assert_eq!(project.entries().len(), 5);
+    project.run(&["gc", "--keep-runs", "1"]).expect_code(0);
+    assert_eq!(project.entries().len(), 3);
+    assert_eq!(
+        statuses(&project, &["--set", "head.rows=4"]),
+        pairs(&[("fetch", "cached"), ("head", "cached"), ("tail", "cached")])
+    );
+}
+
+#[test]
+fn a_failed_step_exits_1_keeps_earlier_results_and_skips_later_steps() {
+    let (project, server) = setup();
+    server.route("/gone.tsv", Behavior::Status(500));
+    let yaml = pipeline(&server.url("/data.tsv")).replace("    rows: 2\n", "    rows: 2\n  other:\n    kind: download\n    url: URL\n    retries: 0\n  after:\n    kind: sample\n    inputs: { data: other }\n    rows: 1\n").replace("URL", &server.url("/gone.tsv"));
+    project.write("p.yaml", &yaml);
+    let run = project.run(&["run", "p.yaml", "--json"]).expect_code(1);
+    assert_eq!(
+        run.statuses(),
+        pairs(&[("fetch", "ran"), ("head", "ran"), ("tail", "ran"), ("other", "failed"), ("after", "skipped")])
+    );
+    assert!(run.json()["steps"][3]["error"].as_str().unwrap().contains("HTTP 500"));
+    assert_eq!(project.entries().len(), 3);
+}

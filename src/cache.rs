@@ -35,7 +35,7 @@ pub struct CacheError {
     pub source: std::io::Error,
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CacheError + 'a {
     move |source| CacheError { action, path: path.to_path_buf(), source }
 }
 

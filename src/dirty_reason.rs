@@ -66,6 +66,14 @@ fn show(value: &Option<Json>) -> String {
     match value {
         None => "(unset)".into(),
         Some(Json::String(s)) => s.clone(),
+        Some(Json::Number(n)) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            if f != 0.0 && (f.abs() < 1e-3 || f.abs() >= 1e7) {
+                format!("{f:e}")
+            } else {
+                f.to_string()
+            }
+        }
         Some(v) => v.to_string(),
     }
 }

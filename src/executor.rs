@@ -162,6 +162,9 @@ impl Executor<'_> {
         }
         if !outcome.reasons.is_empty() {
             // Only in a dry run: an upstream step would run, so this one's key is unknown.
+            if !self.history.iter().any(|r| r.step(&step.name).is_some_and(|s| s.fingerprint.is_some())) {
+                outcome.reasons = vec![DirtyReason::NeverRun];
+            }
             outcome.status = StepStatus::WouldRun;
             self.reporter.step_decided(position, total, &step.name, &outcome);
             return outcome;

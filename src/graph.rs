@@ -208,6 +208,7 @@ fn check_step(
 
     let mut params = BTreeMap::new();
     let mut overridden = Vec::new();
+    let mut suggested: Vec<String> = Vec::new();
     for (param, raw) in &step.params {
         let (location, span) = match &raw.origin {
             Origin::File => (spec.locate(&["steps", name, param]), param.len()),
@@ -219,8 +220,11 @@ fn check_step(
         };
         let Some(ps) = ks.param(param) else {
             let names: Vec<&str> = ks.params.iter().map(|p| p.name).collect();
-            let help = did_you_mean(param, names.iter().copied())
-                .unwrap_or_else(|| format!("kind `{}` takes: {}", ks.kind, names.join(", ")));
+            let hint = did_you_mean(param, names.iter().copied());
+            if let Some(h) = &hint {
+                suggested.extend(names.iter().filter(|n| h.contains(&format!("`{n}`"))).map(|n| n.to_string()));
+            }
+            let help = hint.unwrap_or_else(|| format!("kind `{}` takes: {}", ks.kind, names.join(", ")));
             errors.push(
                 SpecError::new(format!("{prefix}: unknown parameter `{param}` for kind `{}`", ks.kind))
                     .at(location, span)
@@ -241,12 +245,12 @@ fn check_step(
                     Origin::File => spec.locate_value(&["steps", name, param]),
                     Origin::Override(_) => None,
                 };
-                errors.push(SpecError::new(format!("{prefix}: parameter `{param}` {message}")).at(location, 1));
+                errors.push(SpecError::new(format!("{prefix}: parameter `{param}` {message}")).at(location, 0));
             }
         }
     }
     for ps in ks.params {
-        if params.contains_key(ps.name) || step.params.contains_key(ps.name) {
+        if params.contains_key(ps.name) || step.params.contains_key(ps.name) || suggested.iter().any(|s| s == ps.name) {
             continue;
         }
         match ps.default.to_value() {
@@ -268,7 +272,7 @@ fn check_step(
                 pipe_steps::StepError::Param { name: p, .. } => spec.locate_value(&["steps", name, p]),
                 _ => spec.locate(&["steps", name]),
             };
-            let mut se = SpecError::new(format!("step `{name}`: {e}")).at(location, 1);
+            let mut se = SpecError::new(format!("step `{name}`: {e}")).at(location, 0);
             se.help = e.help().map(str::to_string);
             errors.push(se);
         }

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pipe_steps::Events;
 use serde_json::json;
 
+use crate::dirty_reason::DirtyReason;
 use crate::executor::StepOutcome;
 use crate::run_record::StepStatus;
 
@@ -105,8 +106,9 @@ impl Reporter {
         self.step_line(position, total, name, &what);
     }
 
-    pub fn step_started(&self, position: usize, total: usize, name: &str, reasons: &[crate::dirty_reason::DirtyReason]) {
-        let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+    pub fn step_started(&self, position: usize, total: usize, name: &str, reasons: &[DirtyReason]) {
+        let why: Vec<String> =
+            reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect();
         self.step_line(position, total, name, &format!("running     {}", why.join("; ")));
     }
 
@@ -141,7 +143,7 @@ fn short_key(outcome: &StepOutcome) -> String {
 }
 
 fn reasons_text(outcome: &StepOutcome) -> String {
-    outcome.reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    outcome.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// `0.4s`, `12.3s`, `4m05s`.
@@ -160,7 +162,7 @@ pub fn seconds(s: f64) -> String {
 
 /// The `--json` entry of one step.
 pub fn step_json(name: &str, kind: &str, outcome: &StepOutcome) -> serde_json::Value {
-    let reason = (!outcome.reasons.is_empty()).then(|| reasons_text(outcome));
+    let reason = Some(reasons_text(outcome)).filter(|r| !r.is_empty());
     json!({
         "name": name,
         "kind": kind,

@@ -69,6 +69,16 @@ pub enum RunState {
     Failed,
 }
 
+impl RunState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunState::Running => "running or interrupted",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
     /// `<unix millis>-<pid>`: sorts by start time.

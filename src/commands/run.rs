@@ -58,9 +58,10 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
     reporter.set_names(graph.steps.iter().map(|s| s.name.as_str()));
     let mode = if args.dry_run { " (dry run)" } else { "" };
     reporter.line(&format!(
-        "pipeline {} ({} steps), cache {}{mode}",
+        "pipeline {} ({} step{}), cache {}{mode}",
         graph.name,
         graph.steps.len(),
+        if graph.steps.len() == 1 { "" } else { "s" },
         global.cache_dir.display()
     ));
     let executor = Executor { cache: &cache, graph: &graph, env: &env, reporter, history: &history };

@@ -85,7 +85,7 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         return Ok(ExitCode::SUCCESS);
     }
     let last_text = match last {
-        Some(r) => format!("last run {} ({:?})", r.started, r.state).to_lowercase(),
+        Some(r) => format!("last run {} ({})", r.started, r.state.as_str()),
         None => "never run".to_string(),
     };
     reporter.line(&format!("pipeline {} ({}), {last_text}", graph.name, file.display()));

@@ -46,10 +46,7 @@ impl PipelineSpec {
 
     pub fn parse(file: &Path, source: &str, overrides: &[OverrideArg]) -> Result<PipelineSpec, SpecErrors> {
         let fail = |errors: Vec<SpecError>| SpecErrors::new(file, source, errors);
-        let doc: Value = serde_yaml::from_str(source).map_err(|e| {
-            let location = e.location().map(|l| Location { line: l.line(), column: l.column() });
-            fail(vec![SpecError::new(format!("invalid YAML: {}", strip_location(&e.to_string()))).at(location, 1)])
-        })?;
+        let doc: Value = serde_yaml::from_str(source).map_err(|e| fail(vec![yaml_error(source, &e)]))?;
         let mut parser = Parser { source, errors: Vec::new() };
         let spec = parser.pipeline(file, source, &doc, overrides);
         match spec {
@@ -70,6 +67,27 @@ impl PipelineSpec {
     pub fn locate_value(&self, path: &[&str]) -> Option<Location> {
         locate_value(&self.source, path)
     }
+}
+
+/// A serde_yaml error with its location; a duplicate key points at its second occurrence.
+fn yaml_error(source: &str, e: &serde_yaml::Error) -> SpecError {
+    let message = strip_location(&e.to_string());
+    let location = e.location().map(|l| Location { line: l.line(), column: l.column() });
+    if let Some(key) = message.split("duplicate entry with key \"").nth(1).and_then(|r| r.split('"').next()) {
+        let mut found = source.lines().enumerate().filter_map(|(i, line)| {
+            let trimmed = line.trim_start();
+            trimmed
+                .strip_prefix(key)
+                .filter(|rest| rest.starts_with(':'))
+                .map(|_| Location { line: i + 1, column: line.len() - trimmed.len() + 1 })
+        });
+        let second = found.nth(1);
+        let what = if message.starts_with("steps:") { "step name" } else { "key" };
+        return SpecError::new(format!("duplicate {what} `{key}`"))
+            .at(second.or(location), key.len())
+            .help("names in a mapping must be unique");
+    }
+    SpecError::new(format!("invalid YAML: {message}")).at(location, 1)
 }
 
 /// serde_yaml appends " at line L column C" to its messages; the renderer shows it instead.
@@ -96,7 +114,7 @@ impl Parser<'_> {
 
     fn value_error(&mut self, message: String, path: &[&str]) {
         let location = locate_value(self.source, path);
-        self.errors.push(SpecError::new(message).at(location, 1));
+        self.errors.push(SpecError::new(message).at(location, 0));
     }
 
     fn pipeline(&mut self, file: &Path, source: &str, doc: &Value, overrides: &[OverrideArg]) -> Option<PipelineSpec> {

@@ -16,7 +16,7 @@ pub struct Location {
 pub struct SpecError {
     pub message: String,
     pub location: Option<Location>,
-    /// Length of the span to underline at `location` (at least 1).
+    /// Length of the span to underline at `location`; 0 underlines the rest of the line.
     pub span: usize,
     pub help: Option<String>,
 }
@@ -27,7 +27,7 @@ impl SpecError {
     }
     pub fn at(mut self, location: Option<Location>, span: usize) -> Self {
         self.location = location;
-        self.span = span.max(1);
+        self.span = span;
         self
     }
     pub fn help(mut self, help: impl Into<String>) -> Self {
@@ -73,7 +73,11 @@ impl SpecErrors {
                         let pad = " ".repeat(gutter);
                         let _ = writeln!(out, "{pad} |");
                         let _ = writeln!(out, "{} | {}", loc.line, text);
-                        let marker = format!("{}{}", " ".repeat(loc.column.saturating_sub(1)), "^".repeat(e.span));
+                        let start = loc.column.saturating_sub(1);
+                        let rest = text.get(start..).unwrap_or("");
+                        let rest = rest.split(" #").next().unwrap_or(rest).trim_end();
+                        let span = if e.span == 0 { rest.chars().count() } else { e.span };
+                        let marker = format!("{}{}", " ".repeat(start), "^".repeat(span.max(1)));
                         let _ = writeln!(out, "{pad} | {marker}");
                         if let Some(help) = &e.help {
                             let _ = writeln!(out, "{pad} = help: {help}");

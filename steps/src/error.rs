@@ -43,7 +43,7 @@ impl StepError {
         StepError::Param { name: name.to_string(), message: message.into() }
     }
     /// Wraps an I/O error with what was being done and to which path.
-    pub fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StepError + '_ {
+    pub fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StepError + 'a {
         move |source| StepError::Io { action, path: path.to_path_buf(), source }
     }
     /// Bad input (exit code 2) rather than a failure of the step (exit code 1).

@@ -113,9 +113,9 @@ impl TensorSet {
         let ids: Vec<u8> = self.input_ids.iter().flat_map(|v| v.to_le_bytes()).collect();
         let valid: Vec<u8> = self.valid_length.iter().flat_map(|v| v.to_le_bytes()).collect();
         let labels: Vec<u8> = self.labels.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view = |dtype, n: usize, data: &[u8]| {
+        fn view(dtype: Dtype, n: usize, data: &[u8]) -> StepResult<TensorView<'_>> {
             TensorView::new(dtype, vec![n], data).map_err(|e| StepError::failed(format!("building tensor: {e}")))
-        };
+        }
         let tensors = vec![
             ("input_ids", view(Dtype::U32, self.input_ids.len(), &ids)?),
             ("token_type_ids", view(Dtype::U8, self.token_type_ids.len(), &self.token_type_ids)?),

@@ -22,6 +22,9 @@ pub fn registry() -> Vec<&'static dyn Step> {
     vec![
         &download::Download,
         &sample::Sample,
+        &text::TrainTokenizer,
+        &text::Tokenize,
+        &text::Split,
     ]
 }
 

@@ -1,0 +1,370 @@
+//! The `tokenize` step kind: a table of text → a tensor set, exactly as GluonNLP's
+//! `BERTSentenceTransform` (see [`super::sentence_transform`]).
+//!
+//! The tokenizer comes from the `tokenizer` input (the output of `train-tokenizer`, or any
+//! `tokenizer.json` file or model directory) or from the `tokenizer` parameter (a local
+//! `tokenizer.json`, `vocab.txt` or directory, or a hub model id); exactly one of them.
+//!
+//! The output directory holds the tensor set (ragged rows unless `pad`), a copy of the
+//! tokenizer and `stats.json` ([`super::stats::TokenizeStats`]).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use super::encode::{preview, Encoder};
+use super::source::{self, LoadedTokenizer};
+use super::stats::TokenizeStats;
+use super::table::{parse_separator, Malformed, Table};
+use super::{sentence_transform::SentenceTransform, thread_pool};
+use crate::error::{StepError, StepResult};
+use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::tensor_set::{TensorSet, TensorSetMeta, TOKENIZER_FILE};
+
+pub struct Tokenize;
+
+/// Name of the statistics file beside the tensors.
+pub const STATS_FILE: &str = "stats.json";
+
+/// Rows encoded between two cancellation checks and progress updates.
+const CHUNK_ROWS: usize = 8192;
+
+static SPEC: StepSpec = StepSpec {
+    kind: "tokenize",
+    version: 1,
+    summary: "tokenize a TSV/CSV table into BERT inputs ([CLS] a [SEP] (b [SEP])) as a tensor set",
+    params: &[
+        ParamSpec::optional(
+            "tokenizer",
+            ParamType::PathOrHubId,
+            Default::Absent,
+            "tokenizer.json, vocab.txt, a model directory or a hub model id (or give the `tokenizer` input)",
+        ),
+        ParamSpec::optional("text_column", ParamType::Str, Default::Str("document"), "column of the (first) text"),
+        ParamSpec::optional("text_b_column", ParamType::Str, Default::Absent, "column of the second text, for pairs"),
+        ParamSpec::optional(
+            "label_column",
+            ParamType::Str,
+            Default::Str("label"),
+            "column of integer labels; empty string for unlabelled text (labels -1)",
+        ),
+        ParamSpec::optional("max_len", ParamType::Uint, Default::Int(64), "tokens per row, [CLS] and [SEP] included"),
+        ParamSpec::optional("pad", ParamType::Bool, Default::Bool(false), "pad every row to max_len (else rows are ragged)"),
+        ParamSpec::optional(
+            "lowercase",
+            ParamType::Bool,
+            Default::Absent,
+            "for a vocab.txt: uncased (true) or cased (false); default from tokenizer_config.json or the vocabulary",
+        ),
+        ParamSpec::optional("separator", ParamType::Str, Default::Str("\t"), "field separator: \"\\t\" or \",\""),
+        ParamSpec::optional(
+            "empty",
+            ParamType::Choice(&["keep", "drop", "error"]),
+            Default::Str("keep"),
+            "rows whose text is empty: keep ([CLS] [SEP]), drop, or fail",
+        ),
+        ParamSpec::optional(
+            "malformed",
+            ParamType::Choice(&["drop", "error"]),
+            Default::Str("error"),
+            "lines with the wrong number of fields or a non-integer label: drop or fail",
+        ),
+    ],
+    inputs: &[
+        InputSpec::required("data", "the table to tokenize"),
+        InputSpec::optional("tokenizer", "a tokenizer.json (e.g. from train-tokenizer) or a model directory"),
+    ],
+    outputs: &[OutputSpec { name: "tensors", help: "tensor set: ids, token types, valid lengths, labels; stats.json" }],
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Empty {
+    Keep,
+    Drop,
+    Error,
+}
+
+/// The parameters, checked.
+struct Settings<'a> {
+    text_column: &'a str,
+    text_b_column: Option<&'a str>,
+    label_column: Option<&'a str>,
+    max_len: usize,
+    pad: bool,
+    separator: u8,
+    empty: Empty,
+    malformed: Malformed,
+}
+
+impl<'a> Settings<'a> {
+    fn from(params: &'a Params) -> StepResult<Self> {
+        let text_b_column = params.opt_str("text_b_column")?.filter(|s| !s.is_empty());
+        let max_len = params.usize("max_len")?;
+        let least = if text_b_column.is_some() { 3 } else { 2 };
+        if max_len < least {
+            let why = if least == 3 { "pairs need [CLS] a [SEP] b [SEP]" } else { "[CLS] and [SEP] take 2" };
+            return Err(StepError::param("max_len", format!("must be at least {least} ({why}), got {max_len}")));
+        }
+        let empty = match params.str("empty")? {
+            "keep" => Empty::Keep,
+            "drop" => Empty::Drop,
+            "error" => Empty::Error,
+            other => return Err(StepError::param("empty", format!("must be keep, drop or error, got `{other}`"))),
+        };
+        Ok(Settings {
+            text_column: params.str("text_column")?,
+            text_b_column,
+            label_column: params.opt_str("label_column")?.filter(|s| !s.is_empty()),
+            max_len,
+            pad: params.bool("pad")?,
+            separator: parse_separator(params.str("separator")?)?,
+            empty,
+            malformed: Malformed::parse(params.str("malformed")?)?,
+        })
+    }
+}
+
+impl Step for Tokenize {
+    fn spec(&self) -> &'static StepSpec {
+        &SPEC
+    }
+
+    fn validate(&self, params: &Params) -> StepResult<()> {
+        Settings::from(params).map(|_| ())
+    }
+
+    fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
+        let settings = Settings::from(ctx.params)?;
+        let loaded = load_tokenizer(ctx)?;
+        ctx.events.log(&format!("tokenizer: {}", loaded.description));
+        let encoder = Encoder::new(loaded.tokenizer)?;
+        let ids = SpecialIds::of(&encoder, settings.pad)?;
+        let transform = SentenceTransform::new(
+            settings.max_len,
+            settings.pad,
+            settings.text_b_column.is_some(),
+            ids.cls,
+            ids.sep,
+            ids.pad,
+        )?;
+
+        let data = ctx.input("data")?;
+        let table = Table::read(data, settings.separator, settings.malformed)?;
+        let mut stats = TokenizeStats::default();
+        stats.add_dropped("malformed", table.malformed_dropped);
+        let rows = select_rows(&table, &settings, &mut stats)?;
+
+        let label_values: Vec<i64> = if settings.label_column.is_some() {
+            rows.labels.iter().copied().collect::<BTreeSet<i64>>().into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        let meta = TensorSetMeta {
+            max_len: settings.max_len,
+            pad_id: ids.pad,
+            cls_id: ids.cls,
+            sep_id: ids.sep,
+            mask_id: ids.mask,
+            unk_id: ids.unk,
+            vocab_size: encoder.tokenizer().get_vocab_size(true),
+            pair: settings.text_b_column.is_some(),
+            label_values,
+        };
+        let mut set = TensorSet::empty(meta);
+        let pool = thread_pool(ctx.env)?;
+        let total = rows.a.len();
+        ctx.events.progress_start("tokenize", Some(total as u64), "rows");
+        let mut ids_buf = Vec::with_capacity(settings.max_len);
+        let mut types_buf = Vec::with_capacity(settings.max_len);
+        for start in (0..total).step_by(CHUNK_ROWS) {
+            if ctx.env.is_cancelled() {
+                ctx.events.progress_finish();
+                return Err(StepError::Cancelled);
+            }
+            let end = (start + CHUNK_ROWS).min(total);
+            let (a, b) = pool.install(|| -> StepResult<_> {
+                let a = encoder.encode_all(&rows.a[start..end])?;
+                let b = match &rows.b {
+                    Some(b) => Some(encoder.encode_all(&b[start..end])?),
+                    None => None,
+                };
+                Ok((a, b))
+            })?;
+            for (k, a_ids) in a.iter().enumerate() {
+                let b_ids = b.as_ref().map(|b| b[k].as_slice());
+                ids_buf.clear();
+                types_buf.clear();
+                let info = transform.apply_into(a_ids, b_ids, &mut ids_buf, &mut types_buf);
+                set.push(&ids_buf, &types_buf, info.valid_length, rows.labels[start + k]);
+                let text_tokens = a_ids.len() + b_ids.map_or(0, <[u32]>::len);
+                let unk = ids.unk.map_or(0, |u| {
+                    a_ids.iter().chain(b_ids.unwrap_or_default()).filter(|&&id| id == u).count()
+                });
+                stats.add_row(text_tokens, unk, info.valid_length, info.truncated);
+            }
+            ctx.events.progress_inc((end - start) as u64);
+        }
+        ctx.events.progress_finish();
+        stats.finish();
+
+        let out = ctx.output("tensors");
+        fs::create_dir_all(&out).map_err(StepError::io("creating", &out))?;
+        set.save(&out)?;
+        let tokenizer_path = out.join(TOKENIZER_FILE);
+        fs::write(&tokenizer_path, &loaded.json).map_err(StepError::io("writing", &tokenizer_path))?;
+        write_stats(&out, &stats)?;
+        let dropped: usize = stats.dropped.values().sum();
+        ctx.events.log(&format!(
+            "{} rows ({} dropped, {} truncated to {}); {:.1} tokens per row before truncation, [UNK] {:.3}% of tokens",
+            stats.rows,
+            dropped,
+            stats.truncated,
+            settings.max_len,
+            stats.mean_tokens,
+            stats.unk_rate * 100.0
+        ));
+        Ok(())
+    }
+}
+
+/// The token ids the transform and the tensor set need.
+struct SpecialIds {
+    cls: u32,
+    sep: u32,
+    pad: u32,
+    mask: Option<u32>,
+    unk: Option<u32>,
+}
+
+impl SpecialIds {
+    fn of(encoder: &Encoder, pad: bool) -> StepResult<Self> {
+        let tok = encoder.tokenizer();
+        let need = |t: &str| {
+            tok.token_to_id(t).ok_or_else(|| {
+                StepError::input(format!("the tokenizer has no `{t}` token; tokenize builds BERT inputs ([CLS] a [SEP])"))
+            })
+        };
+        let pad_id = match tok.token_to_id("[PAD]") {
+            Some(id) => id,
+            None if pad => return Err(StepError::input("the tokenizer has no `[PAD]` token, so `pad: true` cannot pad")),
+            None => 0,
+        };
+        Ok(SpecialIds {
+            cls: need("[CLS]")?,
+            sep: need("[SEP]")?,
+            pad: pad_id,
+            mask: tok.token_to_id("[MASK]"),
+            unk: tok.token_to_id("[UNK]"),
+        })
+    }
+}
+
+/// The tokenizer from the input or the parameter (exactly one).
+fn load_tokenizer(ctx: &StepContext<'_>) -> StepResult<LoadedTokenizer> {
+    let lowercase = match ctx.params.get("lowercase") {
+        Some(_) => Some(ctx.params.bool("lowercase")?),
+        None => None,
+    };
+    match (ctx.opt_input("tokenizer"), ctx.params.opt_str("tokenizer")?) {
+        (Some(_), Some(_)) => Err(StepError::param(
+            "tokenizer",
+            "is given twice: as the `tokenizer` input and as the `tokenizer` parameter; keep one",
+        )),
+        (None, None) => Err(StepError::param(
+            "tokenizer",
+            "is required: give the `tokenizer` input (e.g. a train-tokenizer step) or the `tokenizer` parameter \
+             (tokenizer.json, vocab.txt, model directory or hub model id)",
+        )),
+        (Some(path), None) => source::load_path(path, lowercase),
+        (None, Some(value)) => {
+            let path = Path::new(value);
+            if path.exists() {
+                source::load_path(path, lowercase)
+            } else if source::looks_like_hub_id(value) {
+                source::load_hub(value, ctx.env.hub_cache.as_deref(), lowercase)
+            } else {
+                Err(StepError::param("tokenizer", format!("`{value}` is neither an existing path nor a hub model id")))
+            }
+        }
+    }
+}
+
+/// The rows to tokenize: texts and labels, after empty and bad-label rows are handled.
+struct Rows {
+    a: Vec<String>,
+    b: Option<Vec<String>>,
+    labels: Vec<i64>,
+}
+
+fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> StepResult<Rows> {
+    let a_all = table.column(s.text_column, "text_column")?;
+    let b_all = match s.text_b_column {
+        Some(c) => Some(table.column(c, "text_b_column")?),
+        None => None,
+    };
+    let labels_all = match s.label_column {
+        Some(c) => Some(table.column(c, "label_column").map_err(|e| match e {
+            StepError::Input { message, .. } => StepError::input_with_help(
+                message,
+                "set `label_column` to one of the columns, or to \"\" for unlabelled text (labels -1)",
+            ),
+            other => other,
+        })?),
+        None => None,
+    };
+    let mut rows = Rows { a: Vec::with_capacity(a_all.len()), b: b_all.as_ref().map(|_| Vec::new()), labels: Vec::new() };
+    let mut b_iter = b_all.map(Vec::into_iter);
+    for (i, a) in a_all.into_iter().enumerate() {
+        let b = b_iter.as_mut().and_then(Iterator::next);
+        let label = match &labels_all {
+            None => -1,
+            Some(labels) => match labels[i].trim().parse::<i64>() {
+                Ok(v) => v,
+                Err(_) if s.malformed == Malformed::Drop => {
+                    stats.drop_row("bad_label");
+                    continue;
+                }
+                Err(_) => {
+                    return Err(StepError::input_with_help(
+                        format!(
+                            "{} line {}: label `{}` in column `{}` is not an integer",
+                            table.path().display(),
+                            table.line_of(i),
+                            preview(&labels[i]),
+                            s.label_column.unwrap_or_default()
+                        ),
+                        "labels must be integers; set `malformed: drop` to skip such rows, or `label_column: \"\"` for unlabelled text",
+                    ))
+                }
+            },
+        };
+        let is_empty = a.trim().is_empty() || b.as_ref().is_some_and(|b| b.trim().is_empty());
+        if is_empty {
+            match s.empty {
+                Empty::Keep => {}
+                Empty::Drop => {
+                    stats.drop_row("empty");
+                    continue;
+                }
+                Empty::Error => {
+                    return Err(StepError::input_with_help(
+                        format!("{} line {}: the text is empty", table.path().display(), table.line_of(i)),
+                        "set `empty: keep` (rows become [CLS] [SEP]) or `empty: drop`",
+                    ))
+                }
+            }
+        }
+        rows.a.push(a);
+        if let (Some(bs), Some(b)) = (rows.b.as_mut(), b) {
+            bs.push(b);
+        }
+        rows.labels.push(label);
+    }
+    Ok(rows)
+}
+
+fn write_stats(dir: &Path, stats: &TokenizeStats) -> StepResult<()> {
+    let path = dir.join(STATS_FILE);
+    let bytes = serde_json::to_vec_pretty(stats).map_err(|e| StepError::failed(format!("serializing stats: {e}")))?;
+    fs::write(&path, bytes).map_err(StepError::io("writing", &path))
+}

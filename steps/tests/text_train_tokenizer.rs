@@ -110,11 +110,13 @@ fn full_nsmc_training_is_deterministic_and_feeds_tokenize() {
     assert_eq!(set.meta.vocab_size, 16000);
     assert_eq!((set.meta.pad_id, set.meta.unk_id, set.meta.cls_id, set.meta.sep_id, set.meta.mask_id), (0, Some(1), 2, 3, Some(4)));
     assert_eq!(set.ids(0).len(), 10);
-    // `나 보기가 역겨워` is 3+ tokens and `김소월` at most 3: the types follow the segments.
-    let types = set.types(0);
+    // Types follow the segments, then padding (type 0, pad id 0) fills the row to 10.
+    let (ids, types, valid) = (set.ids(0), set.types(0), set.valid_length[0] as usize);
     let n_a = types.iter().take_while(|&&t| t == 0).count();
-    assert!(types[n_a..].iter().all(|&t| t == 1));
-    assert_eq!(set.ids(0)[n_a - 1], 3, "[SEP] closes the first segment");
+    assert!(n_a >= 3 && n_a < valid, "{types:?}");
+    assert!(types[n_a..valid].iter().all(|&t| t == 1));
+    assert!(types[valid..].iter().all(|&t| t == 0) && ids[valid..].iter().all(|&t| t == 0));
+    assert_eq!((ids[0], ids[n_a - 1], ids[valid - 1]), (2, 3, 3), "[CLS] a [SEP] b [SEP]");
 }
 
 #[test]

@@ -4,11 +4,12 @@
 //! - [`wordpiece`] trains WordPiece vocabularies deterministically; [`bert_tokenizer`] turns a
 //!   vocabulary into a Hugging Face `tokenizer.json`; [`source`] loads tokenizers from files,
 //!   model directories or the hub.
-//! - [`encode`] encodes texts in parallel; [`sentence_transform`] is GluonNLP's
+//! - [`encode`] encodes texts in parallel (with [`fast_bert`] for BERT tokenizers); [`sentence_transform`] is GluonNLP's
 //!   `BERTSentenceTransform` on the ids; [`stats`] is the `stats.json` of a tokenized table.
 
 pub mod bert_tokenizer;
 pub mod encode;
+pub mod fast_bert;
 pub mod sentence_transform;
 pub mod source;
 pub mod split;

@@ -27,7 +27,7 @@ pub struct Tokenize;
 pub const STATS_FILE: &str = "stats.json";
 
 /// Rows encoded between two cancellation checks and progress updates.
-const CHUNK_ROWS: usize = 8192;
+const CHUNK_ROWS: usize = 32768;
 
 static SPEC: StepSpec = StepSpec {
     kind: "tokenize",
@@ -137,7 +137,7 @@ impl Step for Tokenize {
         let settings = Settings::from(ctx.params)?;
         let loaded = load_tokenizer(ctx)?;
         ctx.events.log(&format!("tokenizer: {}", loaded.description));
-        let encoder = Encoder::new(loaded.tokenizer)?;
+        let mut encoder = Encoder::new(loaded.tokenizer)?;
         let ids = SpecialIds::of(&encoder, settings.pad)?;
         let transform = SentenceTransform::new(
             settings.max_len,
@@ -183,9 +183,9 @@ impl Step for Tokenize {
             }
             let end = (start + CHUNK_ROWS).min(total);
             let (a, b) = pool.install(|| -> StepResult<_> {
-                let a = encoder.encode_all(&rows.a[start..end])?;
+                let a = encoder.encode_batch(&rows.a[start..end])?;
                 let b = match &rows.b {
-                    Some(b) => Some(encoder.encode_all(&b[start..end])?),
+                    Some(b) => Some(encoder.encode_batch(&b[start..end])?),
                     None => None,
                 };
                 Ok((a, b))

@@ -134,9 +134,9 @@ impl Step for TrainTokenizer {
         let out = ctx.output("tokenizer");
         fs::write(&out, json.as_bytes()).map_err(StepError::io("writing", &out))?;
 
-        let encoder = Encoder::new(tokenizer)?;
+        let mut encoder = Encoder::new(tokenizer)?;
         let unk = encoder.tokenizer().token_to_id("[UNK]");
-        let encoded = pool.install(|| encoder.encode_all(&texts))?;
+        let encoded = pool.install(|| encoder.encode_batch(&texts))?;
         let total: usize = encoded.iter().map(Vec::len).sum();
         let unk_tokens: usize = encoded.iter().map(|ids| ids.iter().filter(|&&id| Some(id) == unk).count()).sum();
         let unk_rows = encoded.iter().filter(|ids| ids.iter().any(|&id| Some(id) == unk)).count();

@@ -352,6 +352,29 @@ fn files_that_are_not_tables_are_bad_input() {
 }
 
 #[test]
+fn windows_line_ends_and_a_byte_order_mark_are_accepted() {
+    let Some(tok) = minilm_json() else { return };
+    let (_dir, path) = table("crlf.tsv", "\u{feff}document\tlabel\r\nhello world\t1\r\n\t0\r\n");
+    let out = run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap()}), &[("data", &path)]).unwrap();
+    let set = TensorSet::load(&out.path().join("tensors")).unwrap();
+    assert_eq!(set.labels, vec![1, 0]);
+    assert_eq!(set.ids(0), &[101, 7592, 2088, 102]);
+    assert_eq!(set.ids(1), &[101, 102]);
+}
+
+#[test]
+fn a_table_without_rows_is_bad_input() {
+    let Some(tok) = minilm_json() else { return };
+    let (_dir, path) = table("header.tsv", "document\tlabel\n");
+    let e = err(json!({"tokenizer": tok.to_str().unwrap()}), &path);
+    assert!(e.is_bad_input());
+    assert!(e.to_string().contains("has no rows to tokenize (0 data lines, 0 dropped)"), "{e}");
+    let (_dir, path) = table("blank.tsv", "document\tlabel\n\t1\n");
+    let e = err(json!({"tokenizer": tok.to_str().unwrap(), "empty": "drop"}), &path);
+    assert!(e.to_string().contains("(1 data lines, 1 dropped)"), "{e}");
+}
+
+#[test]
 fn tokenizer_must_be_given_exactly_once() {
     let Some(tok) = minilm_json() else { return };
     let (_dir, path) = small_table();

@@ -7,7 +7,7 @@
 //!
 //! Before polars parses the file, each line's field count is checked against the header's: a
 //! *malformed* line (too few or too many separators) is reported with its line number, or
-//! dropped and counted.
+//! dropped and counted. A UTF-8 byte order mark and Windows line ends (`\r\n`) are accepted.
 
 use std::fs;
 use std::io::Cursor;
@@ -77,7 +77,8 @@ impl Table {
             return Err(StepError::input(format!("{} is empty: a table needs a header line", path.display())));
         }
         let mut raw_lines = body.split('\n');
-        let header = raw_lines.next().unwrap_or_default();
+        // Windows line ends: the `\r` belongs to the line end, not to the last field.
+        let header = raw_lines.next().unwrap_or_default().trim_end_matches('\r');
         let fields = |line: &str| memchr_count(line.as_bytes(), separator) + 1;
         let header_fields = fields(header);
 
@@ -88,8 +89,9 @@ impl Table {
         let mut bad: Vec<(usize, usize)> = Vec::new();
         for (i, line) in raw_lines.enumerate() {
             let line_no = i + 2;
+            let line = line.strip_suffix('\r').unwrap_or(line);
             let n = fields(line);
-            let blank = line.trim_end_matches('\r').is_empty();
+            let blank = line.is_empty();
             if n != header_fields || (blank && header_fields > 1) {
                 bad.push((line_no, n));
                 continue;

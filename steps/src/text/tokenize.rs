@@ -153,6 +153,14 @@ impl Step for Tokenize {
         let mut stats = TokenizeStats::default();
         stats.add_dropped("malformed", table.malformed_dropped);
         let rows = select_rows(&table, &settings, &mut stats)?;
+        if rows.a.is_empty() {
+            let dropped: usize = stats.dropped.values().sum();
+            return Err(StepError::input(format!(
+                "{} has no rows to tokenize ({} data lines, {dropped} dropped)",
+                data.display(),
+                table.len() + table.malformed_dropped
+            )));
+        }
 
         let label_values: Vec<i64> = if settings.label_column.is_some() {
             rows.labels.iter().copied().collect::<BTreeSet<i64>>().into_iter().collect()

@@ -18,7 +18,7 @@ use crate::reporter::Reporter;
         A YAML file describes steps (download, train-tokenizer, tokenize, split, pretrain, fine-tune, \
         evaluate, report). Every result is cached under a key made of the step's kind, the parameters \
         that affect its output and the content of its inputs, so a rerun repeats only what changed.",
-    after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe status\n  pipe kinds tokenize\n\nExit codes: 0 success, 1 a step failed, 2 bad input or usage (nothing was run)."
+    after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe status\n  pipe report --format html --output report.html\n  pipe kinds tokenize\n\nExit codes: 0 success, 1 a step failed, 2 bad input or usage (nothing was run)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -47,6 +47,8 @@ pub enum Command {
     Run(commands::run::RunArgs),
     /// Show, per step, whether it is up-to-date, stale (and why) or never run.
     Status(commands::status::StatusArgs),
+    /// Accuracy per epoch of the latest run, its final evaluation, and runs compared.
+    Report(commands::report::ReportArgs),
     /// Remove cached results that no recent run references.
     Gc(commands::gc::GcArgs),
     /// List the step kinds, or describe one: parameters, inputs, outputs.
@@ -65,6 +67,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run::execute(&args, &cli.global, &reporter),
         Command::Status(args) => commands::status::execute(&args, &cli.global, &reporter),
+        Command::Report(args) => commands::report::execute(&args, &cli.global, &reporter),
         Command::Gc(args) => commands::gc::execute(&args, &cli.global, &reporter),
         Command::Kinds(args) => commands::kinds::execute(&args, &reporter),
     };

@@ -89,10 +89,17 @@ impl Executor<'_> {
         let mut outcomes: Vec<Option<StepOutcome>> = vec![None; n];
         let mut failed: Option<usize> = None;
         for (position, &i) in self.graph.order().iter().enumerate() {
+            if self.env.is_cancelled() && failed.is_none() {
+                failed = Some(i);
+            }
             let outcome = match failed {
                 // After a failure nothing more runs; what ran before stays cached.
                 Some(f) => {
-                    let why = format!("not run: step {} failed", self.graph.steps[f].name);
+                    let why = if self.env.is_cancelled() {
+                        "not run: interrupted".to_string()
+                    } else {
+                        format!("not run: step {} failed", self.graph.steps[f].name)
+                    };
                     self.reporter.step_skipped(position, n, &self.graph.steps[i].name, &why);
                     StepOutcome::new(StepStatus::Skipped)
                 }

@@ -2,12 +2,13 @@
 
 pub mod gc;
 pub mod kinds;
+pub mod report;
 pub mod run;
 pub mod status;
 
 use std::path::Path;
 
-use pipe_steps::Environment;
+use pipe_steps::{runtime, Environment};
 
 use crate::cli::GlobalArgs;
 use crate::error::Error;
@@ -23,10 +24,18 @@ pub fn load_pipeline(file: &Path, overrides: &[OverrideArg]) -> Result<(Pipeline
 
 /// The run environment from the global options.
 pub fn environment(global: &GlobalArgs) -> Environment {
-    let threads = global
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-        .max(1);
-    let hub_cache = std::env::var_os("HF_HOME").map(std::path::PathBuf::from);
-    Environment { mirror: global.mirror.clone(), threads, hub_cache, ..Environment::default() }
+    let threads = global.threads.unwrap_or_else(runtime::default_threads).max(1);
+    runtime::configure(threads);
+    // Hub downloads go where hf-hub puts them by default (`HF_HOME`, else ~/.cache/huggingface).
+    let env = Environment { mirror: global.mirror.clone(), threads, hub_cache: None, ..Environment::default() };
+    // First Ctrl-C: long steps stop at their next check and nothing more starts; the cache
+    // stays consistent (a step's result is committed whole or not at all). Second: exit now.
+    let cancelled = env.cancelled.clone();
+    let _ = ctrlc::set_handler(move || {
+        if cancelled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("interrupting: stopping after the current step (Ctrl-C again to quit at once)");
+    });
+    env
 }

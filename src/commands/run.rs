@@ -119,6 +119,7 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         reporter.line(&summary);
     }
     Ok(match failed.first() {
+        _ if env.is_cancelled() => ExitCode::from(130),
         None => ExitCode::SUCCESS,
         Some(o) if o.failure.as_ref().is_some_and(|f| f.bad_input) => ExitCode::from(2),
         Some(_) => ExitCode::from(1),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::{StepError, StepResult};
-use crate::step::{Default, Events, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{Default, Environment, Events, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
 
 pub struct Download;
 
@@ -116,6 +116,7 @@ impl Step for Download {
             retries: ctx.params.opt_usize("retries")?.unwrap_or(4),
             timeout: Duration::from_secs(ctx.params.opt_usize("timeout_seconds")?.unwrap_or(60) as u64),
             events: ctx.events,
+            env: ctx.env,
         };
 
         let mirrored = match (&ctx.env.mirror, source.file_name()) {
@@ -149,6 +150,7 @@ struct Fetch<'a> {
     retries: usize,
     timeout: Duration,
     events: &'a dyn Events,
+    env: &'a Environment,
 }
 
 impl Fetch<'_> {
@@ -237,6 +239,9 @@ impl Fetch<'_> {
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
+            if self.env.is_cancelled() {
+                return Err(StepError::Cancelled);
+            }
             let n = match input.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,

@@ -4,6 +4,8 @@
 pub mod bert;
 pub mod download;
 pub mod error;
+pub mod report;
+pub mod runtime;
 pub mod sample;
 pub mod step;
 pub mod tensor_set;
@@ -25,6 +27,10 @@ pub fn registry() -> Vec<&'static dyn Step> {
         &text::TrainTokenizer,
         &text::Tokenize,
         &text::Split,
+        &bert::Pretrain,
+        &bert::FineTune,
+        &bert::Evaluate,
+        &report::ReportStep,
     ]
 }
 

@@ -1,1 +1,24 @@
-//! BERT in candle: the model and the `fine-tune`, `evaluate` and `pretrain` step kinds.
+//! BERT in candle: our own differentiable BERT module and the `fine-tune`, `evaluate` and
+//! `pretrain` step kinds.
+//!
+//! The model and the training loop take tensors and configs ([`model`], [`train`],
+//! [`optimizer`]); reading checkpoints and writing Hugging Face model directories happen at the
+//! edges ([`weights`], [`model_dir`], [`checkpoint`]) and in the step kinds.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod classify;
+pub mod config;
+pub mod device;
+pub mod evaluate;
+pub mod fine_tune;
+pub mod model;
+pub mod model_dir;
+pub mod optimizer;
+pub mod pretrain;
+pub mod train;
+pub mod weights;
+
+pub use evaluate::Evaluate;
+pub use fine_tune::FineTune;
+pub use pretrain::Pretrain;

@@ -1,0 +1,146 @@
+//! `pipe report [PIPELINE.yaml]`: the accuracy-per-epoch table of the latest run, its final
+//! evaluation, and a comparison of the runs that differ in parameters.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use pipe_steps::report::{EvalMetrics, Format, Report, RunReport, TrainingMetrics};
+use serde_json::Value as Json;
+
+use crate::cache::{Cache, Lookup};
+use crate::cli::GlobalArgs;
+use crate::commands::load_pipeline;
+use crate::error::Error;
+use crate::reporter::Reporter;
+use crate::run_record::{RunRecord, RunState, StepStatus};
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The pipeline file (default: the one most recently run with this cache).
+    pub pipeline: Option<PathBuf>,
+    /// table, markdown, csv, json or html (one self-contained file with a chart).
+    #[arg(long, default_value = "table", value_parser = ["table", "markdown", "md", "csv", "json", "html"])]
+    pub format: String,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+pub fn execute(args: &ReportArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
+    let cache = Cache::at(&global.cache_dir);
+    let name = match &args.pipeline {
+        Some(file) => load_pipeline(file, &[])?.1.name,
+        None => match RunRecord::latest(&cache, None) {
+            Some(r) => r.pipeline,
+            None => return Err(no_runs(global, None)),
+        },
+    };
+    let runs: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == name).collect();
+    let Some(latest) = runs.last() else { return Err(no_runs(global, Some(&name))) };
+    let report = Report { pipeline: name.clone(), latest: run_report(&cache, latest, &BTreeSet::new()), comparison: compare(&cache, &runs) };
+    let format = Format::parse(&args.format).unwrap_or(Format::Table);
+    let text = report.render(format);
+    match &args.output {
+        Some(path) => {
+            std::fs::write(path, &text).map_err(|source| Error::Write { path: path.clone(), source })?;
+            reporter.note(&format!("wrote {}", path.display()));
+        }
+        None => reporter.line(text.trim_end()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn no_runs(global: &GlobalArgs, pipeline: Option<&str>) -> Error {
+    let what = pipeline.map(|p| format!("no run of pipeline `{p}`")).unwrap_or_else(|| "no runs".into());
+    Error::usage(
+        format!("{what} recorded in {}", global.cache_dir.display()),
+        Some("start one: `pipe run pipelines/nsmc-tiny.yaml --mirror ../shared/nsmc`".into()),
+    )
+}
+
+/// `step.param` → value text, for every parameter of every step of the run.
+fn flat_params(run: &RunRecord) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for s in &run.steps {
+        for (k, v) in &s.params {
+            let text = match v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.insert(format!("{}.{k}", s.name), text);
+        }
+    }
+    out
+}
+
+/// One row per distinct parameter set (the latest run of each), with the parameters that
+/// differ as columns; empty unless at least two such runs exist.
+fn compare(cache: &Cache, runs: &[RunRecord]) -> Vec<RunReport> {
+    let mut latest_by_params: BTreeMap<BTreeMap<String, String>, &RunRecord> = BTreeMap::new();
+    for r in runs {
+        latest_by_params.insert(flat_params(r), r);
+    }
+    if latest_by_params.len() < 2 {
+        return Vec::new();
+    }
+    let mut differing = BTreeSet::new();
+    let sets: Vec<&BTreeMap<String, String>> = latest_by_params.keys().collect();
+    for key in sets.iter().flat_map(|s| s.keys()) {
+        let first = sets[0].get(key);
+        if sets.iter().any(|s| s.get(key) != first) {
+            differing.insert(key.clone());
+        }
+    }
+    let mut chosen: Vec<&RunRecord> = latest_by_params.into_values().collect();
+    chosen.sort_by(|a, b| a.id.cmp(&b.id));
+    chosen.into_iter().map(|r| run_report(cache, r, &differing)).collect()
+}
+
+fn run_report(cache: &Cache, run: &RunRecord, differing: &BTreeSet<String>) -> RunReport {
+    let params = flat_params(run).into_iter().filter(|(k, _)| differing.contains(k)).collect();
+    let mut notes = Vec::new();
+    let training = metrics::<TrainingMetrics>(cache, run, "fine-tune", &mut notes);
+    let evaluation = metrics::<EvalMetrics>(cache, run, "evaluate", &mut notes);
+    RunReport {
+        label: run.started.clone(),
+        state: match run.state {
+            RunState::Succeeded => "succeeded".into(),
+            RunState::Failed => "failed".into(),
+            RunState::Running => "incomplete".into(),
+        },
+        params,
+        training,
+        evaluation,
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    }
+}
+
+/// The `metrics` output of the first step of `kind` in the run, when it finished and is
+/// still in the cache.
+fn metrics<T: for<'de> serde::Deserialize<'de>>(cache: &Cache, run: &RunRecord, kind: &str, notes: &mut Vec<String>) -> Option<T> {
+    let Some(step) = run.steps.iter().find(|s| s.kind == kind) else {
+        notes.push(format!("the pipeline has no {kind} step"));
+        return None;
+    };
+    let key = match (&step.key, step.status) {
+        (Some(key), StepStatus::Ran | StepStatus::Cached) => key,
+        (_, status) => {
+            notes.push(format!("{} {}", step.name, if status == StepStatus::Pending { "did not finish" } else { status.as_str() }));
+            return None;
+        }
+    };
+    if !matches!(cache.lookup(key), Lookup::Hit(_)) {
+        notes.push(format!("{}'s result is no longer in the cache", step.name));
+        return None;
+    }
+    let path = cache.output_path(key, "metrics");
+    match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        Some(m) => Some(m),
+        None => {
+            notes.push(format!("{} is not a metrics file", path.display()));
+            None
+        }
+    }
+}

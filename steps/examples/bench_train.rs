@@ -1,0 +1,147 @@
+//! Benchmark of `fine-tune` training throughput on NSMC: a 16,000-token WordPiece vocabulary,
+//! `max_len` 64, batch 32, dynamic padding, for the configs `tiny` (2 layers, hidden 128,
+//! 2 heads, intermediate 512) and `mini` (4/256/4/1024), randomly initialised. One epoch over
+//! the first `ROWS` training reviews, median of 3 runs; the figure is the step's own
+//! `samples_per_second` (forward, backward, clipping and AdamW; no evaluation).
+//!
+//! ```text
+//! cargo run -p pipe-steps --example bench_train -- [NSMC_DIR] [WORK_DIR] [ROWS]
+//! /work/pyvenv/bin/python steps/benches/train_python.py WORK_DIR
+//! ```
+//!
+//! The Rust side leaves the rows (`WORK_DIR/subset`) and the batch order it trained on
+//! (`WORK_DIR/batches-<config>.json`) for the Python side, which trains the same
+//! `BertForSequenceClassification` configs in PyTorch over the same batches. Threads follow
+//! `PIPE_THREADS` (default: all cores). Results are in `steps/BENCHMARKS_BERT.md`.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use pipe_steps::bert::batch::Batches;
+use pipe_steps::bert::config::BertConfig;
+use pipe_steps::bert::model::BertClassifier;
+use pipe_steps::bert::model_dir::{write_config, WEIGHTS};
+use pipe_steps::bert::train::batch_seed;
+use pipe_steps::bert::weights::Weights;
+use pipe_steps::bert::FineTune;
+use pipe_steps::tensor_set::{TensorSet, TOKENIZER_FILE};
+use pipe_steps::text::{Tokenize, TrainTokenizer};
+use pipe_steps::{runtime, Environment, NoEvents, Params, Step, StepContext, StepError};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+
+const REPEATS: usize = 3;
+const BATCH: usize = 32;
+const SEED: u64 = 42;
+
+fn params(step: &dyn Step, given: Value) -> Params {
+    let mut values = BTreeMap::new();
+    for p in step.spec().params {
+        if let Some(v) = p.default.to_value() {
+            values.insert(p.name.to_string(), v);
+        }
+    }
+    if let Value::Object(map) = given {
+        values.extend(map);
+    }
+    Params::new(values)
+}
+
+/// Runs `step` into a fresh `out` directory.
+fn run(step: &dyn Step, given: Value, inputs: &[(&str, &Path)], out: &Path, env: &Environment) -> Result<(), StepError> {
+    let params = params(step, given);
+    let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
+    if out.exists() {
+        fs::remove_dir_all(out).map_err(StepError::io("removing", out))?;
+    }
+    let checkpoint = out.join(".checkpoint");
+    fs::create_dir_all(&checkpoint).map_err(StepError::io("creating", &checkpoint))?;
+    let ctx = StepContext {
+        name: "bench",
+        params: &params,
+        inputs: &inputs,
+        out_dir: out,
+        checkpoint_dir: &checkpoint,
+        env,
+        events: &NoEvents,
+    };
+    step.validate(&params)?;
+    step.run(&ctx)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// A randomly initialised classifier of `config` written as a model directory.
+fn random_model(config: &BertConfig, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    fs::create_dir_all(dir)?;
+    let mut weights = Weights::new(DType::F32, &Device::Cpu);
+    let mut rng = StdRng::seed_from_u64(SEED);
+    BertClassifier::new(config, 2, &mut weights, &mut rng)?;
+    weights.save(&dir.join(WEIGHTS), &[])?;
+    write_config(dir, config, Some(&[0, 1]))?;
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let nsmc = match args.first() {
+        Some(d) => PathBuf::from(d),
+        None => pipe_steps::shared_data::shared_path("nsmc").ok_or("no NSMC directory given or shared")?,
+    };
+    let work = args.get(1).map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("pipe-bench-train"));
+    let rows: usize = args.get(2).map(|r| r.parse()).transpose()?.unwrap_or(4096);
+    fs::create_dir_all(&work)?;
+    let threads = std::env::var("PIPE_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(runtime::default_threads);
+    runtime::configure(threads);
+    let env = Environment { threads, ..Environment::default() };
+    println!("threads: {threads}, rows: {rows}, batch {BATCH}, max_len 64, dynamic padding");
+
+    let train_file = nsmc.join("ratings_train.txt");
+    let vocab = work.join("train-tokenizer");
+    if !vocab.join("tokenizer").is_file() {
+        run(&TrainTokenizer, json!({"vocab_size": 16000}), &[("data", &train_file)], &vocab, &env)?;
+    }
+    let encoded = work.join("tokenize");
+    if !encoded.join("tensors/meta.json").is_file() {
+        let tokenizer = vocab.join("tokenizer");
+        run(&Tokenize, json!({"max_len": 64}), &[("data", &train_file), ("tokenizer", &tokenizer)], &encoded, &env)?;
+    }
+    let all = TensorSet::load(&encoded.join("tensors"))?;
+    let subset_dir = work.join("subset");
+    fs::create_dir_all(&subset_dir)?;
+    let subset = all.select(&(0..rows.min(all.len())).collect::<Vec<_>>());
+    subset.save(&subset_dir)?;
+    fs::copy(encoded.join("tensors").join(TOKENIZER_FILE), subset_dir.join(TOKENIZER_FILE))?;
+    let tokens: usize = subset.valid_length.iter().map(|&v| v as usize).sum();
+    println!("mean tokens per row: {:.2}", tokens as f64 / subset.len() as f64);
+
+    let configs = [("tiny", 2, 128, 2, 512), ("mini", 4, 256, 4, 1024)];
+    for (name, layers, hidden, heads, intermediate) in configs {
+        let config = BertConfig::new(subset.meta.vocab_size, layers, hidden, heads, intermediate, 128);
+        let model = work.join(format!("model-{name}"));
+        random_model(&config, &model)?;
+        let order = Batches::shuffled(&subset, BATCH, batch_seed(SEED, 1, usize::MAX));
+        fs::write(
+            work.join(format!("batches-{name}.json")),
+            serde_json::to_vec(&json!({"config": config, "batches": order.batches}))?,
+        )?;
+        let mut rates = Vec::new();
+        for i in 0..REPEATS {
+            let out = work.join(format!("fine-tune-{name}"));
+            let given = json!({"epochs": 1, "batch_size": BATCH, "lr": 5e-5, "seed": SEED, "log_every": 0});
+            run(&FineTune, given, &[("train", &subset_dir), ("model", &model)], &out, &env)?;
+            let metrics: Value = serde_json::from_slice(&fs::read(out.join("metrics"))?)?;
+            let rate = metrics["epochs"][0]["samples_per_second"].as_f64().ok_or("no samples_per_second")?;
+            println!("{name}: run {}: {rate:.1} samples/s", i + 1);
+            rates.push(rate);
+        }
+        println!("{name}: median of {REPEATS}: {:.1} samples/s", median(rates));
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The `fine-tune` step kind: BERT encoder + pooler + dropout + dense classifier trained end to
+//! end (the GluonNLP recipe), evaluated after every epoch, checkpointed after every epoch.
+
+use std::fs;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use super::batch::{make_batch, Batches};
+use super::checkpoint::EpochCheckpoints;
+use super::classify::{check_fits, classes_of, load_classifier, predict};
+use super::device;
+use super::model::{BertClassifier, Pass};
+use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, ModelDir, WEIGHTS};
+use super::train::{batch_seed, BatchOutcome, TrainConfig, Trainer};
+use super::weights::Checkpoint;
+use crate::error::{StepError, StepResult};
+use crate::report::{EpochMetrics, TrainingMetrics};
+use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::tensor_set::TensorSet;
+
+pub struct FineTune;
+
+static SPEC: StepSpec = StepSpec {
+    kind: "fine-tune",
+    version: 1,
+    summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
+    params: &[
+        ParamSpec::optional("model", ParamType::PathOrHubId, Default::Absent, "pre-trained BERT: a local directory in Hugging Face layout or a hub id (else the `model` input)"),
+        ParamSpec::optional("epochs", ParamType::Uint, Default::Int(4), "passes over the training set"),
+        ParamSpec::optional("batch_size", ParamType::Uint, Default::Int(32), "rows per update"),
+        ParamSpec::optional("lr", ParamType::Float, Default::Float(5e-5), "peak learning rate"),
+        ParamSpec::optional("warmup_ratio", ParamType::Float, Default::Float(0.1), "fraction of updates with linear warm-up (then linear decay to 0)"),
+        ParamSpec::optional("weight_decay", ParamType::Float, Default::Float(0.01), "AdamW weight decay (not on biases and LayerNorm)"),
+        ParamSpec::optional("max_grad_norm", ParamType::Float, Default::Float(1.0), "clip the global gradient norm to this (0: no clipping)"),
+        ParamSpec::optional("dropout", ParamType::Float, Default::Float(0.1), "dropout before the classifier"),
+        ParamSpec::optional("seed", ParamType::Uint, Default::Int(42), "seed of initialisation, shuffling and dropout"),
+        ParamSpec::optional("device", ParamType::Str, Default::Str("cpu"), "cpu, auto, cuda, cuda:N or metal"),
+        ParamSpec::optional("eval_batch_size", ParamType::Uint, Default::Int(128), "rows per evaluation batch").not_in_key(),
+        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(50), "log every N batches (0: never)").not_in_key(),
+    ],
+    inputs: &[
+        InputSpec::required("train", "tensor set to train on"),
+        InputSpec::optional("valid", "tensor set evaluated after every epoch"),
+        InputSpec::optional("test", "tensor set evaluated after every epoch (reported, never used to choose)"),
+        InputSpec::optional("model", "a model directory from `pretrain` or another step"),
+    ],
+    outputs: &[
+        OutputSpec { name: "model", help: "the fine-tuned model in Hugging Face layout (BertForSequenceClassification)" },
+        OutputSpec { name: "metrics", help: "per-epoch metrics (JSON)" },
+    ],
+};
+
+/// The training settings shared by `fine-tune` and `pretrain`.
+pub fn train_config(params: &Params) -> StepResult<TrainConfig> {
+    Ok(TrainConfig {
+        epochs: params.usize("epochs")?,
+        batch_size: params.usize("batch_size")?,
+        lr: params.f64("lr")?,
+        warmup_ratio: params.f64("warmup_ratio")?,
+        weight_decay: params.f64("weight_decay")?,
+        max_grad_norm: params.f64("max_grad_norm")?,
+        seed: params.usize("seed")? as u64,
+        log_every: params.opt_usize("log_every")?.unwrap_or(0),
+    })
+}
+
+/// Range checks shared by `fine-tune` and `pretrain`.
+pub fn validate_training(params: &Params) -> StepResult<()> {
+    if params.usize("epochs")? == 0 {
+        return Err(StepError::param("epochs", "must be at least 1"));
+    }
+    if params.usize("batch_size")? == 0 {
+        return Err(StepError::param("batch_size", "must be at least 1"));
+    }
+    let lr = params.f64("lr")?;
+    if !(lr > 0.0 && lr < 1.0) {
+        return Err(StepError::param("lr", format!("must be in (0, 1), got {lr}")));
+    }
+    let warmup = params.f64("warmup_ratio")?;
+    if !(0.0..1.0).contains(&warmup) {
+        return Err(StepError::param("warmup_ratio", format!("must be in [0, 1), got {warmup}")));
+    }
+    if params.f64("weight_decay")? < 0.0 {
+        return Err(StepError::param("weight_decay", "must not be negative"));
+    }
+    if params.f64("max_grad_norm")? < 0.0 {
+        return Err(StepError::param("max_grad_norm", "must not be negative"));
+    }
+    device::check(params.str("device")?)
+}
+
+impl Step for FineTune {
+    fn spec(&self) -> &'static StepSpec {
+        &SPEC
+    }
+
+    fn validate(&self, params: &Params) -> StepResult<()> {
+        validate_training(params)?;
+        let dropout = params.f64("dropout")?;
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(StepError::param("dropout", format!("must be in [0, 1), got {dropout}")));
+        }
+        Ok(())
+    }
+
+    fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
+        let params = ctx.params;
+        let cfg = train_config(params)?;
+        let device = device::open(params.str("device")?)?;
+        let train_dir = ctx.input("train")?;
+        let train = TensorSet::load(train_dir)?;
+        let valid = ctx.opt_input("valid").map(TensorSet::load).transpose()?;
+        let test = ctx.opt_input("test").map(TensorSet::load).transpose()?;
+        let labels = train.meta.label_values.clone();
+        if labels.len() < 2 {
+            return Err(StepError::input(format!(
+                "the training set has {} distinct label(s); a classifier needs at least 2",
+                labels.len()
+            )));
+        }
+        let train_classes = classes_of(&train, &labels, "train")?;
+        let valid_classes = valid.as_ref().map(|s| classes_of(s, &labels, "valid")).transpose()?;
+        let test_classes = test.as_ref().map(|s| classes_of(s, &labels, "test")).transpose()?;
+
+        let source = ModelDir::resolve(ctx.opt_input("model"), params.opt_str("model")?, ctx.env)?;
+        let config = source.config()?;
+        for (set, what) in [(Some(&train), "train"), (valid.as_ref(), "valid"), (test.as_ref(), "test")] {
+            if let Some(set) = set {
+                check_fits(&config, set, what)?;
+            }
+        }
+        let checkpoint = Checkpoint::load(&source.weights)?;
+        let (mut model, weights, fresh) = load_classifier(&config, labels.len(), &checkpoint, false, cfg.seed, &device)?;
+        model.dropout = params.f64("dropout")?;
+        if !fresh.is_empty() {
+            ctx.events.log("the checkpoint has no pooler weights: the pooler starts freshly initialised");
+        }
+        ctx.events.log(&format!(
+            "model: {} layers, hidden {}, {} heads, {:.1}M parameters; {} training rows, {} classes",
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.num_attention_heads,
+            weights.parameter_count() as f64 / 1e6,
+            train.len(),
+            labels.len()
+        ));
+
+        let batches_per_epoch = train.len().div_ceil(cfg.batch_size);
+        let vars = weights.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
+        let mut trainer = Trainer::new(cfg.clone(), vars, batches_per_epoch, ctx.events, ctx.env)?;
+        let checkpoints = EpochCheckpoints::new(ctx.checkpoint_dir);
+        let mut metrics = TrainingMetrics { epochs: Vec::new(), best_epoch: None };
+        if let Some((epoch, dir)) = checkpoints.latest() {
+            metrics = EpochCheckpoints::restore(&dir, &weights, &mut trainer.optimizer)?;
+            ctx.events.log(&format!("resuming after epoch {epoch} from its checkpoint"));
+        }
+        let eval_batch = params.usize("eval_batch_size")?.max(1);
+        for epoch in metrics.epochs.len() + 1..=cfg.epochs {
+            let order = Batches::shuffled(&train, cfg.batch_size, batch_seed(cfg.seed, epoch, usize::MAX));
+            let stats = trainer.epoch(epoch, &order.batches, |rows, seed| {
+                classify_batch(&model, &train, &train_classes, rows, &Pass::train(seed), &device)
+            })?;
+            let mut row = EpochMetrics {
+                epoch,
+                train_loss: stats.loss,
+                train_accuracy: stats.accuracy,
+                valid_loss: None,
+                valid_accuracy: None,
+                test_loss: None,
+                test_accuracy: None,
+                lr: stats.lr,
+                seconds: stats.seconds,
+                samples_per_second: Some(stats.samples as f64 / stats.seconds.max(1e-9)),
+            };
+            if let (Some(set), Some(classes)) = (&valid, &valid_classes) {
+                let p = predict(&model, set, classes, eval_batch, &device, ctx.env)?;
+                (row.valid_loss, row.valid_accuracy) = (Some(p.loss), Some(p.accuracy()));
+            }
+            if let (Some(set), Some(classes)) = (&test, &test_classes) {
+                let p = predict(&model, set, classes, eval_batch, &device, ctx.env)?;
+                (row.test_loss, row.test_accuracy) = (Some(p.loss), Some(p.accuracy()));
+            }
+            ctx.events.log(&epoch_line(&row));
+            metrics.epochs.push(row);
+            checkpoints.save(epoch, &weights, &trainer.optimizer, &metrics)?;
+        }
+        metrics.best_epoch = metrics.best().map(|e| e.epoch);
+
+        let out = ctx.output("model");
+        fs::create_dir_all(&out).map_err(StepError::io("creating", &out))?;
+        weights.save(&out.join(WEIGHTS), &[])?;
+        write_config(&out, &config, Some(&labels))?;
+        let tokenizer = tensor_set_tokenizer(train_dir).or(source.tokenizer.clone());
+        write_tokenizer(&out, tokenizer.as_deref())?;
+        write_metrics(&ctx.output("metrics"), &metrics)
+    }
+}
+
+/// The loss and accuracy of one training batch.
+pub fn classify_batch(
+    model: &BertClassifier,
+    set: &TensorSet,
+    classes: &[u32],
+    rows: &[usize],
+    pass: &Pass,
+    device: &Device,
+) -> candle_core::Result<BatchOutcome> {
+    let batch = make_batch(set, rows, None, DType::F32, device)?;
+    let logits = model.forward(&batch, pass)?;
+    let wanted: Vec<u32> = rows.iter().map(|&i| classes[i]).collect();
+    let target = Tensor::from_vec(wanted.clone(), rows.len(), device)?;
+    let loss = candle_nn::loss::cross_entropy(&logits, &target)?;
+    let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+    let correct = predicted.iter().zip(&wanted).filter(|(p, w)| p == w).count();
+    Ok(BatchOutcome { loss, correct, count: rows.len() })
+}
+
+fn epoch_line(e: &EpochMetrics) -> String {
+    let mut line = format!("[Epoch {}] train loss={:.4}, acc={:.4}", e.epoch, e.train_loss, e.train_accuracy);
+    if let Some(a) = e.valid_accuracy {
+        line.push_str(&format!("; valid acc={a:.4}"));
+    }
+    if let Some(a) = e.test_accuracy {
+        line.push_str(&format!("; test acc={a:.4}"));
+    }
+    line.push_str(&format!("; {:.1}s", e.seconds));
+    if let Some(s) = e.samples_per_second {
+        line.push_str(&format!(", {s:.1} samples/s"));
+    }
+    line
+}
+
+fn write_metrics(path: &Path, metrics: &TrainingMetrics) -> StepResult<()> {
+    let text = serde_json::to_vec_pretty(metrics).map_err(|e| StepError::failed(e.to_string()))?;
+    fs::write(path, text).map_err(StepError::io("writing", path))
+}

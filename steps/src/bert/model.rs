@@ -1,0 +1,299 @@
+//! Our BERT: the encoder (`BertModel`), and the heads for sequence classification
+//! (`BertClassifier`) and masked-language modelling (`BertMaskedLm`), with Hugging Face tensor
+//! names.
+//!
+//! It exists because candle-transformers' `BertModel` cannot be trained: its LayerNorm has no
+//! backward pass, its dropout does nothing and it has no pooler. Here, training passes use a
+//! differentiable LayerNorm and softmax and real dropout whose masks come from a seeded RNG
+//! (the CPU device cannot be seeded); inference passes use candle's fused kernels.
+//!
+//! The model takes tensors and a [`Pass`]; loading and saving happen in the step kinds.
+
+use std::cell::RefCell;
+
+use candle_core::{DType, Result, Tensor, D};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::config::BertConfig;
+use super::weights::Weights;
+use crate::error::StepResult;
+
+/// One batch of token ids as the model consumes it.
+pub struct Batch {
+    /// `(batch, len)` u32.
+    pub input_ids: Tensor,
+    /// `(batch, len)` u32.
+    pub token_type_ids: Tensor,
+    /// `(batch, len)` in the model's dtype: 1 for real tokens, 0 for padding.
+    pub attention_mask: Tensor,
+}
+
+/// How a forward pass runs: inference, or training with dropout.
+pub struct Pass {
+    rng: Option<RefCell<StdRng>>,
+}
+
+impl Pass {
+    pub fn eval() -> Pass {
+        Pass { rng: None }
+    }
+
+    /// A training pass whose dropout masks are drawn from an RNG seeded with `seed`.
+    pub fn train(seed: u64) -> Pass {
+        Pass { rng: Some(RefCell::new(StdRng::seed_from_u64(seed))) }
+    }
+
+    pub fn is_train(&self) -> bool {
+        self.rng.is_some()
+    }
+
+    /// Inverted dropout: zeroes each element with probability `p` and scales the rest by
+    /// `1 / (1 - p)`. The identity in inference passes.
+    pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        let Some(rng) = &self.rng else { return Ok(x.clone()) };
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = (1.0 - p) as f32;
+        let scale = 1.0 / keep;
+        let mut rng = rng.borrow_mut();
+        let mask: Vec<f32> =
+            (0..x.elem_count()).map(|_| if rng.random::<f32>() < keep { scale } else { 0.0 }).collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        x * mask
+    }
+
+    fn layer_norm(&self, x: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
+        if self.is_train() || x.dtype() == DType::F64 {
+            candle_nn::ops::layer_norm_slow(x, &ln.weight, &ln.bias, ln.eps)
+        } else {
+            candle_nn::ops::layer_norm(&x.contiguous()?, &ln.weight, &ln.bias, ln.eps)
+        }
+    }
+
+    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
+        if self.is_train() || x.dtype() == DType::F64 {
+            candle_nn::ops::softmax(x, D::Minus1)
+        } else {
+            candle_nn::ops::softmax_last_dim(x)
+        }
+    }
+}
+
+/// A dense layer `y = x Wᵀ + b` with a PyTorch-layout weight `(out, in)`.
+pub struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn new(w: &mut Weights, name: &str, inputs: usize, outputs: usize, std: f64, rng: &mut StdRng) -> StepResult<Self> {
+        Ok(Linear {
+            weight: w.normal(&format!("{name}.weight"), &[outputs, inputs], std, rng)?,
+            bias: w.zeros(&format!("{name}.bias"), &[outputs])?,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inputs = dims[dims.len() - 1];
+        let rows = x.elem_count() / inputs;
+        let y = x.reshape((rows, inputs))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let mut out_dims = dims;
+        let last = out_dims.len() - 1;
+        out_dims[last] = self.weight.dim(0)?;
+        y.reshape(out_dims)
+    }
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn new(w: &mut Weights, name: &str, size: usize, eps: f64) -> StepResult<Self> {
+        Ok(LayerNorm {
+            weight: w.ones(&format!("{name}.weight"), &[size])?,
+            bias: w.zeros(&format!("{name}.bias"), &[size])?,
+            eps: eps as f32,
+        })
+    }
+}
+
+struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    norm: LayerNorm,
+    dropout: f64,
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// The BERT encoder with its pooler (dense + tanh on `[CLS]`).
+pub struct BertModel {
+    pub config: BertConfig,
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    pooler: Linear,
+}
+
+impl BertModel {
+    /// Creates the encoder's tensors under `bert.` in `w`, initialised as Hugging Face does
+    /// (normal with `initializer_range`, LayerNorm 1 and 0, biases 0).
+    pub fn new(config: &BertConfig, w: &mut Weights, rng: &mut StdRng) -> StepResult<BertModel> {
+        let c = config;
+        let std = c.initializer_range;
+        let h = c.hidden_size;
+        let embeddings = Embeddings {
+            word: w.normal("bert.embeddings.word_embeddings.weight", &[c.vocab_size, h], std, rng)?,
+            position: w.normal("bert.embeddings.position_embeddings.weight", &[c.max_position_embeddings, h], std, rng)?,
+            token_type: w.normal("bert.embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], std, rng)?,
+            norm: LayerNorm::new(w, "bert.embeddings.LayerNorm", h, c.layer_norm_eps)?,
+            dropout: c.hidden_dropout_prob,
+        };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("bert.encoder.layer.{i}");
+            layers.push(Layer {
+                query: Linear::new(w, &format!("{p}.attention.self.query"), h, h, std, rng)?,
+                key: Linear::new(w, &format!("{p}.attention.self.key"), h, h, std, rng)?,
+                value: Linear::new(w, &format!("{p}.attention.self.value"), h, h, std, rng)?,
+                attention_out: Linear::new(w, &format!("{p}.attention.output.dense"), h, h, std, rng)?,
+                attention_norm: LayerNorm::new(w, &format!("{p}.attention.output.LayerNorm"), h, c.layer_norm_eps)?,
+                intermediate: Linear::new(w, &format!("{p}.intermediate.dense"), h, c.intermediate_size, std, rng)?,
+                output: Linear::new(w, &format!("{p}.output.dense"), c.intermediate_size, h, std, rng)?,
+                output_norm: LayerNorm::new(w, &format!("{p}.output.LayerNorm"), h, c.layer_norm_eps)?,
+            });
+        }
+        let pooler = Linear::new(w, "bert.pooler.dense", h, h, std, rng)?;
+        Ok(BertModel { config: config.clone(), embeddings, layers, pooler })
+    }
+
+    pub fn word_embeddings(&self) -> &Tensor {
+        &self.embeddings.word
+    }
+
+    fn activation(&self, x: &Tensor) -> Result<Tensor> {
+        match self.config.hidden_act.as_str() {
+            "relu" => x.relu(),
+            "gelu_new" | "gelu_pytorch_tanh" => x.gelu(),
+            _ => x.gelu_erf(),
+        }
+    }
+
+    /// The last hidden states, `(batch, len, hidden)`.
+    pub fn forward(&self, batch: &Batch, pass: &Pass) -> Result<Tensor> {
+        let (b, l) = batch.input_ids.dims2()?;
+        let h = self.config.hidden_size;
+        let heads = self.config.num_attention_heads;
+        let dh = self.config.head_dim();
+        let e = &self.embeddings;
+        let words = e.word.index_select(&batch.input_ids.flatten_all()?, 0)?.reshape((b, l, h))?;
+        let types = e.token_type.index_select(&batch.token_type_ids.flatten_all()?, 0)?.reshape((b, l, h))?;
+        let positions = e.position.narrow(0, 0, l)?.unsqueeze(0)?;
+        let x = words.add(&types)?.broadcast_add(&positions)?;
+        let x = pass.layer_norm(&x, &e.norm)?;
+        let mut x = pass.dropout(&x, e.dropout)?;
+        // Additive attention bias: 0 for real tokens, a large negative number for padding.
+        let bias = ((batch.attention_mask.ones_like()? - &batch.attention_mask)? * -10000.0)?.reshape((b, 1, 1, l))?;
+        let scale = 1.0 / (dh as f64).sqrt();
+        let hidden_p = self.config.hidden_dropout_prob;
+        let attention_p = self.config.attention_probs_dropout_prob;
+        for layer in &self.layers {
+            let split = |t: Tensor| -> Result<Tensor> { t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous() };
+            let q = split(layer.query.forward(&x)?)?;
+            let k = split(layer.key.forward(&x)?)?;
+            let v = split(layer.value.forward(&x)?)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
+            let probs = pass.dropout(&pass.softmax(&scores)?, attention_p)?;
+            let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
+            let attended = pass.dropout(&layer.attention_out.forward(&context)?, hidden_p)?;
+            let x1 = pass.layer_norm(&(attended + &x)?, &layer.attention_norm)?;
+            let inner = self.activation(&layer.intermediate.forward(&x1)?)?;
+            let out = pass.dropout(&layer.output.forward(&inner)?, hidden_p)?;
+            x = pass.layer_norm(&(out + x1)?, &layer.output_norm)?;
+        }
+        Ok(x)
+    }
+
+    /// The pooled output: dense + tanh on the `[CLS]` hidden state, `(batch, hidden)`.
+    pub fn pool(&self, hidden: &Tensor) -> Result<Tensor> {
+        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        self.pooler.forward(&cls)?.tanh()
+    }
+}
+
+/// BERT + pooler + dropout + dense classifier (`BertForSequenceClassification`).
+pub struct BertClassifier {
+    pub bert: BertModel,
+    classifier: Linear,
+    /// Dropout before the classifier.
+    pub dropout: f64,
+    pub num_classes: usize,
+}
+
+impl BertClassifier {
+    pub fn new(config: &BertConfig, num_classes: usize, w: &mut Weights, rng: &mut StdRng) -> StepResult<Self> {
+        let bert = BertModel::new(config, w, rng)?;
+        let classifier = Linear::new(w, "classifier", config.hidden_size, num_classes, config.initializer_range, rng)?;
+        Ok(BertClassifier { bert, classifier, dropout: config.hidden_dropout_prob, num_classes })
+    }
+
+    /// Class logits, `(batch, num_classes)`.
+    pub fn forward(&self, batch: &Batch, pass: &Pass) -> Result<Tensor> {
+        let hidden = self.bert.forward(batch, pass)?;
+        let pooled = pass.dropout(&self.bert.pool(&hidden)?, self.dropout)?;
+        self.classifier.forward(&pooled)
+    }
+}
+
+/// BERT + the masked-language-model head (`BertForMaskedLM`); the decoder is tied to the word
+/// embeddings.
+pub struct BertMaskedLm {
+    pub bert: BertModel,
+    transform: Linear,
+    transform_norm: LayerNorm,
+    decoder_bias: Tensor,
+}
+
+impl BertMaskedLm {
+    pub fn new(config: &BertConfig, w: &mut Weights, rng: &mut StdRng) -> StepResult<Self> {
+        let bert = BertModel::new(config, w, rng)?;
+        let h = config.hidden_size;
+        let transform = Linear::new(w, "cls.predictions.transform.dense", h, h, config.initializer_range, rng)?;
+        let transform_norm = LayerNorm::new(w, "cls.predictions.transform.LayerNorm", h, config.layer_norm_eps)?;
+        let decoder_bias = w.zeros("cls.predictions.bias", &[config.vocab_size])?;
+        Ok(BertMaskedLm { bert, transform, transform_norm, decoder_bias })
+    }
+
+    /// Vocabulary logits at the given flat positions (`row * len + column`), `(positions, vocab)`.
+    pub fn forward(&self, batch: &Batch, positions: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let hidden = self.bert.forward(batch, pass)?;
+        let (b, l, h) = hidden.dims3()?;
+        let picked = hidden.reshape((b * l, h))?.index_select(positions, 0)?;
+        let t = self.bert.activation(&self.transform.forward(&picked)?)?;
+        let t = pass.layer_norm(&t, &self.transform_norm)?;
+        t.matmul(&self.bert.word_embeddings().t()?)?.broadcast_add(&self.decoder_bias)
+    }
+
+    /// Tensors written besides the parameters so Hugging Face finds the tied decoder.
+    pub fn tied_aliases(&self) -> Vec<(String, Tensor)> {
+        vec![
+            ("cls.predictions.decoder.weight".into(), self.bert.word_embeddings().clone()),
+            ("cls.predictions.decoder.bias".into(), self.decoder_bias.clone()),
+        ]
+    }
+}

@@ -1,0 +1,138 @@
+//! `ModelDir`: a model in Hugging Face layout (`config.json`, `model.safetensors`, tokenizer),
+//! found in a step's output, a local directory, or on the Hugging Face hub, and written by the
+//! training steps.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::config::BertConfig;
+use crate::error::{StepError, StepResult};
+use crate::step::Environment;
+use crate::tensor_set::TOKENIZER_FILE;
+
+pub const CONFIG: &str = "config.json";
+pub const WEIGHTS: &str = "model.safetensors";
+pub const TOKENIZER: &str = "tokenizer.json";
+
+/// The files of a model.
+#[derive(Debug, Clone)]
+pub struct ModelDir {
+    pub config: PathBuf,
+    pub weights: PathBuf,
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl ModelDir {
+    /// A local directory in Hugging Face layout.
+    pub fn local(dir: &Path) -> StepResult<ModelDir> {
+        if !dir.is_dir() {
+            return Err(StepError::input(format!("model directory {} does not exist", dir.display())));
+        }
+        let config = dir.join(CONFIG);
+        if !config.is_file() {
+            return Err(StepError::input_with_help(
+                format!("{} has no {CONFIG}", dir.display()),
+                "a model directory needs Hugging Face layout: config.json, model.safetensors, tokenizer.json",
+            ));
+        }
+        let weights = dir.join(WEIGHTS);
+        if !weights.is_file() {
+            let help = if dir.join("pytorch_model.bin").is_file() {
+                "only safetensors checkpoints are read; convert pytorch_model.bin with `transformers` (save_pretrained(safe_serialization=True))"
+            } else {
+                "a model directory needs Hugging Face layout: config.json, model.safetensors, tokenizer.json"
+            };
+            return Err(StepError::input_with_help(format!("{} has no {WEIGHTS}", dir.display()), help));
+        }
+        let tokenizer = Some(dir.join(TOKENIZER)).filter(|p| p.is_file());
+        Ok(ModelDir { config, weights, tokenizer })
+    }
+
+    /// A model on the Hugging Face hub (`owner/name`), fetched into the hub cache.
+    pub fn hub(id: &str, env: &Environment) -> StepResult<ModelDir> {
+        let mut builder = hf_hub::api::sync::ApiBuilder::new().with_progress(false);
+        if let Some(cache) = &env.hub_cache {
+            builder = builder.with_cache_dir(cache.clone());
+        }
+        let api = builder.build().map_err(|e| StepError::failed(format!("starting the hub client: {e}")))?;
+        let repo = api.model(id.to_string());
+        let fetch = |file: &str| {
+            repo.get(file).map_err(|e| {
+                StepError::input_with_help(
+                    format!("could not fetch `{file}` of hub model `{id}`: {e}"),
+                    "check the model id and the network, or download the model and give its local directory",
+                )
+            })
+        };
+        Ok(ModelDir { config: fetch(CONFIG)?, weights: fetch(WEIGHTS)?, tokenizer: fetch(TOKENIZER).ok() })
+    }
+
+    /// From a step input (a model directory) or a `model` parameter (a local path or a hub id).
+    pub fn resolve(input: Option<&Path>, param: Option<&str>, env: &Environment) -> StepResult<ModelDir> {
+        match (input, param) {
+            (Some(dir), _) => ModelDir::local(dir),
+            (None, Some(p)) if Path::new(p).exists() => ModelDir::local(Path::new(p)),
+            (None, Some(p)) if looks_like_hub_id(p) => ModelDir::hub(p, env),
+            (None, Some(p)) => Err(StepError::param("model", format!("`{p}` is neither an existing path nor a hub model id"))),
+            (None, None) => Err(StepError::param("model", "give a `model` parameter or a `model` input")),
+        }
+    }
+
+    pub fn config(&self) -> StepResult<BertConfig> {
+        BertConfig::load(&self.config)
+    }
+}
+
+/// `owner/name` or `name`, made of the characters the hub allows.
+pub fn looks_like_hub_id(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('/').collect();
+    !s.is_empty()
+        && parts.len() <= 2
+        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        && !s.starts_with('.')
+}
+
+/// Writes `config.json` for a model head: `BertForSequenceClassification` with its labels, or
+/// `BertForMaskedLM`.
+pub fn write_config(dir: &Path, config: &BertConfig, labels: Option<&[i64]>) -> StepResult<()> {
+    let mut config = config.clone();
+    match labels {
+        Some(labels) => {
+            let id2label: serde_json::Map<String, Value> =
+                labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l.to_string()))).collect();
+            let label2id: serde_json::Map<String, Value> =
+                labels.iter().enumerate().map(|(i, l)| (l.to_string(), json!(i))).collect();
+            config.extra.insert("architectures".into(), json!(["BertForSequenceClassification"]));
+            config.extra.insert("num_labels".into(), json!(labels.len()));
+            config.extra.insert("id2label".into(), Value::Object(id2label));
+            config.extra.insert("label2id".into(), Value::Object(label2id));
+        }
+        None => {
+            config.extra.insert("architectures".into(), json!(["BertForMaskedLM"]));
+        }
+    }
+    config.extra.insert("model_type".into(), json!("bert"));
+    config.save(&dir.join(CONFIG))
+}
+
+/// Copies the tokenizer of a tensor set (or of the source model) next to a written model, with
+/// a `tokenizer_config.json` so `AutoTokenizer.from_pretrained` finds it.
+pub fn write_tokenizer(dir: &Path, tokenizer: Option<&Path>) -> StepResult<()> {
+    let Some(source) = tokenizer.filter(|p| p.is_file()) else { return Ok(()) };
+    let target = dir.join(TOKENIZER);
+    fs::copy(source, &target).map_err(StepError::io("copying", source))?;
+    let tokenizer_config = json!({
+        "tokenizer_class": "BertTokenizerFast",
+        "model_max_length": 512,
+        "clean_up_tokenization_spaces": false
+    });
+    let path = dir.join("tokenizer_config.json");
+    fs::write(&path, tokenizer_config.to_string()).map_err(StepError::io("writing", &path))
+}
+
+/// The tokenizer stored beside a tensor set.
+pub fn tensor_set_tokenizer(set_dir: &Path) -> Option<PathBuf> {
+    Some(set_dir.join(TOKENIZER_FILE)).filter(|p| p.is_file())
+}

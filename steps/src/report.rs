@@ -1,0 +1,600 @@
+//! Training and evaluation reports: the accuracy-per-epoch table, the final evaluation and a
+//! comparison of runs, rendered as a terminal table, Markdown, CSV, JSON or one self-contained
+//! HTML file with an SVG chart. The `report` step kind writes them for one run; `pipe report`
+//! renders the same for the runs recorded in the cache.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{StepError, StepResult};
+use crate::step::{InputSpec, OutputSpec, Step, StepContext, StepSpec};
+
+/// One epoch of `fine-tune`'s `metrics.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    #[serde(default)]
+    pub valid_loss: Option<f64>,
+    #[serde(default)]
+    pub valid_accuracy: Option<f64>,
+    #[serde(default)]
+    pub test_loss: Option<f64>,
+    #[serde(default)]
+    pub test_accuracy: Option<f64>,
+    pub lr: f64,
+    pub seconds: f64,
+    #[serde(default)]
+    pub samples_per_second: Option<f64>,
+}
+
+/// `fine-tune`'s `metrics.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingMetrics {
+    pub epochs: Vec<EpochMetrics>,
+    #[serde(default)]
+    pub best_epoch: Option<usize>,
+}
+
+impl TrainingMetrics {
+    /// The epoch with the best test accuracy (else validation accuracy).
+    pub fn best(&self) -> Option<&EpochMetrics> {
+        let score = |e: &EpochMetrics| e.test_accuracy.or(e.valid_accuracy).unwrap_or(f64::NEG_INFINITY);
+        self.epochs.iter().max_by(|a, b| score(a).total_cmp(&score(b)))
+    }
+}
+
+/// `evaluate`'s `metrics.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    pub rows: usize,
+    pub accuracy: f64,
+    pub loss: f64,
+    pub labels: Vec<i64>,
+    pub precision: Vec<f64>,
+    pub recall: Vec<f64>,
+    pub f1: Vec<f64>,
+    pub macro_precision: f64,
+    pub macro_recall: f64,
+    pub macro_f1: f64,
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// One run in a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// How the run is named (its start time, or the step name).
+    pub label: String,
+    /// `succeeded`, `failed`, `running or interrupted`.
+    pub state: String,
+    /// Parameter (`step.param`) → value as text: the parameters that differ between runs.
+    pub params: BTreeMap<String, String>,
+    pub training: Option<TrainingMetrics>,
+    pub evaluation: Option<EvalMetrics>,
+    /// Why metrics are missing, when they are.
+    pub note: Option<String>,
+}
+
+/// A whole report: the latest run in detail, and all runs compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub pipeline: String,
+    pub latest: RunReport,
+    /// Every run of the pipeline that differs in parameters (oldest first); empty when fewer
+    /// than two.
+    pub comparison: Vec<RunReport>,
+}
+
+/// The output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Markdown,
+    Csv,
+    Json,
+    Html,
+}
+
+impl Format {
+    pub fn parse(name: &str) -> Option<Format> {
+        match name {
+            "table" => Some(Format::Table),
+            "markdown" | "md" => Some(Format::Markdown),
+            "csv" => Some(Format::Csv),
+            "json" => Some(Format::Json),
+            "html" => Some(Format::Html),
+            _ => None,
+        }
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into())
+}
+
+fn lr(v: f64) -> String {
+    format!("{v:.2e}")
+}
+
+const EPOCH_HEADER: [&str; 7] = ["epoch", "train loss", "train acc", "valid acc", "test acc", "lr", "seconds"];
+
+fn epoch_rows(t: &TrainingMetrics) -> Vec<Vec<String>> {
+    t.epochs
+        .iter()
+        .map(|e| {
+            vec![
+                e.epoch.to_string(),
+                num(Some(e.train_loss)),
+                pct(Some(e.train_accuracy)),
+                pct(e.valid_accuracy),
+                pct(e.test_accuracy),
+                lr(e.lr),
+                format!("{:.1}", e.seconds),
+            ]
+        })
+        .collect()
+}
+
+fn comparison_header(report: &Report) -> Vec<String> {
+    let mut header = vec!["run".to_string(), "state".to_string()];
+    header.extend(param_columns(report));
+    header.extend(["best test acc", "best epoch", "last test acc", "final acc", "macro F1"].map(String::from));
+    header
+}
+
+fn param_columns(report: &Report) -> Vec<String> {
+    let mut cols: Vec<String> = report.comparison.iter().flat_map(|r| r.params.keys().cloned()).collect();
+    cols.sort();
+    cols.dedup();
+    cols
+}
+
+fn comparison_rows(report: &Report) -> Vec<Vec<String>> {
+    let cols = param_columns(report);
+    report
+        .comparison
+        .iter()
+        .map(|r| {
+            let mut row = vec![r.label.clone(), r.state.clone()];
+            row.extend(cols.iter().map(|c| r.params.get(c).cloned().unwrap_or_else(|| "-".into())));
+            let best = r.training.as_ref().and_then(TrainingMetrics::best);
+            let last = r.training.as_ref().and_then(|t| t.epochs.last());
+            row.push(pct(best.and_then(|e| e.test_accuracy.or(e.valid_accuracy))));
+            row.push(best.map(|e| e.epoch.to_string()).unwrap_or_else(|| "-".into()));
+            row.push(pct(last.and_then(|e| e.test_accuracy)));
+            row.push(pct(r.evaluation.as_ref().map(|e| e.accuracy)));
+            row.push(pct(r.evaluation.as_ref().map(|e| e.macro_f1)));
+            row
+        })
+        .collect()
+}
+
+fn text_table(header: &[String], rows: &[Vec<String>], markdown: bool) -> String {
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).chain([header[i].chars().count()]).max().unwrap_or(0))
+        .collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        if markdown {
+            format!("| {} |", padded.join(" | "))
+        } else {
+            padded.join("  ").trim_end().to_string()
+        }
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", line(header));
+    let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+    let _ = writeln!(out, "{}", if markdown { format!("| {} |", rule.join(" | ")) } else { rule.join("  ") });
+    for r in rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    out
+}
+
+fn evaluation_text(e: &EvalMetrics, markdown: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "accuracy {:.4}  macro precision {:.4}  macro recall {:.4}  macro F1 {:.4}  loss {:.4}  ({} rows)",
+        e.accuracy, e.macro_precision, e.macro_recall, e.macro_f1, e.loss, e.rows
+    );
+    out.push('\n');
+    let mut header = vec!["true \\ predicted".to_string()];
+    header.extend(e.labels.iter().map(|l| l.to_string()));
+    header.extend(["precision", "recall", "F1"].map(String::from));
+    let rows: Vec<Vec<String>> = e
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut row = vec![l.to_string()];
+            row.extend(e.confusion.get(i).map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>()).unwrap_or_default());
+            row.push(pct(e.precision.get(i).copied()));
+            row.push(pct(e.recall.get(i).copied()));
+            row.push(pct(e.f1.get(i).copied()));
+            row
+        })
+        .collect();
+    out.push_str(&text_table(&header, &rows, markdown));
+    out
+}
+
+impl Report {
+    pub fn render(&self, format: Format) -> String {
+        match format {
+            Format::Table => self.text(false),
+            Format::Markdown => self.text(true),
+            Format::Csv => self.csv(),
+            Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
+            Format::Html => self.html(),
+        }
+    }
+
+    fn text(&self, markdown: bool) -> String {
+        let h = |level: usize, title: &str| if markdown { format!("{} {title}\n\n", "#".repeat(level)) } else { format!("{title}\n\n") };
+        let mut out = String::new();
+        out.push_str(&h(1, &format!("Report: {} — run {} ({})", self.pipeline, self.latest.label, self.latest.state)));
+        if !self.latest.params.is_empty() {
+            let p: Vec<String> = self.latest.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "parameters: {}\n", p.join(", "));
+        }
+        match &self.latest.training {
+            Some(t) if !t.epochs.is_empty() => {
+                out.push_str(&h(2, "Accuracy per epoch"));
+                let header: Vec<String> = EPOCH_HEADER.iter().map(|s| s.to_string()).collect();
+                out.push_str(&text_table(&header, &epoch_rows(t), markdown));
+                out.push('\n');
+            }
+            _ => {
+                let _ = writeln!(out, "no training metrics{}\n", self.latest.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default());
+            }
+        }
+        if let Some(e) = &self.latest.evaluation {
+            out.push_str(&h(2, "Final evaluation"));
+            out.push_str(&evaluation_text(e, markdown));
+            out.push('\n');
+        }
+        if self.comparison.len() > 1 {
+            out.push_str(&h(2, "Runs compared"));
+            out.push_str(&text_table(&comparison_header(self), &comparison_rows(self), markdown));
+        }
+        out
+    }
+
+    fn csv(&self) -> String {
+        let mut out = String::from("run,state,epoch,train_loss,train_accuracy,valid_accuracy,test_accuracy,lr,seconds");
+        let cols = param_columns(self);
+        for c in &cols {
+            out.push(',');
+            out.push_str(&csv_cell(c));
+        }
+        out.push('\n');
+        let runs: Vec<&RunReport> = if self.comparison.is_empty() { vec![&self.latest] } else { self.comparison.iter().collect() };
+        for r in runs {
+            let Some(t) = &r.training else { continue };
+            for e in &t.epochs {
+                let _ = write!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{:.3}",
+                    csv_cell(&r.label),
+                    csv_cell(&r.state),
+                    e.epoch,
+                    e.train_loss,
+                    e.train_accuracy,
+                    e.valid_accuracy.map(|v| v.to_string()).unwrap_or_default(),
+                    e.test_accuracy.map(|v| v.to_string()).unwrap_or_default(),
+                    e.lr,
+                    e.seconds
+                );
+                for c in &cols {
+                    out.push(',');
+                    out.push_str(&csv_cell(r.params.get(c).map(String::as_str).unwrap_or("")));
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    fn html(&self) -> String {
+        let mut out = String::new();
+        let title = format!("Report: {}", self.pipeline);
+        let _ = write!(
+            out,
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title>\n<style>\
+             body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}table{{border-collapse:collapse;margin:1em 0}}\
+             th,td{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}\
+             .legend span{{margin-right:1.5em}}</style></head><body>\n<h1>{}</h1>\n",
+            esc(&title),
+            esc(&title)
+        );
+        let runs: Vec<&RunReport> = if self.comparison.len() > 1 { self.comparison.iter().collect() } else { vec![&self.latest] };
+        let _ = writeln!(out, "<h2>Accuracy per epoch</h2>\n{}", chart(&runs));
+        if let Some(t) = &self.latest.training {
+            let _ = writeln!(out, "<h3>Latest run: {} ({})</h3>", esc(&self.latest.label), esc(&self.latest.state));
+            let header: Vec<String> = EPOCH_HEADER.iter().map(|s| s.to_string()).collect();
+            out.push_str(&html_table(&header, &epoch_rows(t)));
+        } else if let Some(note) = &self.latest.note {
+            let _ = writeln!(out, "<p>No training metrics: {}</p>", esc(note));
+        }
+        if let Some(e) = &self.latest.evaluation {
+            let _ = writeln!(
+                out,
+                "<h2>Final evaluation</h2>\n<p>accuracy {:.4}, macro precision {:.4}, macro recall {:.4}, macro F1 {:.4}, loss {:.4} ({} rows)</p>",
+                e.accuracy, e.macro_precision, e.macro_recall, e.macro_f1, e.loss, e.rows
+            );
+            let mut header = vec!["true \\ predicted".to_string()];
+            header.extend(e.labels.iter().map(|l| l.to_string()));
+            let rows: Vec<Vec<String>> = e
+                .labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let mut row = vec![l.to_string()];
+                    row.extend(e.confusion.get(i).map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>()).unwrap_or_default());
+                    row
+                })
+                .collect();
+            out.push_str(&html_table(&header, &rows));
+        }
+        if self.comparison.len() > 1 {
+            out.push_str("<h2>Runs compared</h2>\n");
+            out.push_str(&html_table(&comparison_header(self), &comparison_rows(self)));
+        }
+        out.push_str("</body></html>\n");
+        out
+    }
+}
+
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn html_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut out = String::from("<table>\n<tr>");
+    for h in header {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out.push_str("</tr>\n");
+    for r in rows {
+        out.push_str("<tr>");
+        for c in r {
+            let _ = write!(out, "<td>{}</td>", esc(c));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</table>\n");
+    out
+}
+
+const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+
+/// An inline SVG line chart: test accuracy (solid; validation dashed when there is no test
+/// accuracy) per epoch, one line per run.
+fn chart(runs: &[&RunReport]) -> String {
+    let series: Vec<(String, Vec<(usize, f64)>)> = runs
+        .iter()
+        .map(|r| {
+            let label = if r.params.is_empty() {
+                r.label.clone()
+            } else {
+                r.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+            };
+            let points = r
+                .training
+                .as_ref()
+                .map(|t| t.epochs.iter().filter_map(|e| e.test_accuracy.or(e.valid_accuracy).map(|a| (e.epoch, a))).collect())
+                .unwrap_or_default();
+            (label, points)
+        })
+        .collect();
+    let all: Vec<(usize, f64)> = series.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    if all.is_empty() {
+        return "<p>No per-epoch accuracy to chart.</p>".into();
+    }
+    let (w, h, m) = (640.0, 320.0, 48.0);
+    let max_epoch = all.iter().map(|p| p.0).max().unwrap_or(1).max(2) as f64;
+    let lo = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = all.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let (lo, hi) = ((lo - 0.01).max(0.0), (hi + 0.01).min(1.0));
+    let x = |e: usize| m + (e as f64 - 1.0) / (max_epoch - 1.0) * (w - 2.0 * m);
+    let y = |a: f64| h - m - (a - lo) / (hi - lo).max(1e-9) * (h - 2.0 * m);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"accuracy per epoch\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#444\"/><line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"#444\"/>\n",
+        h - m,
+        w - m,
+        h - m,
+        h - m
+    );
+    for k in 0..=4 {
+        let a = lo + (hi - lo) * k as f64 / 4.0;
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{a:.3}</text><line x1=\"{m}\" y1=\"{:.1}\" x2=\"{}\" y2=\"{:.1}\" stroke=\"#eee\"/>",
+            m - 4.0,
+            y(a) + 4.0,
+            y(a),
+            w - m,
+            y(a)
+        );
+    }
+    for e in 1..=max_epoch as usize {
+        let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{e}</text>", x(e), h - m + 16.0);
+    }
+    let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">epoch</text>", w / 2.0, h - 8.0);
+    let mut legend = String::from("<div class=\"legend\">");
+    for (i, (label, points)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = points.iter().map(|(e, a)| format!("{:.1},{:.1}", x(*e), y(*a))).collect();
+        let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>", path.join(" "));
+        for (e, a) in points {
+            let _ = writeln!(svg, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"><title>{} epoch {e}: {a:.4}</title></circle>", x(*e), y(*a), esc(label));
+        }
+        let _ = write!(legend, "<span style=\"color:{color}\">&#9632; {}</span>", esc(label));
+    }
+    svg.push_str("</svg>\n");
+    legend.push_str("</div>\n");
+    svg + &legend
+}
+
+/// The `report` step kind: renders one run's training and evaluation metrics.
+pub struct ReportStep;
+
+static SPEC: StepSpec = StepSpec {
+    kind: "report",
+    version: 1,
+    summary: "assemble the accuracy-per-epoch table and the final evaluation (Markdown, CSV, JSON, HTML)",
+    params: &[],
+    inputs: &[
+        InputSpec::required("training", "the `metrics` output of a fine-tune step"),
+        InputSpec::optional("evaluation", "the `metrics` output of an evaluate step"),
+    ],
+    outputs: &[OutputSpec { name: "report", help: "report.md, report.csv, report.json, report.html" }],
+};
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> StepResult<T> {
+    let bytes = fs::read(path).map_err(StepError::io("reading", path))?;
+    serde_json::from_slice(&bytes).map_err(|e| StepError::input(format!("{}: not a metrics file: {e}", path.display())))
+}
+
+impl Step for ReportStep {
+    fn spec(&self) -> &'static StepSpec {
+        &SPEC
+    }
+
+    fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
+        let training: TrainingMetrics = read_json(ctx.input("training")?)?;
+        let evaluation: Option<EvalMetrics> = ctx.opt_input("evaluation").map(read_json).transpose()?;
+        let report = Report {
+            pipeline: ctx.name.to_string(),
+            latest: RunReport {
+                label: ctx.name.to_string(),
+                state: "succeeded".into(),
+                params: BTreeMap::new(),
+                training: Some(training),
+                evaluation,
+                note: None,
+            },
+            comparison: Vec::new(),
+        };
+        let dir = ctx.output("report");
+        fs::create_dir_all(&dir).map_err(StepError::io("creating", &dir))?;
+        for (name, format) in
+            [("report.md", Format::Markdown), ("report.csv", Format::Csv), ("report.json", Format::Json), ("report.html", Format::Html)]
+        {
+            let path = dir.join(name);
+            fs::write(&path, report.render(format)).map_err(StepError::io("writing", &path))?;
+        }
+        ctx.events.log(&format!("wrote {}", dir.join("report.md").display()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epoch(epoch: usize, test: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            train_loss: 0.5 / epoch as f64,
+            train_accuracy: 0.7 + 0.05 * epoch as f64,
+            valid_loss: Some(0.4),
+            valid_accuracy: Some(test - 0.01),
+            test_loss: Some(0.41),
+            test_accuracy: Some(test),
+            lr: 5e-5 / epoch as f64,
+            seconds: 12.5,
+            samples_per_second: Some(300.0),
+        }
+    }
+
+    fn run(label: &str, lr: &str, accs: &[f64]) -> RunReport {
+        RunReport {
+            label: label.into(),
+            state: "succeeded".into(),
+            params: BTreeMap::from([("finetune.lr".to_string(), lr.to_string())]),
+            training: Some(TrainingMetrics {
+                epochs: accs.iter().enumerate().map(|(i, a)| epoch(i + 1, *a)).collect(),
+                best_epoch: None,
+            }),
+            evaluation: Some(EvalMetrics {
+                rows: 10,
+                accuracy: 0.8,
+                loss: 0.45,
+                labels: vec![0, 1],
+                precision: vec![0.75, 0.83],
+                recall: vec![0.8, 0.8],
+                f1: vec![0.77, 0.81],
+                macro_precision: 0.79,
+                macro_recall: 0.8,
+                macro_f1: 0.79,
+                confusion: vec![vec![4, 1], vec![1, 4]],
+            }),
+            note: None,
+        }
+    }
+
+    fn report() -> Report {
+        let a = run("run-a", "5e-5", &[0.80, 0.84, 0.83]);
+        let b = run("run-b", "3e-5", &[0.81, 0.82, 0.85]);
+        Report { pipeline: "nsmc".into(), latest: b.clone(), comparison: vec![a, b] }
+    }
+
+    #[test]
+    fn table_has_epochs_evaluation_and_comparison() {
+        let text = report().render(Format::Table);
+        assert!(text.contains("epoch  train loss"), "{text}");
+        assert!(text.contains("0.8500"), "{text}");
+        assert!(text.contains("true \\ predicted"), "{text}");
+        let compared: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Runs compared")).collect();
+        assert!(compared.iter().any(|l| l.starts_with("run-a") && l.contains("5e-5") && l.contains("0.8400  2")), "{text}");
+        assert!(compared.iter().any(|l| l.starts_with("run-b") && l.contains("3e-5") && l.contains("0.8500  3")), "{text}");
+    }
+
+    #[test]
+    fn csv_has_one_line_per_run_and_epoch_with_parameter_columns() {
+        let csv = report().render(Format::Csv);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 1 + 6);
+        assert!(lines[0].ends_with(",finetune.lr"));
+        assert!(lines[1].starts_with("run-a,succeeded,1,") && lines[1].ends_with(",5e-5"));
+    }
+
+    #[test]
+    fn html_is_self_contained_with_an_svg_chart_per_run() {
+        let html = report().render(Format::Html);
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert_eq!(html.matches("<polyline").count(), 2);
+        assert!(!html.contains("<script"));
+        assert!(!html.contains("http://") || html.matches("http://").all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\"")));
+    }
+
+    #[test]
+    fn markdown_and_json_render() {
+        let md = report().render(Format::Markdown);
+        assert!(md.starts_with("# Report: nsmc"));
+        assert!(md.contains("| epoch | train loss |"));
+        let json: serde_json::Value = serde_json::from_str(&report().render(Format::Json)).unwrap();
+        assert_eq!(json["comparison"].as_array().unwrap().len(), 2);
+    }
+}

@@ -122,7 +122,11 @@ fn num(v: Option<f64>) -> String {
 }
 
 fn lr(v: f64) -> String {
-    format!("{v:.2e}")
+    if v == 0.0 {
+        "0".into()
+    } else {
+        format!("{v:.2e}")
+    }
 }
 
 const EPOCH_HEADER: [&str; 7] = ["epoch", "train loss", "train acc", "valid acc", "test acc", "lr", "seconds"];
@@ -496,6 +500,15 @@ impl Step for ReportStep {
             },
             comparison: Vec::new(),
         };
+        let summary = match report.latest.training.as_ref().and_then(TrainingMetrics::best) {
+            Some(best) => format!(
+                "best epoch {} (test accuracy {}, valid accuracy {})",
+                best.epoch,
+                pct(best.test_accuracy),
+                pct(best.valid_accuracy)
+            ),
+            None => "no epochs in the training metrics".to_string(),
+        };
         let dir = ctx.output("report");
         fs::create_dir_all(&dir).map_err(StepError::io("creating", &dir))?;
         for (name, format) in
@@ -504,7 +517,7 @@ impl Step for ReportStep {
             let path = dir.join(name);
             fs::write(&path, report.render(format)).map_err(StepError::io("writing", &path))?;
         }
-        ctx.events.log(&format!("wrote {}", dir.join("report.md").display()));
+        ctx.events.log(&format!("{summary}; wrote report.md, .csv, .json and .html (`pipe report` shows them)"));
         Ok(())
     }
 }
@@ -566,9 +579,11 @@ mod tests {
         assert!(text.contains("epoch  train loss"), "{text}");
         assert!(text.contains("0.8500"), "{text}");
         assert!(text.contains("true \\ predicted"), "{text}");
-        let compared: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("Runs compared")).collect();
-        assert!(compared.iter().any(|l| l.starts_with("run-a") && l.contains("5e-5") && l.contains("0.8400  2")), "{text}");
-        assert!(compared.iter().any(|l| l.starts_with("run-b") && l.contains("3e-5") && l.contains("0.8500  3")), "{text}");
+        let compared: Vec<Vec<&str>> =
+            text.lines().skip_while(|l| !l.starts_with("Runs compared")).map(|l| l.split_whitespace().collect()).collect();
+        // run, state, the differing parameter, best test acc, best epoch, last test acc.
+        assert!(compared.iter().any(|c| c.len() >= 6 && c[..6] == ["run-a", "succeeded", "5e-5", "0.8400", "2", "0.8300"]), "{text}");
+        assert!(compared.iter().any(|c| c.len() >= 6 && c[..6] == ["run-b", "succeeded", "3e-5", "0.8500", "3", "0.8500"]), "{text}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! PyTorch's numbers (`steps/tests/reference/adamw_torch.py` prints them).
 
 use candle_core::{Device, Tensor, Var};
-use pipe_steps::bert::optimizer::{clip_grad_norm, decays, AdamW, LrSchedule};
+use pipe_steps::bert::optimizer::{clip_scale, decays, grad_norm, AdamW, LrSchedule};
 
 #[test]
 fn adamw_with_groups_and_clipping_matches_pytorch() {
@@ -17,9 +17,10 @@ fn adamw_with_groups_and_clipping_matches_pytorch() {
         let gw = Tensor::new(&[[t.sin(), t.cos()], [0.5 * t, -1.5]], &Device::Cpu).unwrap();
         let gb = Tensor::new(&[0.2 * t, -0.7], &Device::Cpu).unwrap();
         let loss = ((w.as_tensor() * &gw).unwrap().sum_all().unwrap() + (b.as_tensor() * &gb).unwrap().sum_all().unwrap()).unwrap();
-        let mut grads = loss.backward().unwrap();
-        norms.push(clip_grad_norm(&mut grads, &[&w, &b], 1.0).unwrap());
-        opt.step(&grads, *lr).unwrap();
+        let grads = loss.backward().unwrap();
+        let norm = grad_norm(&grads, &[&w, &b]).unwrap();
+        norms.push(norm);
+        opt.step_scaled(&grads, *lr, clip_scale(norm, 1.0)).unwrap();
     }
     // From adamw_torch.py (the constants at the end of this file).
     let torch_norms = [TORCH_NORM_1, TORCH_NORM_2, TORCH_NORM_3];
@@ -52,6 +53,13 @@ fn optimizer_state_round_trips() {
     opt.step(&l1.backward().unwrap(), 0.1).unwrap();
     restored.step(&l2.backward().unwrap(), 0.1).unwrap();
     assert_eq!(w.as_tensor().to_vec1::<f32>().unwrap(), w2.as_tensor().to_vec1::<f32>().unwrap());
+}
+
+#[test]
+fn no_clipping_within_the_limit_or_when_disabled() {
+    assert_eq!(clip_scale(0.5, 1.0), 1.0);
+    assert_eq!(clip_scale(5.0, 0.0), 1.0);
+    assert!((clip_scale(4.0, 1.0) - 1.0 / (4.0 + 1e-6)).abs() < 1e-15);
 }
 
 #[test]

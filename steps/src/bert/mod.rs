@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod fine_tune;
 pub mod model;
 pub mod model_dir;
+pub mod ops;
 pub mod optimizer;
 pub mod pretrain;
 pub mod train;

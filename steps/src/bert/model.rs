@@ -16,6 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::config::BertConfig;
+use super::ops::{GeluErf, Normalize, Softmax};
 use super::weights::Weights;
 use crate::error::StepResult;
 
@@ -64,19 +65,25 @@ impl Pass {
         x * mask
     }
 
+    /// Training (and f64) needs differentiable kernels: our fused ones on CPU, candle's
+    /// composites elsewhere; inference in f32 uses candle's fused forward-only kernels.
     fn layer_norm(&self, x: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
-        if self.is_train() || x.dtype() == DType::F64 {
-            candle_nn::ops::layer_norm_slow(x, &ln.weight, &ln.bias, ln.eps)
-        } else {
+        if !(self.is_train() || x.dtype() == DType::F64) {
             candle_nn::ops::layer_norm(&x.contiguous()?, &ln.weight, &ln.bias, ln.eps)
+        } else if x.device().is_cpu() {
+            x.contiguous()?.apply_op1(Normalize { eps: f64::from(ln.eps) })?.broadcast_mul(&ln.weight)?.broadcast_add(&ln.bias)
+        } else {
+            candle_nn::ops::layer_norm_slow(x, &ln.weight, &ln.bias, ln.eps)
         }
     }
 
     fn softmax(&self, x: &Tensor) -> Result<Tensor> {
-        if self.is_train() || x.dtype() == DType::F64 {
-            candle_nn::ops::softmax(x, D::Minus1)
-        } else {
+        if !(self.is_train() || x.dtype() == DType::F64) {
             candle_nn::ops::softmax_last_dim(x)
+        } else if x.device().is_cpu() {
+            x.contiguous()?.apply_op1(Softmax)
+        } else {
+            candle_nn::ops::softmax(x, D::Minus1)
         }
     }
 }
@@ -190,6 +197,7 @@ impl BertModel {
         match self.config.hidden_act.as_str() {
             "relu" => x.relu(),
             "gelu_new" | "gelu_pytorch_tanh" => x.gelu(),
+            _ if x.device().is_cpu() => x.contiguous()?.apply_op1(GeluErf),
             _ => x.gelu_erf(),
         }
     }

@@ -6,11 +6,12 @@
 //! `p ← p − lr·wd·p; m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
 //!  p ← p − lr · (m / (1−β1ᵗ)) / (√(v / (1−β2ᵗ)) + ε)`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Result, Storage, Tensor, Var, WithDType};
 
 use crate::error::{StepError, StepResult};
 
@@ -19,12 +20,66 @@ pub fn decays(name: &str) -> bool {
     !(name.ends_with(".bias") || name.contains("LayerNorm") || name.ends_with("predictions.bias"))
 }
 
+/// One parameter and its moments. The moments live in host memory in f64 whatever the
+/// parameter's dtype, so the update is one fused pass and checkpoints are exact.
 struct Slot {
     name: String,
     var: Var,
     decay: bool,
-    m: Tensor,
-    v: Tensor,
+    m: Vec<f64>,
+    v: Vec<f64>,
+}
+
+/// The scalars of one update.
+#[derive(Clone, Copy)]
+struct Update {
+    lr: f64,
+    decay: f64,
+    beta1: f64,
+    beta2: f64,
+    c1: f64,
+    c2: f64,
+    eps: f64,
+    /// Gradient scale (clipping).
+    scale: f64,
+}
+
+impl Update {
+    fn apply<T: WithDType>(&self, p: &mut [T], g: &[T], m: &mut [f64], v: &mut [f64]) {
+        for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = g.to_f64() * self.scale;
+            *m = self.beta1 * *m + (1.0 - self.beta1) * g;
+            *v = self.beta2 * *v + (1.0 - self.beta2) * g * g;
+            let decayed = p.to_f64() * (1.0 - self.lr * self.decay);
+            *p = T::from_f64(decayed - self.lr * (*m / self.c1) / ((*v / self.c2).sqrt() + self.eps));
+        }
+    }
+}
+
+/// The fused in-place update of one CPU parameter from its gradient.
+struct InPlace<'a> {
+    update: Update,
+    moments: RefCell<(&'a mut [f64], &'a mut [f64])>,
+}
+
+impl InplaceOp2 for InPlace<'_> {
+    fn name(&self) -> &'static str {
+        "pipe-adamw"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            candle_core::bail!("adamw: parameter and gradient must be contiguous")
+        };
+        let mut moments = self.moments.borrow_mut();
+        let (m, v) = &mut *moments;
+        match (s1, s2) {
+            (CpuStorage::F32(p), CpuStorage::F32(g)) => self.update.apply(&mut p[p0..p1], &g[g0..g1], m, v),
+            (CpuStorage::F64(p), CpuStorage::F64(g)) => self.update.apply(&mut p[p0..p1], &g[g0..g1], m, v),
+            _ => candle_core::bail!("adamw: parameters must be f32 or f64, like their gradients"),
+        }
+        Ok(())
+    }
 }
 
 /// AdamW over named parameters, with its moments readable for checkpoints.
@@ -40,43 +95,64 @@ pub struct AdamW {
 
 impl AdamW {
     pub fn new<'a>(params: impl IntoIterator<Item = (&'a str, &'a Var)>, weight_decay: f64) -> Result<AdamW> {
-        let mut slots = Vec::new();
-        for (name, var) in params {
-            let zeros = var.as_tensor().zeros_like()?;
-            slots.push(Slot { name: name.to_string(), var: var.clone(), decay: decays(name), m: zeros.clone(), v: zeros });
-        }
+        let slots = params
+            .into_iter()
+            .map(|(name, var)| {
+                let n = var.elem_count();
+                Slot { name: name.to_string(), var: var.clone(), decay: decays(name), m: vec![0.0; n], v: vec![0.0; n] }
+            })
+            .collect();
         Ok(AdamW { slots, beta1: 0.9, beta2: 0.999, eps: 1e-6, weight_decay, step: 0 })
     }
 
     /// One update with learning rate `lr`. Parameters without a gradient are left as they are.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        self.step_scaled(grads, lr, 1.0)
+    }
+
+    /// One update with every gradient multiplied by `scale` first (see [`clip_scale`]).
+    pub fn step_scaled(&mut self, grads: &GradStore, lr: f64, scale: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
-        let c1 = 1.0 - self.beta1.powi(t);
-        let c2 = 1.0 - self.beta2.powi(t);
         for slot in &mut self.slots {
             let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
-            let p = slot.var.as_tensor();
-            slot.m = ((&slot.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            slot.v = ((&slot.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let decayed = if slot.decay && self.weight_decay > 0.0 { (p * (1.0 - lr * self.weight_decay))? } else { p.clone() };
-            let denom = ((&slot.v / c2)?.sqrt()? + self.eps)?;
-            let update = ((&slot.m / c1)? / denom)?;
-            slot.var.set(&(decayed - (update * lr)?)?)?;
+            let update = Update {
+                lr,
+                decay: if slot.decay { self.weight_decay } else { 0.0 },
+                beta1: self.beta1,
+                beta2: self.beta2,
+                c1: 1.0 - self.beta1.powi(t),
+                c2: 1.0 - self.beta2.powi(t),
+                eps: self.eps,
+                scale,
+            };
+            let g = g.contiguous()?;
+            if slot.var.device().is_cpu() && slot.var.as_tensor().is_contiguous() {
+                let op = InPlace { update, moments: RefCell::new((&mut slot.m, &mut slot.v)) };
+                slot.var.as_tensor().inplace_op2(&g, &op)?;
+            } else {
+                let dtype = slot.var.dtype();
+                let mut p = slot.var.as_tensor().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                let g = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                update.apply(&mut p, &g, &mut slot.m, &mut slot.v);
+                let p = Tensor::from_vec(p, slot.var.shape(), slot.var.device())?.to_dtype(dtype)?;
+                slot.var.set(&p)?;
+            }
         }
         Ok(())
     }
 
     /// Writes the moments and the step count to a safetensors file.
     pub fn save(&self, path: &Path) -> StepResult<()> {
+        let failed = |e: candle_core::Error| StepError::failed(format!("writing {}: {e}", path.display()));
         let mut all: HashMap<String, Tensor> = HashMap::new();
         for slot in &self.slots {
-            all.insert(format!("m.{}", slot.name), slot.m.clone());
-            all.insert(format!("v.{}", slot.name), slot.v.clone());
+            let shape = slot.var.shape();
+            all.insert(format!("m.{}", slot.name), Tensor::from_slice(&slot.m, shape, &Device::Cpu).map_err(failed)?);
+            all.insert(format!("v.{}", slot.name), Tensor::from_slice(&slot.v, shape, &Device::Cpu).map_err(failed)?);
         }
-        let step = Tensor::new(&[self.step as i64], &Device::Cpu).map_err(|e| StepError::failed(e.to_string()))?;
-        all.insert("step".into(), step);
-        candle_core::safetensors::save(&all, path).map_err(|e| StepError::failed(format!("writing {}: {e}", path.display())))
+        all.insert("step".into(), Tensor::new(&[self.step as i64], &Device::Cpu).map_err(failed)?);
+        candle_core::safetensors::save(&all, path).map_err(failed)
     }
 
     /// Restores what [`AdamW::save`] wrote.
@@ -84,10 +160,15 @@ impl AdamW {
         let bad = |m: String| StepError::failed(format!("{}: {m}", path.display()));
         let mut all = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
         for slot in &mut self.slots {
-            let device = slot.var.device().clone();
-            let mut take = |key: String| -> StepResult<Tensor> {
+            let n = slot.var.elem_count();
+            let mut take = |key: String| -> StepResult<Vec<f64>> {
                 let t = all.remove(&key).ok_or_else(|| bad(format!("no tensor `{key}`")))?;
-                t.to_device(&device).map_err(|e| bad(e.to_string()))
+                let values = t.flatten_all().and_then(|t| t.to_dtype(DType::F64)).and_then(|t| t.to_vec1::<f64>());
+                let values = values.map_err(|e| bad(e.to_string()))?;
+                if values.len() != n {
+                    return Err(bad(format!("tensor `{key}` has {} values, the parameter {n}", values.len())));
+                }
+                Ok(values)
             };
             slot.m = take(format!("m.{}", slot.name))?;
             slot.v = take(format!("v.{}", slot.name))?;
@@ -99,25 +180,32 @@ impl AdamW {
     }
 }
 
-/// Scales all gradients so their global L2 norm is at most `max_norm`; returns the norm
-/// before clipping (as `torch.nn.utils.clip_grad_norm_`).
-pub fn clip_grad_norm(grads: &mut GradStore, vars: &[&Var], max_norm: f64) -> Result<f64> {
+/// The global L2 norm of the gradients of `vars` (as `torch.nn.utils.clip_grad_norm_`
+/// computes it), read in place on CPU.
+pub fn grad_norm(grads: &GradStore, vars: &[&Var]) -> Result<f64> {
     let mut total = 0.0f64;
     for var in vars {
-        if let Some(g) = grads.get(var.as_tensor()) {
-            total += g.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        }
+        let Some(g) = grads.get(var.as_tensor()) else { continue };
+        let g = g.contiguous()?;
+        let (storage, layout) = g.storage_and_layout();
+        let offsets = layout.contiguous_offsets();
+        total += match (&*storage, offsets) {
+            (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => v[a..b].iter().map(|x| f64::from(*x) * f64::from(*x)).sum(),
+            (Storage::Cpu(CpuStorage::F64(v)), Some((a, b))) => v[a..b].iter().map(|x| x * x).sum(),
+            _ => g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+        };
     }
-    let norm = total.sqrt();
+    Ok(total.sqrt())
+}
+
+/// The factor that brings a gradient of norm `norm` down to `max_norm` (1 when it is already
+/// within, or when `max_norm` is 0: no clipping), as PyTorch computes it.
+pub fn clip_scale(norm: f64, max_norm: f64) -> f64 {
     if max_norm > 0.0 && norm > max_norm {
-        let factor = max_norm / (norm + 1e-6);
-        for var in vars {
-            if let Some(g) = grads.remove(var.as_tensor()) {
-                grads.insert(var.as_tensor(), (g * factor)?);
-            }
-        }
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
     }
-    Ok(norm)
 }
 
 /// Linear warm-up from 0 to `peak` over `warmup` updates, then linear decay to 0 at `total`

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use candle_core::{Tensor, Var};
 
-use super::optimizer::{clip_grad_norm, AdamW, LrSchedule};
+use super::optimizer::{clip_scale, grad_norm, AdamW, LrSchedule};
 use super::weights::candle_err;
 use crate::error::{StepError, StepResult};
 use crate::step::{Environment, Events};
@@ -107,10 +107,10 @@ impl<'a> Trainer<'a> {
                     "lower `lr`, or set `max_grad_norm` to clip gradients",
                 ));
             }
-            let mut grads = outcome.loss.backward().map_err(at)?;
-            clip_grad_norm(&mut grads, &var_refs, self.config.max_grad_norm).map_err(at)?;
+            let grads = outcome.loss.backward().map_err(at)?;
+            let scale = clip_scale(grad_norm(&grads, &var_refs).map_err(at)?, self.config.max_grad_norm);
             lr = self.schedule.lr(self.optimizer.step + 1);
-            self.optimizer.step(&grads, lr).map_err(at)?;
+            self.optimizer.step_scaled(&grads, lr, scale).map_err(at)?;
 
             loss_sum += value * outcome.count as f64;
             correct += outcome.correct;

@@ -1,0 +1,276 @@
+//! Fused CPU kernels with their own backward passes for the three element-wise parts of a BERT
+//! layer that dominate training time once matmuls are fast: LayerNorm's normalisation, softmax
+//! over the last dimension and the erf GELU.
+//!
+//! candle's composites for these (`layer_norm_slow`, `softmax`, `gelu_erf`) are differentiable
+//! but run as 6–12 separate tensor passes forward and more backward, each allocating; these
+//! kernels do one pass forward and one backward, row-parallel on rayon's pool. They are used on
+//! CPU for f32 and f64 (the finite-difference test in `tests/bert_model.rs` runs through them);
+//! other devices use candle's composites.
+
+use candle_core::cpu::erf::{erf_f32, erf_f64};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
+
+/// Rows handed to one rayon task: enough work to amortise the scheduling.
+const ROWS_PER_TASK: usize = 64;
+
+fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
+    let data = storage.as_slice::<T>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Applies `f(input_rows, output_rows)` to chunks of rows of length `n`, in parallel.
+fn rows_map<T: WithDType>(input: &[T], n: usize, f: impl Fn(&[T], &mut [T]) + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); input.len()];
+    out.par_chunks_mut(n * ROWS_PER_TASK)
+        .zip(input.par_chunks(n * ROWS_PER_TASK))
+        .for_each(|(o, i)| f(i, o));
+    out
+}
+
+/// Like [`rows_map`] with a second input of the same shape.
+fn rows_map2<T: WithDType>(a: &[T], b: &[T], n: usize, f: impl Fn(&[T], &[T], &mut [T]) + Sync) -> Vec<T> {
+    let mut out = vec![T::zero(); a.len()];
+    out.par_chunks_mut(n * ROWS_PER_TASK)
+        .zip(a.par_chunks(n * ROWS_PER_TASK).zip(b.par_chunks(n * ROWS_PER_TASK)))
+        .for_each(|(o, (a, b))| f(a, b, o));
+    out
+}
+
+fn last_dim(layout: &Layout) -> Result<usize> {
+    layout.shape().dims().last().copied().filter(|&n| n > 0).ok_or_else(|| candle_core::Error::Msg("empty last dimension".into()))
+}
+
+macro_rules! dispatch1 {
+    ($storage:expr, $layout:expr, $name:expr, $f:ident) => {
+        match $storage {
+            CpuStorage::F32(_) => Ok(($f::<f32>(contiguous($storage, $layout, $name)?, last_dim($layout)?), $layout.shape().clone())),
+            CpuStorage::F64(_) => Ok(($f::<f64>(contiguous($storage, $layout, $name)?, last_dim($layout)?), $layout.shape().clone())),
+            _ => candle_core::bail!("{}: only f32 and f64", $name),
+        }
+    };
+}
+
+macro_rules! dispatch2 {
+    ($s1:expr, $l1:expr, $s2:expr, $l2:expr, $name:expr, $f:ident $(, $arg:expr)*) => {{
+        if $l1.shape() != $l2.shape() {
+            candle_core::bail!("{}: shape mismatch", $name);
+        }
+        match ($s1, $s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => Ok((
+                $f::<f32>(contiguous($s1, $l1, $name)?, contiguous($s2, $l2, $name)?, last_dim($l1)? $(, $arg)*),
+                $l1.shape().clone(),
+            )),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => Ok((
+                $f::<f64>(contiguous($s1, $l1, $name)?, contiguous($s2, $l2, $name)?, last_dim($l1)? $(, $arg)*),
+                $l1.shape().clone(),
+            )),
+            _ => candle_core::bail!("{}: only f32 and f64 of one type", $name),
+        }
+    }};
+}
+
+/// Mean and `1 / sqrt(var + eps)` of one row, accumulated in f64.
+fn moments<T: WithDType>(row: &[T], eps: f64) -> (f64, f64) {
+    let n = row.len() as f64;
+    let mean = row.iter().map(|v| v.to_f64()).sum::<f64>() / n;
+    let var = row.iter().map(|v| (v.to_f64() - mean).powi(2)).sum::<f64>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// `(x - mean) / sqrt(var + eps)` over the last dimension (LayerNorm without its affine part).
+pub struct Normalize {
+    pub eps: f64,
+}
+
+fn normalize_fwd<T: WithDType>(x: &[T], n: usize, eps: f64) -> CpuStorage {
+    let out = rows_map(x, n, |input, output| {
+        for (row, out) in input.chunks(n).zip(output.chunks_mut(n)) {
+            let (mean, rstd) = moments(row, eps);
+            for (o, v) in out.iter_mut().zip(row) {
+                *o = T::from_f64((v.to_f64() - mean) * rstd);
+            }
+        }
+    });
+    T::to_cpu_storage_owned(out)
+}
+
+/// The gradient of [`Normalize`]: `rstd * (g - mean(g) - x̂ * mean(g * x̂))`.
+struct NormalizeGrad {
+    eps: f64,
+}
+
+fn normalize_bwd<T: WithDType>(x: &[T], g: &[T], n: usize, eps: f64) -> CpuStorage {
+    let out = rows_map2(x, g, n, |xs, gs, output| {
+        for ((row, grad), out) in xs.chunks(n).zip(gs.chunks(n)).zip(output.chunks_mut(n)) {
+            let (mean, rstd) = moments(row, eps);
+            let (mut g_mean, mut gx_mean) = (0.0, 0.0);
+            for (v, gv) in row.iter().zip(grad) {
+                let xhat = (v.to_f64() - mean) * rstd;
+                g_mean += gv.to_f64();
+                gx_mean += gv.to_f64() * xhat;
+            }
+            g_mean /= n as f64;
+            gx_mean /= n as f64;
+            for ((o, v), gv) in out.iter_mut().zip(row).zip(grad) {
+                let xhat = (v.to_f64() - mean) * rstd;
+                *o = T::from_f64(rstd * (gv.to_f64() - g_mean - xhat * gx_mean));
+            }
+        }
+    });
+    T::to_cpu_storage_owned(out)
+}
+
+impl CustomOp1 for Normalize {
+    fn name(&self) -> &'static str {
+        "pipe-normalize"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let eps = self.eps;
+        match storage {
+            CpuStorage::F32(_) => Ok((normalize_fwd::<f32>(contiguous(storage, layout, "normalize")?, last_dim(layout)?, eps), layout.shape().clone())),
+            CpuStorage::F64(_) => Ok((normalize_fwd::<f64>(contiguous(storage, layout, "normalize")?, last_dim(layout)?, eps), layout.shape().clone())),
+            _ => candle_core::bail!("normalize: only f32 and f64"),
+        }
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &NormalizeGrad { eps: self.eps })?))
+    }
+}
+
+impl CustomOp2 for NormalizeGrad {
+    fn name(&self) -> &'static str {
+        "pipe-normalize-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch2!(s1, l1, s2, l2, "normalize-grad", normalize_bwd, self.eps)
+    }
+}
+
+/// Softmax over the last dimension.
+pub struct Softmax;
+
+fn softmax_fwd<T: WithDType>(x: &[T], n: usize) -> CpuStorage {
+    let out = rows_map(x, n, |input, output| {
+        for (row, out) in input.chunks(n).zip(output.chunks_mut(n)) {
+            let max = row.iter().map(|v| v.to_f64()).fold(f64::NEG_INFINITY, f64::max);
+            let mut sum = 0.0;
+            for (o, v) in out.iter_mut().zip(row) {
+                let e = (v.to_f64() - max).exp();
+                sum += e;
+                *o = T::from_f64(e);
+            }
+            for o in out.iter_mut() {
+                *o = T::from_f64(o.to_f64() / sum);
+            }
+        }
+    });
+    T::to_cpu_storage_owned(out)
+}
+
+/// The gradient of [`Softmax`] from its output `y`: `y * (g - sum(g * y))`.
+struct SoftmaxGrad;
+
+fn softmax_bwd<T: WithDType>(y: &[T], g: &[T], n: usize) -> CpuStorage {
+    let out = rows_map2(y, g, n, |ys, gs, output| {
+        for ((row, grad), out) in ys.chunks(n).zip(gs.chunks(n)).zip(output.chunks_mut(n)) {
+            let dot: f64 = row.iter().zip(grad).map(|(y, g)| y.to_f64() * g.to_f64()).sum();
+            for ((o, y), g) in out.iter_mut().zip(row).zip(grad) {
+                *o = T::from_f64(y.to_f64() * (g.to_f64() - dot));
+            }
+        }
+    });
+    T::to_cpu_storage_owned(out)
+}
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "pipe-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch1!(storage, layout, "softmax", softmax_fwd)
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxGrad)?))
+    }
+}
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "pipe-softmax-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch2!(s1, l1, s2, l2, "softmax-grad", softmax_bwd)
+    }
+}
+
+/// GELU with the exact erf: `x * Φ(x)`.
+pub struct GeluErf;
+
+const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+/// `Φ(v)`, in the precision of `T` (f32's erf is much cheaper than f64's).
+fn normal_cdf<T: WithDType>(v: f64) -> f64 {
+    let z = v * std::f64::consts::FRAC_1_SQRT_2;
+    let erf = if T::DTYPE == DType::F32 { f64::from(erf_f32(z as f32)) } else { erf_f64(z) };
+    0.5 * (1.0 + erf)
+}
+
+fn gelu_fwd<T: WithDType>(x: &[T], n: usize) -> CpuStorage {
+    let out = rows_map(x, n, |input, output| {
+        for (o, v) in output.iter_mut().zip(input) {
+            let v = v.to_f64();
+            *o = T::from_f64(v * normal_cdf::<T>(v));
+        }
+    });
+    T::to_cpu_storage_owned(out)
+}
+
+/// The gradient of [`GeluErf`]: `g * (Φ(x) + x φ(x))`.
+struct GeluErfGrad;
+
+fn gelu_bwd<T: WithDType>(x: &[T], g: &[T], n: usize) -> CpuStorage {
+    let out = rows_map2(x, g, n, |xs, gs, output| {
+        for ((o, v), g) in output.iter_mut().zip(xs).zip(gs) {
+            let v = v.to_f64();
+            let cdf = normal_cdf::<T>(v);
+            let pdf = FRAC_1_SQRT_2PI * (-0.5 * v * v).exp();
+            *o = T::from_f64(g.to_f64() * (cdf + v * pdf));
+        }
+    });
+    T::to_cpu_storage_owned(out)
+}
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "pipe-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch1!(storage, layout, "gelu", gelu_fwd)
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad_res.contiguous()?, &GeluErfGrad)?))
+    }
+}
+
+impl CustomOp2 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "pipe-gelu-erf-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        dispatch2!(s1, l1, s2, l2, "gelu-grad", gelu_bwd)
+    }
+}

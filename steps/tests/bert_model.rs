@@ -143,6 +143,8 @@ fn gradients_agree_with_finite_differences() {
         "classifier.bias",
         "bert.pooler.dense.weight",
         "bert.encoder.layer.1.output.LayerNorm.weight",
+        "bert.embeddings.LayerNorm.bias",
+        "bert.encoder.layer.0.intermediate.dense.bias",
         "bert.encoder.layer.0.attention.self.query.weight",
         "bert.embeddings.word_embeddings.weight",
     ] {

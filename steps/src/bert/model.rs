@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::config::BertConfig;
-use super::ops::{GeluErf, Normalize, Softmax};
+use super::ops::{AddBias, GeluErf, Normalize, ScaleShift, Softmax};
 use super::weights::Weights;
 use crate::error::StepResult;
 
@@ -71,7 +71,7 @@ impl Pass {
         if !(self.is_train() || x.dtype() == DType::F64) {
             candle_nn::ops::layer_norm(&x.contiguous()?, &ln.weight, &ln.bias, ln.eps)
         } else if x.device().is_cpu() {
-            x.contiguous()?.apply_op1(Normalize { eps: f64::from(ln.eps) })?.broadcast_mul(&ln.weight)?.broadcast_add(&ln.bias)
+            x.contiguous()?.apply_op1(Normalize { eps: f64::from(ln.eps) })?.apply_op3(&ln.weight, &ln.bias, ScaleShift)
         } else {
             candle_nn::ops::layer_norm_slow(x, &ln.weight, &ln.bias, ln.eps)
         }
@@ -106,7 +106,8 @@ impl Linear {
         let dims = x.dims().to_vec();
         let inputs = dims[dims.len() - 1];
         let rows = x.elem_count() / inputs;
-        let y = x.reshape((rows, inputs))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let y = x.reshape((rows, inputs))?.matmul(&self.weight.t()?)?;
+        let y = if y.device().is_cpu() { y.apply_op2(&self.bias, AddBias)? } else { y.broadcast_add(&self.bias)? };
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
         out_dims[last] = self.weight.dim(0)?;

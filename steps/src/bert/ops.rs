@@ -1,6 +1,6 @@
-//! Fused CPU kernels with their own backward passes for the three element-wise parts of a BERT
-//! layer that dominate training time once matmuls are fast: LayerNorm's normalisation, softmax
-//! over the last dimension and the erf GELU.
+//! Fused CPU kernels with their own backward passes for the element-wise parts of a BERT layer
+//! that dominate training time once matmuls are fast: LayerNorm (normalisation, then its
+//! affine part), softmax over the last dimension, the erf GELU and bias adds.
 //!
 //! candle's composites for these (`layer_norm_slow`, `softmax`, `gelu_erf`) are differentiable
 //! but run as 6–12 separate tensor passes forward and more backward, each allocating; these
@@ -9,7 +9,7 @@
 //! other devices use candle's composites.
 
 use candle_core::cpu::erf::{erf_f32, erf_f64};
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::{IndexedParallelIterator, ParallelIterator, ParallelSlice, ParallelSliceMut};
 
 /// Rows handed to one rayon task: enough work to amortise the scheduling.
@@ -272,5 +272,181 @@ impl CustomOp2 for GeluErfGrad {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         dispatch2!(s1, l1, s2, l2, "gelu-grad", gelu_bwd)
+    }
+}
+
+fn row_len_matches(l1: &Layout, l2: &Layout, name: &str) -> Result<usize> {
+    let n = last_dim(l1)?;
+    if l2.shape().elem_count() != n {
+        candle_core::bail!("{name}: expected {n} values per row, got {}", l2.shape().elem_count());
+    }
+    Ok(n)
+}
+
+/// Sums of the columns of a row-major matrix: the gradient of a vector broadcast over rows.
+/// One contiguous pass (candle's reduction over a leading dimension walks with a stride).
+pub struct ColumnSum;
+
+fn column_sum<T: WithDType>(x: &[T], n: usize) -> CpuStorage {
+    let mut acc = vec![0f64; n];
+    for row in x.chunks(n) {
+        for (a, v) in acc.iter_mut().zip(row) {
+            *a += v.to_f64();
+        }
+    }
+    T::to_cpu_storage_owned(acc.into_iter().map(T::from_f64).collect())
+}
+
+impl CustomOp1 for ColumnSum {
+    fn name(&self) -> &'static str {
+        "pipe-column-sum"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let n = last_dim(layout)?;
+        let out = match storage {
+            CpuStorage::F32(_) => column_sum::<f32>(contiguous(storage, layout, "column-sum")?, n),
+            CpuStorage::F64(_) => column_sum::<f64>(contiguous(storage, layout, "column-sum")?, n),
+            _ => candle_core::bail!("column-sum: only f32 and f64"),
+        };
+        Ok((out, Shape::from(n)))
+    }
+}
+
+/// `x + bias`, the bias broadcast over the rows of `x`'s last dimension.
+pub struct AddBias;
+
+fn add_bias<T: WithDType>(x: &[T], bias: &[T], n: usize) -> CpuStorage {
+    let mut out = x.to_vec();
+    for row in out.chunks_mut(n) {
+        for (o, b) in row.iter_mut().zip(bias) {
+            *o += *b;
+        }
+    }
+    T::to_cpu_storage_owned(out)
+}
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "pipe-add-bias"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let n = row_len_matches(l1, l2, "add-bias")?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => add_bias::<f32>(contiguous(s1, l1, "add-bias")?, contiguous(s2, l2, "add-bias")?, n),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => add_bias::<f64>(contiguous(s1, l1, "add-bias")?, contiguous(s2, l2, "add-bias")?, n),
+            _ => candle_core::bail!("add-bias: only f32 and f64 of one type"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        Ok((Some(grad.clone()), Some(grad.apply_op1_no_bwd(&ColumnSum)?)))
+    }
+}
+
+/// `x̂ * weight + bias` per row (LayerNorm's affine part), with a one-pass backward.
+pub struct ScaleShift;
+
+fn scale_shift<T: WithDType>(x: &[T], w: &[T], b: &[T], n: usize) -> CpuStorage {
+    let mut out = x.to_vec();
+    for row in out.chunks_mut(n) {
+        for ((o, w), b) in row.iter_mut().zip(w).zip(b) {
+            *o = *o * *w + *b;
+        }
+    }
+    T::to_cpu_storage_owned(out)
+}
+
+/// `g * weight` per row: the gradient of [`ScaleShift`] for `x̂`.
+struct RowScale;
+
+fn row_scale<T: WithDType>(g: &[T], w: &[T], n: usize) -> CpuStorage {
+    let mut out = g.to_vec();
+    for row in out.chunks_mut(n) {
+        for (o, w) in row.iter_mut().zip(w) {
+            *o *= *w;
+        }
+    }
+    T::to_cpu_storage_owned(out)
+}
+
+/// Column sums of `g * x̂`: the gradient of [`ScaleShift`] for the weight.
+struct ColumnDot;
+
+fn column_dot<T: WithDType>(g: &[T], x: &[T], n: usize) -> CpuStorage {
+    let mut acc = vec![0f64; n];
+    for (gr, xr) in g.chunks(n).zip(x.chunks(n)) {
+        for ((a, g), x) in acc.iter_mut().zip(gr).zip(xr) {
+            *a += g.to_f64() * x.to_f64();
+        }
+    }
+    T::to_cpu_storage_owned(acc.into_iter().map(T::from_f64).collect())
+}
+
+impl CustomOp3 for ScaleShift {
+    fn name(&self) -> &'static str {
+        "pipe-scale-shift"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let n = row_len_matches(l1, l2, "scale-shift")?;
+        row_len_matches(l1, l3, "scale-shift")?;
+        let name = "scale-shift";
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                scale_shift::<f32>(contiguous(s1, l1, name)?, contiguous(s2, l2, name)?, contiguous(s3, l3, name)?, n)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                scale_shift::<f64>(contiguous(s1, l1, name)?, contiguous(s2, l2, name)?, contiguous(s3, l3, name)?, n)
+            }
+            _ => candle_core::bail!("scale-shift: only f32 and f64 of one type"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let grad_x = grad.apply_op2_no_bwd(w, &RowScale)?;
+        let grad_w = grad.apply_op2_no_bwd(&x.contiguous()?, &ColumnDot)?;
+        let grad_b = grad.apply_op1_no_bwd(&ColumnSum)?;
+        Ok((Some(grad_x), Some(grad_w), Some(grad_b)))
+    }
+}
+
+impl CustomOp2 for RowScale {
+    fn name(&self) -> &'static str {
+        "pipe-row-scale"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let n = row_len_matches(l1, l2, "row-scale")?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => row_scale::<f32>(contiguous(s1, l1, "row-scale")?, contiguous(s2, l2, "row-scale")?, n),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => row_scale::<f64>(contiguous(s1, l1, "row-scale")?, contiguous(s2, l2, "row-scale")?, n),
+            _ => candle_core::bail!("row-scale: only f32 and f64 of one type"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+impl CustomOp2 for ColumnDot {
+    fn name(&self) -> &'static str {
+        "pipe-column-dot"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("column-dot: shape mismatch");
+        }
+        let n = last_dim(l1)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => column_dot::<f32>(contiguous(s1, l1, "column-dot")?, contiguous(s2, l2, "column-dot")?, n),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => column_dot::<f64>(contiguous(s1, l1, "column-dot")?, contiguous(s2, l2, "column-dot")?, n),
+            _ => candle_core::bail!("column-dot: only f32 and f64 of one type"),
+        };
+        Ok((out, Shape::from(n)))
     }
 }

@@ -14,7 +14,6 @@
 //! `BertForSequenceClassification` configs in PyTorch over the same batches. Threads follow
 //! `PIPE_THREADS` (default: all cores). Results are in `steps/BENCHMARKS_BERT.md`.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -28,54 +27,21 @@ use pipe_steps::bert::weights::Weights;
 use pipe_steps::bert::FineTune;
 use pipe_steps::tensor_set::{TensorSet, TOKENIZER_FILE};
 use pipe_steps::text::{Tokenize, TrainTokenizer};
-use pipe_steps::{runtime, Environment, NoEvents, Params, Step, StepContext, StepError};
+use pipe_steps::{runtime, Environment};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
+
+mod support;
+
+use support::{median, run};
 
 const REPEATS: usize = 3;
 const BATCH: usize = 32;
 const SEED: u64 = 42;
 
-fn params(step: &dyn Step, given: Value) -> Params {
-    let mut values = BTreeMap::new();
-    for p in step.spec().params {
-        if let Some(v) = p.default.to_value() {
-            values.insert(p.name.to_string(), v);
-        }
-    }
-    if let Value::Object(map) = given {
-        values.extend(map);
-    }
-    Params::new(values)
-}
 
-/// Runs `step` into a fresh `out` directory.
-fn run(step: &dyn Step, given: Value, inputs: &[(&str, &Path)], out: &Path, env: &Environment) -> Result<(), StepError> {
-    let params = params(step, given);
-    let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
-    if out.exists() {
-        fs::remove_dir_all(out).map_err(StepError::io("removing", out))?;
-    }
-    let checkpoint = out.join(".checkpoint");
-    fs::create_dir_all(&checkpoint).map_err(StepError::io("creating", &checkpoint))?;
-    let ctx = StepContext {
-        name: "bench",
-        params: &params,
-        inputs: &inputs,
-        out_dir: out,
-        checkpoint_dir: &checkpoint,
-        env,
-        events: &NoEvents,
-    };
-    step.validate(&params)?;
-    step.run(&ctx)
-}
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
 
 /// A randomly initialised classifier of `config` written as a model directory.
 fn random_model(config: &BertConfig, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {

@@ -165,7 +165,12 @@ impl Cache {
     /// Makes a finished scratch directory the result of `key`: hashes the declared outputs,
     /// renames the files into place, then writes the manifest (temp file + rename). Call with
     /// the key's lock held.
-    pub fn commit(&self, mut scratch: Scratch, mut manifest: Manifest, outputs: &[&str]) -> Result<Manifest, CommitError> {
+    pub fn commit(
+        &self,
+        mut scratch: Scratch,
+        mut manifest: Manifest,
+        outputs: &[&str],
+    ) -> Result<Manifest, CommitError> {
         let out = scratch.out_dir();
         for name in outputs {
             let path = out.join(name);
@@ -229,9 +234,9 @@ impl Cache {
     /// Bytes on disk under `path`.
     pub fn disk_usage(path: &Path) -> u64 {
         match fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => fs::read_dir(path)
-                .map(|rd| rd.flatten().map(|e| Cache::disk_usage(&e.path())).sum())
-                .unwrap_or(0),
+            Ok(m) if m.is_dir() => {
+                fs::read_dir(path).map(|rd| rd.flatten().map(|e| Cache::disk_usage(&e.path())).sum()).unwrap_or(0)
+            }
             Ok(m) => m.len(),
             Err(_) => 0,
         }

@@ -11,18 +11,40 @@ pub enum DirtyReason {
     NeverRun,
     /// `--force` named this step or one it depends on.
     Forced,
-    ParamChanged { name: String, old: Option<Json>, new: Option<Json> },
-    PinChanged { old: Option<String>, new: Option<String> },
+    ParamChanged {
+        name: String,
+        old: Option<Json>,
+        new: Option<Json>,
+    },
+    PinChanged {
+        old: Option<String>,
+        new: Option<String>,
+    },
     /// The content of an upstream output differs.
-    InputChanged { name: String },
+    InputChanged {
+        name: String,
+    },
     /// An upstream step will run first, so the input's content is not known yet.
-    InputPending { name: String, step: String },
+    InputPending {
+        name: String,
+        step: String,
+    },
     /// A local file named by a parameter changed.
-    SourceChanged { name: String },
-    ImplementationChanged { old: u32, new: u32 },
-    KindChanged { old: String, new: String },
+    SourceChanged {
+        name: String,
+    },
+    ImplementationChanged {
+        old: u32,
+        new: u32,
+    },
+    KindChanged {
+        old: String,
+        new: String,
+    },
     /// Same key as before, but the cached result is gone or fails verification.
-    ArtifactMissing { detail: String },
+    ArtifactMissing {
+        detail: String,
+    },
 }
 
 impl DirtyReason {

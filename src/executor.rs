@@ -140,7 +140,14 @@ impl Executor<'_> {
         }
     }
 
-    fn step(&self, i: usize, position: usize, done: &[Option<StepOutcome>], forced: bool, dry_run: bool) -> StepOutcome {
+    fn step(
+        &self,
+        i: usize,
+        position: usize,
+        done: &[Option<StepOutcome>],
+        forced: bool,
+        dry_run: bool,
+    ) -> StepOutcome {
         let step = &self.graph.steps[i];
         let total = self.graph.steps.len();
         let mut outcome = StepOutcome::new(StepStatus::Skipped);
@@ -154,7 +161,12 @@ impl Executor<'_> {
             match upstream {
                 Some(u) if matches!(u.status, StepStatus::Failed | StepStatus::Skipped) => {
                     outcome.reasons.push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() });
-                    self.reporter.step_skipped(position, total, &step.name, &format!("input {name} from {upstream_name} is not available"));
+                    self.reporter.step_skipped(
+                        position,
+                        total,
+                        &step.name,
+                        &format!("input {name} from {upstream_name} is not available"),
+                    );
                     return outcome;
                 }
                 Some(u) => match (u.outputs.get(r.output), &u.key) {
@@ -162,9 +174,13 @@ impl Executor<'_> {
                         input_hashes.insert(name.clone(), hash.clone());
                         input_paths.insert(name.clone(), self.cache.output_path(key, r.output));
                     }
-                    _ => outcome.reasons.push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() }),
+                    _ => outcome
+                        .reasons
+                        .push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() }),
                 },
-                None => outcome.reasons.push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() }),
+                None => {
+                    outcome.reasons.push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() })
+                }
             }
         }
         if !outcome.reasons.is_empty() {
@@ -207,7 +223,9 @@ impl Executor<'_> {
                     self.reporter.step_decided(position, total, &step.name, &outcome);
                     return outcome;
                 }
-                Lookup::Corrupt(detail) => outcome.reasons.push(DirtyReason::ArtifactMissing { detail: detail.clone() }),
+                Lookup::Corrupt(detail) => {
+                    outcome.reasons.push(DirtyReason::ArtifactMissing { detail: detail.clone() })
+                }
                 Lookup::Missing => outcome.reasons = self.reasons(&step.name, &fingerprint, &key),
             }
         }
@@ -222,7 +240,10 @@ impl Executor<'_> {
     /// Why a step whose key is not in the cache must run, from the latest recorded run of it.
     fn reasons(&self, name: &str, fingerprint: &Fingerprint, key: &StepKey) -> Vec<DirtyReason> {
         let previous = self.history.iter().filter_map(|r| r.step(name)).find_map(|s| {
-            s.fingerprint.as_ref().filter(|_| matches!(s.status, StepStatus::Ran | StepStatus::Cached)).map(|f| (f, &s.key))
+            s.fingerprint
+                .as_ref()
+                .filter(|_| matches!(s.status, StepStatus::Ran | StepStatus::Cached))
+                .map(|f| (f, &s.key))
         });
         match previous {
             None => vec![DirtyReason::NeverRun],

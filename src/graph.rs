@@ -152,8 +152,11 @@ fn check_step(
         }
         let Some(&upstream) = index.get(reference.step.as_str()) else {
             let help = did_you_mean(&reference.step, index.keys().copied());
-            let mut e = SpecError::new(format!("step `{name}`: input `{input_name}` refers to unknown step `{}`", reference.step))
-                .at(location, span);
+            let mut e = SpecError::new(format!(
+                "step `{name}`: input `{input_name}` refers to unknown step `{}`",
+                reference.step
+            ))
+            .at(location, span);
             e.help = help;
             errors.push(e);
             continue;

@@ -143,7 +143,13 @@ fn short_key(outcome: &StepOutcome) -> String {
 }
 
 fn reasons_text(outcome: &StepOutcome) -> String {
-    outcome.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    outcome
+        .reasons
+        .iter()
+        .filter(|r| **r != DirtyReason::NeverRun)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `0.4s`, `12.3s`, `4m05s`.

@@ -95,7 +95,10 @@ fn early_cutoff_when_an_upstream_rerun_yields_identical_bytes() {
 fn force_reruns_a_step_and_what_depends_on_it() {
     let (project, server) = setup();
     statuses(&project, &[]);
-    assert_eq!(statuses(&project, &["--force", "head"]), pairs(&[("fetch", "cached"), ("head", "ran"), ("tail", "ran")]));
+    assert_eq!(
+        statuses(&project, &["--force", "head"]),
+        pairs(&[("fetch", "cached"), ("head", "ran"), ("tail", "ran")])
+    );
     assert_eq!(server.hits("/data.tsv"), 1);
 }
 
@@ -158,10 +161,7 @@ fn a_corrupt_artifact_is_detected_and_recomputed() {
 fn a_run_killed_mid_step_leaves_nothing_that_looks_valid() {
     let server = Server::start();
     let body: Vec<u8> = TABLE.repeat(200).into_bytes();
-    server.route(
-        "/slow.tsv",
-        Behavior::Slow { body: body.clone(), chunk: 512, delay: Duration::from_millis(40) },
-    );
+    server.route("/slow.tsv", Behavior::Slow { body: body.clone(), chunk: 512, delay: Duration::from_millis(40) });
     server.route("/fast.tsv", Behavior::Serve(body));
     let project = Project::new();
     project.write("p.yaml", &pipeline(&server.url("/slow.tsv")));
@@ -199,8 +199,10 @@ fn concurrent_runs_compute_a_shared_step_once() {
     server.route("/slow.tsv", Behavior::Slow { body, chunk: 1024, delay: Duration::from_millis(100) });
     let project = Project::new();
     project.write("p.yaml", &pipeline(&server.url("/slow.tsv")));
-    let a = project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let b = project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let a =
+        project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let b =
+        project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (a, b) = (support::Run::from(a.wait_with_output().unwrap()), support::Run::from(b.wait_with_output().unwrap()));
     let (a, b) = (a.expect_code(0), b.expect_code(0));
     assert_eq!(server.hits("/slow.tsv"), 1, "the shared download ran twice");

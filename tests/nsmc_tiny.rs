@@ -69,7 +69,13 @@ fn tiny_pipeline_runs_reuses_upstream_steps_and_reports_the_comparison() {
     assert_eq!(report["latest"]["params"]["finetune.lr"], "0.0003");
     let evaluation = &report["latest"]["evaluation"];
     assert_eq!(evaluation["rows"], 1000);
-    let confusion: u64 = evaluation["confusion"].as_array().expect("confusion").iter().flat_map(|r| r.as_array().cloned().unwrap_or_default()).map(|v| v.as_u64().unwrap_or(0)).sum();
+    let confusion: u64 = evaluation["confusion"]
+        .as_array()
+        .expect("confusion")
+        .iter()
+        .flat_map(|r| r.as_array().cloned().unwrap_or_default())
+        .map(|v| v.as_u64().unwrap_or(0))
+        .sum();
     assert_eq!(confusion, 1000, "the confusion matrix counts every test row");
 
     let table = project.run(&["report"]).expect_code(0).stdout;

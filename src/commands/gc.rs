@@ -87,7 +87,11 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
         count += 1;
         bytes += size;
     }
-    reporter.line(&format!("{verb} {count} entries, {} (kept what the last {} runs use)", human_bytes(bytes), args.keep_runs));
+    reporter.line(&format!(
+        "{verb} {count} entries, {} (kept what the last {} runs use)",
+        human_bytes(bytes),
+        args.keep_runs
+    ));
     Ok(ExitCode::SUCCESS)
 }
 

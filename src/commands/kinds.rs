@@ -53,7 +53,12 @@ fn describe(s: &StepSpec, reporter: &Reporter) {
             Default::Bool(v) => format!("default {v}"),
         };
         let key = if p.in_key { "" } else { " Not part of the cache key." };
-        reporter.line(&format!("  {:<16} {}, {default}. {}.{key}", p.name, p.ty.describe(), p.help.trim_end_matches('.')));
+        reporter.line(&format!(
+            "  {:<16} {}, {default}. {}.{key}",
+            p.name,
+            p.ty.describe(),
+            p.help.trim_end_matches('.')
+        ));
     }
     reporter.line("\noutputs:");
     for o in s.outputs {

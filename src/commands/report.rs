@@ -39,7 +39,11 @@ pub fn execute(args: &ReportArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     };
     let runs: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == name).collect();
     let Some(latest) = runs.last() else { return Err(no_runs(global, Some(&name))) };
-    let report = Report { pipeline: name.clone(), latest: run_report(&cache, latest, &BTreeSet::new()), comparison: compare(&cache, &runs) };
+    let report = Report {
+        pipeline: name.clone(),
+        latest: run_report(&cache, latest, &BTreeSet::new()),
+        comparison: compare(&cache, &runs),
+    };
     let format = Format::parse(&args.format).unwrap_or(Format::Table);
     let text = report.render(format);
     match &args.output {
@@ -119,7 +123,12 @@ fn run_report(cache: &Cache, run: &RunRecord, differing: &BTreeSet<String>) -> R
 
 /// The `metrics` output of the first step of `kind` in the run, when it finished and is
 /// still in the cache.
-fn metrics<T: for<'de> serde::Deserialize<'de>>(cache: &Cache, run: &RunRecord, kind: &str, notes: &mut Vec<String>) -> Option<T> {
+fn metrics<T: for<'de> serde::Deserialize<'de>>(
+    cache: &Cache,
+    run: &RunRecord,
+    kind: &str,
+    notes: &mut Vec<String>,
+) -> Option<T> {
     let Some(step) = run.steps.iter().find(|s| s.kind == kind) else {
         notes.push(format!("the pipeline has no {kind} step"));
         return None;
@@ -127,7 +136,11 @@ fn metrics<T: for<'de> serde::Deserialize<'de>>(cache: &Cache, run: &RunRecord, 
     let key = match (&step.key, step.status) {
         (Some(key), StepStatus::Ran | StepStatus::Cached) => key,
         (_, status) => {
-            notes.push(format!("{} {}", step.name, if status == StepStatus::Pending { "did not finish" } else { status.as_str() }));
+            notes.push(format!(
+                "{} {}",
+                step.name,
+                if status == StepStatus::Pending { "did not finish" } else { status.as_str() }
+            ));
             return None;
         }
     };

@@ -46,7 +46,10 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
             }
             None => {
                 let help = did_you_mean(name, graph.steps.iter().map(|s| s.name.as_str()));
-                return Err(Error::usage(format!("--force {name}: no step named `{name}` in {}", args.pipeline.display()), help));
+                return Err(Error::usage(
+                    format!("--force {name}: no step named `{name}` in {}", args.pipeline.display()),
+                    help,
+                ));
             }
         }
     }
@@ -90,12 +93,8 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
     }
 
     if args.json {
-        let steps: Vec<_> = graph
-            .steps
-            .iter()
-            .zip(&outcomes)
-            .map(|(s, o)| step_json(&s.name, s.kind.spec().kind, o))
-            .collect();
+        let steps: Vec<_> =
+            graph.steps.iter().zip(&outcomes).map(|(s, o)| step_json(&s.name, s.kind.spec().kind, o)).collect();
         reporter.document(&json!({ "pipeline": graph.name, "ok": ok, "dry_run": args.dry_run, "steps": steps }));
     } else {
         let count = |status: StepStatus| outcomes.iter().filter(|o| o.status == status).count();

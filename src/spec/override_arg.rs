@@ -17,14 +17,14 @@ impl std::str::FromStr for OverrideArg {
 
     /// Values are parsed as YAML scalars, so `3e-5`, `true` and `64` get their types.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (target, raw) = text
-            .split_once('=')
-            .ok_or_else(|| format!("`{text}` is not STEP.PARAM=VALUE (missing `=`)"))?;
+        let (target, raw) =
+            text.split_once('=').ok_or_else(|| format!("`{text}` is not STEP.PARAM=VALUE (missing `=`)"))?;
         let (step, param) = target
             .split_once('.')
             .filter(|(s, p)| !s.is_empty() && !p.is_empty())
             .ok_or_else(|| format!("`{text}` is not STEP.PARAM=VALUE (missing `.` between step and parameter)"))?;
-        let value = serde_yaml::from_str::<Value>(raw).map_err(|e| format!("`{text}`: value is not valid YAML: {e}"))?;
+        let value =
+            serde_yaml::from_str::<Value>(raw).map_err(|e| format!("`{text}`: value is not valid YAML: {e}"))?;
         let value = match value {
             Value::Null if raw.trim().is_empty() => Value::String(String::new()),
             v => v,

@@ -39,8 +39,12 @@ pub struct UnreadablePipeline {
 
 impl PipelineSpec {
     /// Reads and parses `path`, then applies `overrides`.
-    pub fn load(path: &Path, overrides: &[OverrideArg]) -> Result<Result<PipelineSpec, SpecErrors>, UnreadablePipeline> {
-        let source = fs::read_to_string(path).map_err(|source| UnreadablePipeline { path: path.to_path_buf(), source })?;
+    pub fn load(
+        path: &Path,
+        overrides: &[OverrideArg],
+    ) -> Result<Result<PipelineSpec, SpecErrors>, UnreadablePipeline> {
+        let source =
+            fs::read_to_string(path).map_err(|source| UnreadablePipeline { path: path.to_path_buf(), source })?;
         Ok(PipelineSpec::parse(path, &source, overrides))
     }
 
@@ -119,10 +123,10 @@ impl Parser<'_> {
 
     fn pipeline(&mut self, file: &Path, source: &str, doc: &Value, overrides: &[OverrideArg]) -> Option<PipelineSpec> {
         let Some(top) = doc.as_mapping() else {
-            self.errors.push(SpecError::new("a pipeline file is a mapping with `name` and `steps`").at(
-                Some(Location { line: 1, column: 1 }),
-                1,
-            ));
+            self.errors.push(
+                SpecError::new("a pipeline file is a mapping with `name` and `steps`")
+                    .at(Some(Location { line: 1, column: 1 }), 1),
+            );
             return None;
         };
         for key in top.keys() {
@@ -140,7 +144,9 @@ impl Parser<'_> {
             }
             None => {
                 self.errors.push(
-                    SpecError::new("missing `name`").at(Some(Location { line: 1, column: 1 }), 1).help("add `name: my-pipeline`"),
+                    SpecError::new("missing `name`")
+                        .at(Some(Location { line: 1, column: 1 }), 1)
+                        .help("add `name: my-pipeline`"),
                 );
                 String::new()
             }
@@ -176,9 +182,7 @@ impl Parser<'_> {
                 }
             }
             Some(_) => self.value_error("`steps` must be a non-empty mapping of step name -> step".into(), &["steps"]),
-            None => self.errors.push(
-                SpecError::new("missing `steps`").at(Some(Location { line: 1, column: 1 }), 1),
-            ),
+            None => self.errors.push(SpecError::new("missing `steps`").at(Some(Location { line: 1, column: 1 }), 1)),
         }
         self.apply_overrides(&mut steps, overrides);
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -267,14 +271,18 @@ impl Parser<'_> {
                     };
                     let reference = &rest[start + 2..start + end];
                     let Some(name) = reference.strip_prefix("params.") else {
-                        self.value_error(format!("`${{{reference}}}`: only `${{params.NAME}}` references are supported"), path);
+                        self.value_error(
+                            format!("`${{{reference}}}`: only `${{params.NAME}}` references are supported"),
+                            path,
+                        );
                         return value.clone();
                     };
                     let Some(shared_value) = shared.get(name) else {
                         let help = did_you_mean(name, shared.keys().map(String::as_str));
                         let location = locate_value(self.source, path);
-                        let mut e = SpecError::new(format!("`${{params.{name}}}`: no shared parameter `{name}` in `params`"))
-                            .at(location, reference.len() + 3);
+                        let mut e =
+                            SpecError::new(format!("`${{params.{name}}}`: no shared parameter `{name}` in `params`"))
+                                .at(location, reference.len() + 3);
                         e.help = help;
                         self.errors.push(e);
                         return value.clone();
@@ -297,7 +305,10 @@ impl Parser<'_> {
         for o in overrides.iter().filter(|o| o.step != "params") {
             match steps.iter_mut().find(|s| s.name == o.step) {
                 Some(step) => {
-                    step.params.insert(o.param.clone(), RawParam { value: o.value.clone(), origin: Origin::Override(o.text.clone()) });
+                    step.params.insert(
+                        o.param.clone(),
+                        RawParam { value: o.value.clone(), origin: Origin::Override(o.text.clone()) },
+                    );
                 }
                 None => {
                     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();

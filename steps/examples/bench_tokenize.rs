@@ -26,9 +26,6 @@ use support::{median, run};
 
 const REPEATS: usize = 3;
 
-
-
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let nsmc = match args.first() {
@@ -64,7 +61,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         step_secs.push(secs);
     }
     let stats: Value = serde_json::from_slice(&fs::read(out.join("tensors/stats.json"))?)?;
-    println!("rows: {}, mean tokens {:.2}, [UNK] rate {:.5}", stats["rows"], stats["mean_tokens"].as_f64().unwrap_or(0.0), stats["unk_rate"].as_f64().unwrap_or(0.0));
+    println!(
+        "rows: {}, mean tokens {:.2}, [UNK] rate {:.5}",
+        stats["rows"],
+        stats["mean_tokens"].as_f64().unwrap_or(0.0),
+        stats["unk_rate"].as_f64().unwrap_or(0.0)
+    );
 
     // The encoding alone (no table reading, transform or writing), for comparison with Python.
     let docs: Vec<&str> = all.lines().skip(1).map(|l| l.split('\t').nth(1).unwrap_or("")).collect();

@@ -40,9 +40,6 @@ const REPEATS: usize = 3;
 const BATCH: usize = 32;
 const SEED: u64 = 42;
 
-
-
-
 /// A randomly initialised classifier of `config` written as a model directory.
 fn random_model(config: &BertConfig, dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
     fs::create_dir_all(dir)?;
@@ -63,7 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let work = args.get(1).map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("pipe-bench-train"));
     let rows: usize = args.get(2).map(|r| r.parse()).transpose()?.unwrap_or(4096);
     fs::create_dir_all(&work)?;
-    let threads = std::env::var("PIPE_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(runtime::default_threads);
+    let threads =
+        std::env::var("PIPE_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(runtime::default_threads);
     runtime::configure(threads);
     let env = Environment { threads, ..Environment::default() };
     println!("threads: {threads}, rows: {rows}, batch {BATCH}, max_len 64, dynamic padding");

@@ -16,7 +16,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::{StepError, StepResult};
-use crate::step::{Default, Environment, Events, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{
+    Default, Environment, Events, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+};
 
 pub struct Download;
 
@@ -179,7 +181,11 @@ impl Fetch<'_> {
                 Err(Attempt::Transient(why)) if attempt < self.retries => {
                     let wait = Duration::from_millis(250 << attempt.min(6));
                     attempt += 1;
-                    self.events.log(&format!("{why}; retrying in {:.1}s ({attempt}/{})", wait.as_secs_f64(), self.retries));
+                    self.events.log(&format!(
+                        "{why}; retrying in {:.1}s ({attempt}/{})",
+                        wait.as_secs_f64(),
+                        self.retries
+                    ));
                     thread::sleep(wait);
                 }
                 Err(Attempt::Transient(why)) => {

@@ -7,11 +7,11 @@ pub mod error;
 pub mod report;
 pub mod runtime;
 pub mod sample;
+#[doc(hidden)]
+pub mod shared_data;
 pub mod step;
 pub mod tensor_set;
 pub mod text;
-#[doc(hidden)]
-pub mod shared_data;
 
 pub use error::{StepError, StepResult};
 pub use step::{

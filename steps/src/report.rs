@@ -221,7 +221,9 @@ fn evaluation_text(e: &EvalMetrics, markdown: bool) -> String {
         .enumerate()
         .map(|(i, l)| {
             let mut row = vec![l.to_string()];
-            row.extend(e.confusion.get(i).map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>()).unwrap_or_default());
+            row.extend(
+                e.confusion.get(i).map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+            );
             row.push(pct(e.precision.get(i).copied()));
             row.push(pct(e.recall.get(i).copied()));
             row.push(pct(e.f1.get(i).copied()));
@@ -244,7 +246,13 @@ impl Report {
     }
 
     fn text(&self, markdown: bool) -> String {
-        let h = |level: usize, title: &str| if markdown { format!("{} {title}\n\n", "#".repeat(level)) } else { format!("{title}\n\n") };
+        let h = |level: usize, title: &str| {
+            if markdown {
+                format!("{} {title}\n\n", "#".repeat(level))
+            } else {
+                format!("{title}\n\n")
+            }
+        };
         let mut out = String::new();
         out.push_str(&h(1, &format!("Report: {} — run {} ({})", self.pipeline, self.latest.label, self.latest.state)));
         if !self.latest.params.is_empty() {
@@ -259,7 +267,11 @@ impl Report {
                 out.push('\n');
             }
             _ => {
-                let _ = writeln!(out, "no training metrics{}\n", self.latest.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "no training metrics{}\n",
+                    self.latest.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()
+                );
             }
         }
         if let Some(e) = &self.latest.evaluation {
@@ -282,7 +294,8 @@ impl Report {
             out.push_str(&csv_cell(c));
         }
         out.push('\n');
-        let runs: Vec<&RunReport> = if self.comparison.is_empty() { vec![&self.latest] } else { self.comparison.iter().collect() };
+        let runs: Vec<&RunReport> =
+            if self.comparison.is_empty() { vec![&self.latest] } else { self.comparison.iter().collect() };
         for r in runs {
             let Some(t) = &r.training else { continue };
             for e in &t.epochs {
@@ -321,7 +334,8 @@ impl Report {
             esc(&title),
             esc(&title)
         );
-        let runs: Vec<&RunReport> = if self.comparison.len() > 1 { self.comparison.iter().collect() } else { vec![&self.latest] };
+        let runs: Vec<&RunReport> =
+            if self.comparison.len() > 1 { self.comparison.iter().collect() } else { vec![&self.latest] };
         let _ = writeln!(out, "<h2>Accuracy per epoch</h2>\n{}", chart(&runs));
         if let Some(t) = &self.latest.training {
             let _ = writeln!(out, "<h3>Latest run: {} ({})</h3>", esc(&self.latest.label), esc(&self.latest.state));
@@ -344,7 +358,12 @@ impl Report {
                 .enumerate()
                 .map(|(i, l)| {
                     let mut row = vec![l.to_string()];
-                    row.extend(e.confusion.get(i).map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>()).unwrap_or_default());
+                    row.extend(
+                        e.confusion
+                            .get(i)
+                            .map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>())
+                            .unwrap_or_default(),
+                    );
                     row
                 })
                 .collect();
@@ -404,7 +423,9 @@ fn chart(runs: &[&RunReport]) -> String {
             let points = r
                 .training
                 .as_ref()
-                .map(|t| t.epochs.iter().filter_map(|e| e.test_accuracy.or(e.valid_accuracy).map(|a| (e.epoch, a))).collect())
+                .map(|t| {
+                    t.epochs.iter().filter_map(|e| e.test_accuracy.or(e.valid_accuracy).map(|a| (e.epoch, a))).collect()
+                })
                 .unwrap_or_default();
             (label, points)
         })
@@ -442,14 +463,24 @@ fn chart(runs: &[&RunReport]) -> String {
         );
     }
     for e in 1..=max_epoch as usize {
-        let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{e}</text>", x(e), h - m + 16.0);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" text-anchor=\"middle\">{e}</text>",
+            x(e),
+            h - m + 16.0
+        );
     }
-    let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">epoch</text>", w / 2.0, h - 8.0);
+    let _ =
+        writeln!(svg, "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"middle\">epoch</text>", w / 2.0, h - 8.0);
     let mut legend = String::from("<div class=\"legend\">");
     for (i, (label, points)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let path: Vec<String> = points.iter().map(|(e, a)| format!("{:.1},{:.1}", x(*e), y(*a))).collect();
-        let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>", path.join(" "));
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
         for (e, a) in points {
             let _ = writeln!(svg, "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{color}\"><title>{} epoch {e}: {a:.4}</title></circle>", x(*e), y(*a), esc(label));
         }
@@ -511,9 +542,12 @@ impl Step for ReportStep {
         };
         let dir = ctx.output("report");
         fs::create_dir_all(&dir).map_err(StepError::io("creating", &dir))?;
-        for (name, format) in
-            [("report.md", Format::Markdown), ("report.csv", Format::Csv), ("report.json", Format::Json), ("report.html", Format::Html)]
-        {
+        for (name, format) in [
+            ("report.md", Format::Markdown),
+            ("report.csv", Format::Csv),
+            ("report.json", Format::Json),
+            ("report.html", Format::Html),
+        ] {
             let path = dir.join(name);
             fs::write(&path, report.render(format)).map_err(StepError::io("writing", &path))?;
         }
@@ -579,11 +613,20 @@ mod tests {
         assert!(text.contains("epoch  train loss"), "{text}");
         assert!(text.contains("0.8500"), "{text}");
         assert!(text.contains("true \\ predicted"), "{text}");
-        let compared: Vec<Vec<&str>> =
-            text.lines().skip_while(|l| !l.starts_with("Runs compared")).map(|l| l.split_whitespace().collect()).collect();
+        let compared: Vec<Vec<&str>> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("Runs compared"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
         // run, state, the differing parameter, best test acc, best epoch, last test acc.
-        assert!(compared.iter().any(|c| c.len() >= 6 && c[..6] == ["run-a", "succeeded", "5e-5", "0.8400", "2", "0.8300"]), "{text}");
-        assert!(compared.iter().any(|c| c.len() >= 6 && c[..6] == ["run-b", "succeeded", "3e-5", "0.8500", "3", "0.8500"]), "{text}");
+        assert!(
+            compared.iter().any(|c| c.len() >= 6 && c[..6] == ["run-a", "succeeded", "5e-5", "0.8400", "2", "0.8300"]),
+            "{text}"
+        );
+        assert!(
+            compared.iter().any(|c| c.len() >= 6 && c[..6] == ["run-b", "succeeded", "3e-5", "0.8500", "3", "0.8500"]),
+            "{text}"
+        );
     }
 
     #[test]
@@ -601,7 +644,10 @@ mod tests {
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert_eq!(html.matches("<polyline").count(), 2);
         assert!(!html.contains("<script"));
-        assert!(!html.contains("http://") || html.matches("http://").all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\"")));
+        assert!(
+            !html.contains("http://")
+                || html.matches("http://").all(|_| html.contains("xmlns=\"http://www.w3.org/2000/svg\""))
+        );
     }
 
     #[test]

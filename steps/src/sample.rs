@@ -19,9 +19,20 @@ static SPEC: StepSpec = StepSpec {
     summary: "keep the header and N rows of a line-oriented table (first N, or a seeded random choice)",
     params: &[
         ParamSpec::required("rows", ParamType::Uint, "how many rows to keep"),
-        ParamSpec::optional("seed", ParamType::Uint, Default::Absent, "pick rows at random with this seed (keeps file order)"),
-        ParamSpec::optional("header", ParamType::Bool, Default::Bool(true), "the first line is a header and is always kept"),
-        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(0), "log every N rows kept (0: never)").not_in_key(),
+        ParamSpec::optional(
+            "seed",
+            ParamType::Uint,
+            Default::Absent,
+            "pick rows at random with this seed (keeps file order)",
+        ),
+        ParamSpec::optional(
+            "header",
+            ParamType::Bool,
+            Default::Bool(true),
+            "the first line is a header and is always kept",
+        ),
+        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(0), "log every N rows kept (0: never)")
+            .not_in_key(),
     ],
     inputs: &[InputSpec::required("data", "the table to sample")],
     outputs: &[OutputSpec { name: "file", help: "the sampled table" }],
@@ -42,8 +53,9 @@ impl Step for Sample {
     fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
         let path = ctx.input("data")?;
         let text = fs::read(path).map_err(StepError::io("reading", path))?;
-        let text = String::from_utf8(text)
-            .map_err(|e| StepError::input(format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to())))?;
+        let text = String::from_utf8(text).map_err(|e| {
+            StepError::input(format!("{}: not UTF-8 text (byte {})", path.display(), e.utf8_error().valid_up_to()))
+        })?;
         let mut lines: Vec<&str> = text.lines().collect();
         let header = if ctx.params.bool("header")? && !lines.is_empty() { Some(lines.remove(0)) } else { None };
         let wanted = ctx.params.usize("rows")?;

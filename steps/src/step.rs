@@ -205,10 +205,7 @@ impl Params {
     pub fn opt_usize(&self, name: &str) -> Result<Option<usize>, StepError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .map(|u| Some(u as usize))
-                .ok_or_else(|| Self::wrong(name, "a non-negative integer")),
+            Some(v) => v.as_u64().map(|u| Some(u as usize)).ok_or_else(|| Self::wrong(name, "a non-negative integer")),
         }
     }
     pub fn bool(&self, name: &str) -> Result<bool, StepError> {

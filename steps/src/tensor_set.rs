@@ -142,9 +142,8 @@ impl TensorSet {
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| StepError::input(format!("{} is not a safetensors file: {e}", path.display())))?;
         let raw = |name: &str, dtype: Dtype| -> StepResult<Vec<u8>> {
-            let t = st
-                .tensor(name)
-                .map_err(|_| StepError::input(format!("{} has no tensor `{name}`", path.display())))?;
+            let t =
+                st.tensor(name).map_err(|_| StepError::input(format!("{} has no tensor `{name}`", path.display())))?;
             if t.dtype() != dtype {
                 return Err(StepError::input(format!(
                     "{}: tensor `{name}` is {:?}, expected {dtype:?}",
@@ -154,7 +153,8 @@ impl TensorSet {
             }
             Ok(t.data().to_vec())
         };
-        let u32s = |b: Vec<u8>| b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>();
+        let u32s =
+            |b: Vec<u8>| b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<_>>();
         let u64s = |b: Vec<u8>| {
             b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect::<Vec<_>>()
         };

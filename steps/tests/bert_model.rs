@@ -2,7 +2,6 @@
 //! parameter and agree with finite differences, dynamic padding equal to fixed padding, and a
 //! toy task it learns.
 
-
 use candle_core::{DType, Device, Tensor, D};
 use pipe_steps::bert::batch::make_batch;
 use pipe_steps::bert::config::BertConfig;
@@ -115,7 +114,10 @@ fn every_parameter_receives_a_gradient() {
         count += 1;
         match grads.get(var.as_tensor()) {
             Some(g) if g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0 => {}
-            Some(_) if name.contains("word_embeddings") || name.contains("position_embeddings") || name.contains("token_type") => {}
+            Some(_)
+                if name.contains("word_embeddings")
+                    || name.contains("position_embeddings")
+                    || name.contains("token_type") => {}
             _ => missing.push(name.to_string()),
         }
     }
@@ -203,7 +205,8 @@ fn dynamic_padding_equals_fixed_padding() {
         let train = model.forward(&b, &Pass::train(9)).unwrap();
         let loss = candle_nn::loss::cross_entropy(&train, &target).unwrap();
         let grads = loss.backward().unwrap();
-        let g = grads.get(w.var("bert.encoder.layer.0.attention.self.key.weight").unwrap().as_tensor()).unwrap().clone();
+        let g =
+            grads.get(w.var("bert.encoder.layer.0.attention.self.key.weight").unwrap().as_tensor()).unwrap().clone();
         (b.input_ids.dim(1).unwrap(), eval, loss.to_scalar::<f32>().unwrap(), g)
     };
     let (len_dyn, eval_dyn, loss_dyn, g_dyn) = run(None);
@@ -259,7 +262,15 @@ fn learns_a_toy_task() {
         let b = make_batch(&set, &all, None, DType::F32, &Device::Cpu).unwrap();
         let logits = model.forward(&b, &Pass::eval()).unwrap();
         let t = Tensor::from_vec(classes.clone(), all.len(), &Device::Cpu).unwrap();
-        let acc = logits.argmax(D::Minus1).unwrap().to_vec1::<u32>().unwrap().iter().zip(&classes).filter(|(a, b)| a == b).count();
+        let acc = logits
+            .argmax(D::Minus1)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap()
+            .iter()
+            .zip(&classes)
+            .filter(|(a, b)| a == b)
+            .count();
         (candle_nn::loss::cross_entropy(&logits, &t).unwrap().to_scalar::<f32>().unwrap(), acc)
     };
     let (before, _) = loss_now();
@@ -267,7 +278,8 @@ fn learns_a_toy_task() {
         let rows: Vec<usize> = all.iter().copied().filter(|i| (i + step) % 2 == 0 || i % 3 == 0).collect();
         let b = make_batch(&set, &rows, None, DType::F32, &Device::Cpu).unwrap();
         let logits = model.forward(&b, &Pass::train(step as u64)).unwrap();
-        let t = Tensor::from_vec(rows.iter().map(|&i| classes[i]).collect::<Vec<_>>(), rows.len(), &Device::Cpu).unwrap();
+        let t =
+            Tensor::from_vec(rows.iter().map(|&i| classes[i]).collect::<Vec<_>>(), rows.len(), &Device::Cpu).unwrap();
         let grads = candle_nn::loss::cross_entropy(&logits, &t).unwrap().backward().unwrap();
         opt.step(&grads, 3e-3).unwrap();
     }

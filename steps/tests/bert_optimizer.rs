@@ -16,7 +16,9 @@ fn adamw_with_groups_and_clipping_matches_pytorch() {
         // Gradients are produced through a loss so the GradStore is a real one: d(sum(p * g))/dp = g.
         let gw = Tensor::new(&[[t.sin(), t.cos()], [0.5 * t, -1.5]], &Device::Cpu).unwrap();
         let gb = Tensor::new(&[0.2 * t, -0.7], &Device::Cpu).unwrap();
-        let loss = ((w.as_tensor() * &gw).unwrap().sum_all().unwrap() + (b.as_tensor() * &gb).unwrap().sum_all().unwrap()).unwrap();
+        let loss = ((w.as_tensor() * &gw).unwrap().sum_all().unwrap()
+            + (b.as_tensor() * &gb).unwrap().sum_all().unwrap())
+        .unwrap();
         let grads = loss.backward().unwrap();
         let norm = grad_norm(&grads, &[&w, &b]).unwrap();
         norms.push(norm);

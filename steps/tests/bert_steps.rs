@@ -30,7 +30,15 @@ fn params(step: &dyn Step, set: &[(&str, Value)]) -> Params {
     params
 }
 
-fn run(step: &dyn Step, params: &Params, inputs: &[(&str, &Path)], out: &Path, ck: &Path, env: &Environment, events: &dyn Events) -> Result<(), StepError> {
+fn run(
+    step: &dyn Step,
+    params: &Params,
+    inputs: &[(&str, &Path)],
+    out: &Path,
+    ck: &Path,
+    env: &Environment,
+    events: &dyn Events,
+) -> Result<(), StepError> {
     std::fs::create_dir_all(out).unwrap();
     let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
     let ctx = StepContext { name: "test", params, inputs: &inputs, out_dir: out, checkpoint_dir: ck, env, events };
@@ -73,17 +81,32 @@ fn pretrained(root: &Path) -> PathBuf {
     let data = toy_set(&root.join("text"), 64, 1);
     let p = params(
         &Pretrain,
-        &[("layers", json!(2)), ("hidden", json!(16)), ("heads", json!(2)), ("intermediate", json!(32)), ("max_positions", json!(16)), ("batch_size", json!(16)), ("epochs", json!(2))],
+        &[
+            ("layers", json!(2)),
+            ("hidden", json!(16)),
+            ("heads", json!(2)),
+            ("intermediate", json!(32)),
+            ("max_positions", json!(16)),
+            ("batch_size", json!(16)),
+            ("epochs", json!(2)),
+        ],
     );
     let out = root.join("pretrain-out");
-    run(&Pretrain, &p, &[("data", &data)], &out, &root.join("pretrain-ck"), &Environment::default(), &NoEvents).unwrap();
+    run(&Pretrain, &p, &[("data", &data)], &out, &root.join("pretrain-ck"), &Environment::default(), &NoEvents)
+        .unwrap();
     out.join("model")
 }
 
 fn fine_tune_params(epochs: usize) -> Params {
     params(
         &FineTune,
-        &[("epochs", json!(epochs)), ("batch_size", json!(8)), ("lr", json!(3e-3)), ("log_every", json!(1)), ("dropout", json!(0.1))],
+        &[
+            ("epochs", json!(epochs)),
+            ("batch_size", json!(8)),
+            ("lr", json!(3e-3)),
+            ("log_every", json!(1)),
+            ("dropout", json!(0.1)),
+        ],
     )
 }
 
@@ -100,7 +123,16 @@ fn pretrain_writes_a_masked_lm_that_fine_tune_accepts_and_evaluate_reads() {
     let train = toy_set(&root.path().join("train"), 96, 2);
     let valid = toy_set(&root.path().join("valid"), 32, 3);
     let out = root.path().join("ft");
-    run(&FineTune, &fine_tune_params(12), &[("train", &train), ("valid", &valid), ("test", &valid), ("model", &model)], &out, &root.path().join("ck"), &Environment::default(), &NoEvents).unwrap();
+    run(
+        &FineTune,
+        &fine_tune_params(12),
+        &[("train", &train), ("valid", &valid), ("test", &valid), ("model", &model)],
+        &out,
+        &root.path().join("ck"),
+        &Environment::default(),
+        &NoEvents,
+    )
+    .unwrap();
     let metrics: TrainingMetrics = serde_json::from_slice(&std::fs::read(out.join("metrics")).unwrap()).unwrap();
     assert_eq!(metrics.epochs.len(), 12);
     let last = metrics.epochs.last().unwrap();
@@ -115,10 +147,24 @@ fn pretrain_writes_a_masked_lm_that_fine_tune_accepts_and_evaluate_reads() {
 
     let eval_out = root.path().join("eval");
     let p = params(&Evaluate, &[]);
-    run(&Evaluate, &p, &[("data", &valid), ("model", &out.join("model"))], &eval_out, &root.path().join("eck"), &Environment::default(), &NoEvents).unwrap();
+    run(
+        &Evaluate,
+        &p,
+        &[("data", &valid), ("model", &out.join("model"))],
+        &eval_out,
+        &root.path().join("eck"),
+        &Environment::default(),
+        &NoEvents,
+    )
+    .unwrap();
     let eval: EvalMetrics = serde_json::from_slice(&std::fs::read(eval_out.join("metrics")).unwrap()).unwrap();
     assert_eq!(eval.rows, 32);
-    assert!((eval.accuracy - last.test_accuracy.unwrap()).abs() < 1e-9, "evaluate {} vs fine-tune {:?}", eval.accuracy, last.test_accuracy);
+    assert!(
+        (eval.accuracy - last.test_accuracy.unwrap()).abs() < 1e-9,
+        "evaluate {} vs fine-tune {:?}",
+        eval.accuracy,
+        last.test_accuracy
+    );
     assert_eq!(eval.confusion.iter().flatten().sum::<u64>(), 32);
     let predictions = std::fs::read_to_string(eval_out.join("predictions")).unwrap();
     assert_eq!(predictions.lines().count(), 33);
@@ -153,11 +199,21 @@ fn an_interrupted_fine_tune_resumes_at_the_epoch_and_matches_an_uninterrupted_ru
     let inputs = [("train", train.as_path()), ("valid", valid.as_path()), ("model", model.as_path())];
 
     let whole = root.path().join("whole");
-    run(&FineTune, &fine_tune_params(3), &inputs, &whole, &root.path().join("ck-whole"), &Environment::default(), &NoEvents).unwrap();
+    run(
+        &FineTune,
+        &fine_tune_params(3),
+        &inputs,
+        &whole,
+        &root.path().join("ck-whole"),
+        &Environment::default(),
+        &NoEvents,
+    )
+    .unwrap();
 
     let ck = root.path().join("ck");
     let events = StopInEpoch2 { env: Environment::default(), lines: Mutex::new(Vec::new()) };
-    let err = run(&FineTune, &fine_tune_params(3), &inputs, &root.path().join("cut"), &ck, &events.env, &events).unwrap_err();
+    let err =
+        run(&FineTune, &fine_tune_params(3), &inputs, &root.path().join("cut"), &ck, &events.env, &events).unwrap_err();
     assert!(matches!(err, StepError::Cancelled), "{err}");
     assert!(ck.join("epoch-1").is_dir());
 
@@ -181,13 +237,21 @@ fn an_interrupted_fine_tune_resumes_at_the_epoch_and_matches_an_uninterrupted_ru
     assert!(lines.iter().any(|l| l == "resuming after epoch 1 from its checkpoint"), "{lines:?}");
     assert!(!lines.iter().any(|l| l.starts_with("[Epoch 1 ")), "epoch 1 was trained again: {lines:?}");
 
-    let read = |dir: &Path| -> TrainingMetrics { serde_json::from_slice(&std::fs::read(dir.join("metrics")).unwrap()).unwrap() };
+    let read = |dir: &Path| -> TrainingMetrics {
+        serde_json::from_slice(&std::fs::read(dir.join("metrics")).unwrap()).unwrap()
+    };
     let (a, b) = (read(&whole), read(&resumed));
     assert_eq!(a.epochs.len(), 3);
     for (x, y) in a.epochs.iter().zip(&b.epochs) {
-        assert_eq!((x.train_loss, x.train_accuracy, x.valid_accuracy, x.valid_loss), (y.train_loss, y.train_accuracy, y.valid_accuracy, y.valid_loss));
+        assert_eq!(
+            (x.train_loss, x.train_accuracy, x.valid_accuracy, x.valid_loss),
+            (y.train_loss, y.train_accuracy, y.valid_accuracy, y.valid_loss)
+        );
     }
-    assert_eq!(std::fs::read(whole.join("model/model.safetensors")).unwrap(), std::fs::read(resumed.join("model/model.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(whole.join("model/model.safetensors")).unwrap(),
+        std::fs::read(resumed.join("model/model.safetensors")).unwrap()
+    );
 }
 
 #[test]
@@ -200,7 +264,16 @@ fn a_partial_checkpoint_is_ignored() {
     std::fs::write(ck.join("epoch-1.partial/weights.safetensors"), b"half").unwrap();
     std::fs::create_dir_all(ck.join("epoch-1")).unwrap();
     std::fs::write(ck.join("epoch-1/weights.safetensors"), b"no optimizer or state beside it").unwrap();
-    run(&FineTune, &fine_tune_params(1), &[("train", &train), ("model", &model)], &root.path().join("out"), &ck, &Environment::default(), &NoEvents).unwrap();
+    run(
+        &FineTune,
+        &fine_tune_params(1),
+        &[("train", &train), ("model", &model)],
+        &root.path().join("out"),
+        &ck,
+        &Environment::default(),
+        &NoEvents,
+    )
+    .unwrap();
     assert!(!ck.join("epoch-1.partial").exists());
 }
 
@@ -211,7 +284,16 @@ fn same_seed_same_result_and_nan_stops_with_an_error() {
     let train = toy_set(&root.path().join("train"), 32, 2);
     let go = |name: &str| {
         let out = root.path().join(name);
-        run(&FineTune, &fine_tune_params(1), &[("train", &train), ("model", &model)], &out, &root.path().join(format!("ck-{name}")), &Environment::default(), &NoEvents).unwrap();
+        run(
+            &FineTune,
+            &fine_tune_params(1),
+            &[("train", &train), ("model", &model)],
+            &out,
+            &root.path().join(format!("ck-{name}")),
+            &Environment::default(),
+            &NoEvents,
+        )
+        .unwrap();
         std::fs::read(out.join("model/model.safetensors")).unwrap()
     };
     assert_eq!(go("a"), go("b"));
@@ -220,14 +302,25 @@ fn same_seed_same_result_and_nan_stops_with_an_error() {
     let broken = root.path().join("broken");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::copy(model.join("config.json"), broken.join("config.json")).unwrap();
-    let mut tensors = candle_core::safetensors::load(model.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let mut tensors =
+        candle_core::safetensors::load(model.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
     let name = "bert.embeddings.LayerNorm.bias";
     let t = tensors[name].clone();
     let n = t.elem_count();
-    tensors.insert(name.into(), candle_core::Tensor::from_vec(vec![f32::NAN; n], n, &candle_core::Device::Cpu).unwrap());
+    tensors
+        .insert(name.into(), candle_core::Tensor::from_vec(vec![f32::NAN; n], n, &candle_core::Device::Cpu).unwrap());
     candle_core::safetensors::save(&tensors, broken.join("model.safetensors")).unwrap();
     let out = root.path().join("nan");
-    let err = run(&FineTune, &fine_tune_params(1), &[("train", &train), ("model", &broken)], &out, &root.path().join("ck-nan"), &Environment::default(), &NoEvents).unwrap_err();
+    let err = run(
+        &FineTune,
+        &fine_tune_params(1),
+        &[("train", &train), ("model", &broken)],
+        &out,
+        &root.path().join("ck-nan"),
+        &Environment::default(),
+        &NoEvents,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("the loss became NaN at epoch 1 batch 1"), "{err}");
     assert!(!out.join("model").exists() && !out.join("metrics").exists());
 }
@@ -243,17 +336,48 @@ fn model_errors_are_clear() {
     let big = root.path().join("big");
     std::fs::create_dir_all(&big).unwrap();
     set.save(&big).unwrap();
-    let err = run(&FineTune, &fine_tune_params(1), &[("train", &big), ("model", &model)], &root.path().join("o1"), &root.path().join("c1"), &Environment::default(), &NoEvents).unwrap_err();
-    assert!(err.is_bad_input() && err.to_string().contains("vocabulary of 41 tokens, larger than the model's embedding table (40 rows)"), "{err}");
+    let err = run(
+        &FineTune,
+        &fine_tune_params(1),
+        &[("train", &big), ("model", &model)],
+        &root.path().join("o1"),
+        &root.path().join("c1"),
+        &Environment::default(),
+        &NoEvents,
+    )
+    .unwrap_err();
+    assert!(
+        err.is_bad_input()
+            && err.to_string().contains("vocabulary of 41 tokens, larger than the model's embedding table (40 rows)"),
+        "{err}"
+    );
 
     let empty = root.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let p = params(&FineTune, &[("model", json!(empty.to_str().unwrap()))]);
-    let err = run(&FineTune, &p, &[("train", &train)], &root.path().join("o2"), &root.path().join("c2"), &Environment::default(), &NoEvents).unwrap_err();
+    let err = run(
+        &FineTune,
+        &p,
+        &[("train", &train)],
+        &root.path().join("o2"),
+        &root.path().join("c2"),
+        &Environment::default(),
+        &NoEvents,
+    )
+    .unwrap_err();
     assert!(err.is_bad_input() && err.to_string().contains("has no config.json"), "{err}");
 
     // evaluate needs a classifier, not a masked LM.
-    let err = run(&Evaluate, &params(&Evaluate, &[]), &[("data", &train), ("model", &model)], &root.path().join("o3"), &root.path().join("c3"), &Environment::default(), &NoEvents).unwrap_err();
+    let err = run(
+        &Evaluate,
+        &params(&Evaluate, &[]),
+        &[("data", &train), ("model", &model)],
+        &root.path().join("o3"),
+        &root.path().join("c3"),
+        &Environment::default(),
+        &NoEvents,
+    )
+    .unwrap_err();
     assert!(err.is_bad_input() && err.to_string().contains("not a classification model"), "{err}");
 
     let mut bad = BTreeMap::new();

@@ -69,7 +69,8 @@ fn piece_cache_matches_plain_encoding_uncased_with_accent_stripping() {
 fn minilm_vocab_tokenizer(lowercase: bool) -> Option<Tokenizer> {
     let dir = minilm_dir()?;
     let vocab = bert_tokenizer::parse_vocab(&fs::read_to_string(dir.join("vocab.txt")).unwrap());
-    let doc = bert_tokenizer::bert_tokenizer_json(&vocab, Normalization { lowercase, strip_accents: Some(false) }).unwrap();
+    let doc =
+        bert_tokenizer::bert_tokenizer_json(&vocab, Normalization { lowercase, strip_accents: Some(false) }).unwrap();
     Some(bert_tokenizer::build(&doc).unwrap().0)
 }
 
@@ -88,7 +89,12 @@ fn fast_path_matches_plain_encoding_lowercased() {
 #[test]
 fn fast_path_matches_plain_encoding_with_a_trained_korean_vocabulary() {
     let Some(path) = pipe_steps::shared_data::shared_path("nsmc/ratings_test.txt") else { return };
-    let out = text_support::run(&pipe_steps::text::TrainTokenizer, serde_json::json!({"vocab_size": 8000}), &[("data", &path)]).unwrap();
+    let out = text_support::run(
+        &pipe_steps::text::TrainTokenizer,
+        serde_json::json!({"vocab_size": 8000}),
+        &[("data", &path)],
+    )
+    .unwrap();
     let tokenizer = Tokenizer::from_file(out.path().join("tokenizer")).unwrap();
     check(tokenizer, &corpus(200_000), true);
 }

@@ -79,7 +79,8 @@ fn the_whole_test_file_tokenizes_with_its_empty_rows_kept() {
     assert_eq!(hist_total, 50_000);
     assert!(stats["truncated"].as_u64().unwrap() > 0);
 
-    let dropped = run(&Tokenize, json!({"tokenizer": model.to_str().unwrap(), "empty": "drop"}), &[("data", &path)]).unwrap();
+    let dropped =
+        run(&Tokenize, json!({"tokenizer": model.to_str().unwrap(), "empty": "drop"}), &[("data", &path)]).unwrap();
     let stats: Value = serde_json::from_slice(&fs::read(dropped.path().join("tensors/stats.json")).unwrap()).unwrap();
     assert_eq!(stats["rows"], 49_997);
     assert_eq!(stats["dropped"], json!({"empty": 3}));

@@ -78,7 +78,8 @@ fn golden_cases_match_the_step_end_to_end() {
             }
         }
         let (_dir, path) = table("golden.tsv", &text);
-        let mut params = json!({"tokenizer": tok.to_str().unwrap(), "text_column": "a", "max_len": max_len, "pad": pad});
+        let mut params =
+            json!({"tokenizer": tok.to_str().unwrap(), "text_column": "a", "max_len": max_len, "pad": pad});
         if pair {
             params["text_b_column"] = json!("b");
         }
@@ -133,7 +134,11 @@ fn hf_reference(hf: &Tokenizer, a: &str, b: Option<&str>, max_len: usize) -> (Ve
     let ea = hf.encode(a, false).unwrap();
     let eb = b.map(|b| hf.encode(b, false).unwrap());
     let added = if b.is_some() { 3 } else { 2 };
-    let params = TruncationParams { max_length: max_len - added, strategy: TruncationStrategy::LongestFirst, ..TruncationParams::default() };
+    let params = TruncationParams {
+        max_length: max_len - added,
+        strategy: TruncationStrategy::LongestFirst,
+        ..TruncationParams::default()
+    };
     let (ea, eb) = tokenizers::truncate_encodings(ea, eb, &params).unwrap();
     let e = hf.post_process(ea, eb, true).unwrap();
     (e.get_ids().to_vec(), e.get_type_ids().iter().map(|&t| t as u8).collect())
@@ -212,7 +217,9 @@ fn writes_ragged_tensors_meta_tokenizer_copy_and_stats() {
 fn pad_fills_rows_to_max_len_with_type_zero() {
     let Some(tok) = minilm_json() else { return };
     let (_dir, path) = small_table();
-    let out = run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap(), "max_len": 8, "pad": true}), &[("data", &path)]).unwrap();
+    let out =
+        run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap(), "max_len": 8, "pad": true}), &[("data", &path)])
+            .unwrap();
     let set = TensorSet::load(&out.path().join("tensors")).unwrap();
     for i in 0..set.len() {
         assert_eq!(set.ids(i).len(), 8);
@@ -232,7 +239,8 @@ fn empty_rows_can_be_dropped_or_refused() {
     let stats: Value = serde_json::from_slice(&fs::read(dir.join("stats.json")).unwrap()).unwrap();
     assert_eq!(stats["dropped"], json!({"empty": 1}));
 
-    let e = run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap(), "empty": "error"}), &[("data", &path)]).unwrap_err();
+    let e =
+        run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap(), "empty": "error"}), &[("data", &path)]).unwrap_err();
     assert!(e.is_bad_input());
     assert!(message(&e).contains("line 3: the text is empty"), "{}", message(&e));
 }
@@ -270,7 +278,8 @@ fn tokenizer_from_a_step_output_directory_and_vocab_txt_agree() {
 fn comma_separated_tables_and_pairs() {
     let Some(tok) = minilm_json() else { return };
     let (_dir, path) = table("pairs.csv", "q,p,label\nwhat is it,a thing,1\nwho,nobody at all,0\n");
-    let params = json!({"tokenizer": tok.to_str().unwrap(), "separator": ",", "text_column": "q", "text_b_column": "p"});
+    let params =
+        json!({"tokenizer": tok.to_str().unwrap(), "separator": ",", "text_column": "q", "text_b_column": "p"});
     let out = run(&Tokenize, params, &[("data", &path)]).unwrap();
     let set = TensorSet::load(&out.path().join("tensors")).unwrap();
     assert!(set.meta.pair);
@@ -304,7 +313,8 @@ fn non_integer_labels_name_the_line_or_are_dropped() {
     let e = err(json!({"tokenizer": tok.to_str().unwrap()}), &path);
     assert!(e.is_bad_input());
     assert!(message(&e).contains("line 3: label `positive` in column `label` is not an integer"), "{}", message(&e));
-    let out = run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap(), "malformed": "drop"}), &[("data", &path)]).unwrap();
+    let out =
+        run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap(), "malformed": "drop"}), &[("data", &path)]).unwrap();
     let dir = out.path().join("tensors");
     assert_eq!(TensorSet::load(&dir).unwrap().labels, vec![1, 0]);
     let stats: Value = serde_json::from_slice(&fs::read(dir.join("stats.json")).unwrap()).unwrap();
@@ -320,7 +330,8 @@ fn malformed_lines_are_reported_with_their_number_or_dropped() {
     let m = message(&e);
     assert!(m.contains("line 3 has 3 fields, the header has 2"), "{m}");
     assert!(m.contains("2 malformed lines in all"), "{m}");
-    let out = run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap(), "malformed": "drop"}), &[("data", &path)]).unwrap();
+    let out =
+        run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap(), "malformed": "drop"}), &[("data", &path)]).unwrap();
     let dir = out.path().join("tensors");
     assert_eq!(TensorSet::load(&dir).unwrap().labels, vec![1, 0]);
     let stats: Value = serde_json::from_slice(&fs::read(dir.join("stats.json")).unwrap()).unwrap();
@@ -378,7 +389,8 @@ fn a_table_without_rows_is_bad_input() {
 fn tokenizer_must_be_given_exactly_once() {
     let Some(tok) = minilm_json() else { return };
     let (_dir, path) = small_table();
-    let e = run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap()}), &[("data", &path), ("tokenizer", &tok)]).unwrap_err();
+    let e = run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap()}), &[("data", &path), ("tokenizer", &tok)])
+        .unwrap_err();
     assert!(e.is_bad_input());
     assert!(message(&e).contains("given twice"), "{}", message(&e));
     let e = run(&Tokenize, json!({}), &[("data", &path)]).unwrap_err();
@@ -413,7 +425,8 @@ fn an_unreachable_hub_is_a_clear_failure() {
     let env = Environment { hub_cache: Some(cache.path().to_path_buf()), ..Environment::default() };
     // An endpoint that refuses connections at once, so the test does not depend on DNS.
     std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
-    let e = run_env(&Tokenize, json!({"tokenizer": "bert-base-multilingual-cased"}), &[("data", &path)], &env).unwrap_err();
+    let e =
+        run_env(&Tokenize, json!({"tokenizer": "bert-base-multilingual-cased"}), &[("data", &path)], &env).unwrap_err();
     assert!(!e.is_bad_input());
     let m = message(&e);
     assert!(m.contains("could not fetch tokenizer.json of hub model `bert-base-multilingual-cased`"), "{m}");
@@ -432,7 +445,9 @@ fn a_hub_model_already_in_the_hub_cache_is_used_offline() {
     fs::create_dir_all(repo.join("snapshots/abc123")).unwrap();
     fs::copy(dir.join("tokenizer.json"), repo.join("snapshots/abc123/tokenizer.json")).unwrap();
     let env = Environment { hub_cache: Some(cache.path().to_path_buf()), ..Environment::default() };
-    let out = run_env(&Tokenize, json!({"tokenizer": "sentence-transformers/all-MiniLM-L6-v2"}), &[("data", &path)], &env).unwrap();
+    let out =
+        run_env(&Tokenize, json!({"tokenizer": "sentence-transformers/all-MiniLM-L6-v2"}), &[("data", &path)], &env)
+            .unwrap();
     assert_eq!(TensorSet::load(&out.path().join("tensors")).unwrap().ids(0), &[101, 7592, 2088, 102]);
 }
 
@@ -445,4 +460,3 @@ fn cancellation_stops_between_chunks() {
     let e = run_env(&Tokenize, json!({"tokenizer": tok.to_str().unwrap()}), &[("data", &path)], &env).unwrap_err();
     assert!(matches!(e, StepError::Cancelled));
 }
-

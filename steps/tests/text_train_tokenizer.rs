@@ -108,7 +108,10 @@ fn full_nsmc_training_is_deterministic_and_feeds_tokenize() {
     let out = run(&Tokenize, params, &[("data", &pair), ("tokenizer", &tokenizer)]).unwrap();
     let set = TensorSet::load(&out.path().join("tensors")).unwrap();
     assert_eq!(set.meta.vocab_size, 16000);
-    assert_eq!((set.meta.pad_id, set.meta.unk_id, set.meta.cls_id, set.meta.sep_id, set.meta.mask_id), (0, Some(1), 2, 3, Some(4)));
+    assert_eq!(
+        (set.meta.pad_id, set.meta.unk_id, set.meta.cls_id, set.meta.sep_id, set.meta.mask_id),
+        (0, Some(1), 2, 3, Some(4))
+    );
     assert_eq!(set.ids(0).len(), 10);
     // Types follow the segments, then padding (type 0, pad id 0) fills the row to 10.
     let (ids, types, valid) = (set.ids(0), set.types(0), set.valid_length[0] as usize);
@@ -130,7 +133,8 @@ fn the_vocabulary_is_close_to_the_tokenizers_library_trainer() {
         small.push('\n');
     }
     let ours = Tokenizer::from_bytes(train(&small, json!({"vocab_size": 3000}))).unwrap();
-    let specials: Vec<AddedToken> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| AddedToken::from(*s, true)).collect();
+    let specials: Vec<AddedToken> =
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"].iter().map(|s| AddedToken::from(*s, true)).collect();
     let mut trainer = WordPieceTrainer::builder()
         .vocab_size(3000)
         .min_frequency(2)
@@ -138,12 +142,18 @@ fn the_vocabulary_is_close_to_the_tokenizers_library_trainer() {
         .special_tokens(specials)
         .show_progress(false)
         .build();
-    let mut theirs = TokenizerBuilder::<WordPiece, BertNormalizer, BertPreTokenizer, tokenizers::processors::PostProcessorWrapper, tokenizers::decoders::DecoderWrapper>::new()
-        .with_model(WordPiece::default())
-        .with_normalizer(Some(BertNormalizer::new(true, true, Some(false), false)))
-        .with_pre_tokenizer(Some(BertPreTokenizer))
-        .build()
-        .unwrap();
+    let mut theirs = TokenizerBuilder::<
+        WordPiece,
+        BertNormalizer,
+        BertPreTokenizer,
+        tokenizers::processors::PostProcessorWrapper,
+        tokenizers::decoders::DecoderWrapper,
+    >::new()
+    .with_model(WordPiece::default())
+    .with_normalizer(Some(BertNormalizer::new(true, true, Some(false), false)))
+    .with_pre_tokenizer(Some(BertPreTokenizer))
+    .build()
+    .unwrap();
     theirs.train(&mut trainer, docs.iter()).unwrap();
     let ours: HashSet<String> = ours.get_vocab(false).into_keys().collect();
     let theirs: HashSet<String> = theirs.get_model().get_vocab().into_keys().collect();

@@ -14,10 +14,17 @@ use std::time::Duration;
 pub enum Behavior {
     Serve(Vec<u8>),
     /// Answer 503 the first `failures` times, then serve.
-    FailThenServe { failures: usize, body: Vec<u8> },
+    FailThenServe {
+        failures: usize,
+        body: Vec<u8>,
+    },
     Status(u16),
     /// Serve in `chunk`-byte pieces with `delay` between them.
-    Slow { body: Vec<u8>, chunk: usize, delay: Duration },
+    Slow {
+        body: Vec<u8>,
+        chunk: usize,
+        delay: Duration,
+    },
 }
 
 pub struct Server {
@@ -72,7 +79,11 @@ impl Drop for Server {
     }
 }
 
-fn handle_connection(mut stream: TcpStream, routes: &Mutex<HashMap<String, Behavior>>, hits: &Mutex<HashMap<String, usize>>) {
+fn handle_connection(
+    mut stream: TcpStream,
+    routes: &Mutex<HashMap<String, Behavior>>,
+    hits: &Mutex<HashMap<String, usize>>,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,

@@ -23,7 +23,13 @@ pub fn params(step: &dyn Step, given: Value) -> Params {
 }
 
 /// Runs `step` into a fresh `out` directory and returns the seconds it took.
-pub fn run(step: &dyn Step, given: Value, inputs: &[(&str, &Path)], out: &Path, env: &Environment) -> Result<f64, StepError> {
+pub fn run(
+    step: &dyn Step,
+    given: Value,
+    inputs: &[(&str, &Path)],
+    out: &Path,
+    env: &Environment,
+) -> Result<f64, StepError> {
     let params = params(step, given);
     let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
     if out.exists() {

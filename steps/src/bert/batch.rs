@@ -100,6 +100,12 @@ impl PaddedRows {
 }
 
 /// The model input for `rows` of `set` (see [`PaddedRows::new`]).
-pub fn make_batch(set: &TensorSet, rows: &[usize], pad_to: Option<usize>, dtype: DType, device: &Device) -> Result<Batch> {
+pub fn make_batch(
+    set: &TensorSet,
+    rows: &[usize],
+    pad_to: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Batch> {
     PaddedRows::new(set, rows, pad_to).into_batch(dtype, device)
 }

@@ -27,7 +27,9 @@ pub fn classes_of(set: &TensorSet, labels: &[i64], what: &str) -> StepResult<Vec
                 if *l < 0 {
                     StepError::input(format!("{what} has no labels (row {row})"))
                 } else {
-                    StepError::input(format!("{what}: row {row} has label {l}, which the model does not know (labels: {labels:?})"))
+                    StepError::input(format!(
+                        "{what}: row {row} has label {l}, which the model does not know (labels: {labels:?})"
+                    ))
                 }
             })
         })
@@ -126,7 +128,12 @@ impl Predictions {
     pub fn predicted(&self) -> Vec<usize> {
         self.probs
             .iter()
-            .map(|p| p.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best }).0)
+            .map(|p| {
+                p.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                    .0
+            })
             .collect()
     }
 

@@ -56,7 +56,14 @@ pub struct BertConfig {
 
 impl BertConfig {
     /// A fresh config for pre-training from scratch.
-    pub fn new(vocab_size: usize, layers: usize, hidden: usize, heads: usize, intermediate: usize, max_positions: usize) -> Self {
+    pub fn new(
+        vocab_size: usize,
+        layers: usize,
+        hidden: usize,
+        heads: usize,
+        intermediate: usize,
+        max_positions: usize,
+    ) -> Self {
         let mut extra = BTreeMap::new();
         extra.insert("model_type".into(), Value::from("bert"));
         extra.insert("position_embedding_type".into(), Value::from("absolute"));

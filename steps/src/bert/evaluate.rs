@@ -19,9 +19,15 @@ pub struct Evaluate;
 static SPEC: StepSpec = StepSpec {
     kind: "evaluate",
     version: 1,
-    summary: "run a fine-tuned classifier on a tensor set: accuracy, precision, recall, F1, confusion matrix, predictions",
+    summary:
+        "run a fine-tuned classifier on a tensor set: accuracy, precision, recall, F1, confusion matrix, predictions",
     params: &[
-        ParamSpec::optional("model", ParamType::PathOrHubId, Default::Absent, "a fine-tuned model directory or hub id (else the `model` input)"),
+        ParamSpec::optional(
+            "model",
+            ParamType::PathOrHubId,
+            Default::Absent,
+            "a fine-tuned model directory or hub id (else the `model` input)",
+        ),
         ParamSpec::optional("device", ParamType::Str, Default::Str("cpu"), "cpu, auto, cuda, cuda:N or metal"),
         ParamSpec::optional("batch_size", ParamType::Uint, Default::Int(128), "rows per batch").not_in_key(),
     ],
@@ -30,13 +36,22 @@ static SPEC: StepSpec = StepSpec {
         InputSpec::optional("model", "a model directory from `fine-tune`"),
     ],
     outputs: &[
-        OutputSpec { name: "metrics", help: "accuracy, loss, per-class and macro precision/recall/F1, confusion matrix (JSON)" },
-        OutputSpec { name: "predictions", help: "one CSV row per input row: label, predicted label, class probabilities" },
+        OutputSpec {
+            name: "metrics",
+            help: "accuracy, loss, per-class and macro precision/recall/F1, confusion matrix (JSON)",
+        },
+        OutputSpec {
+            name: "predictions",
+            help: "one CSV row per input row: label, predicted label, class probabilities",
+        },
     ],
 };
 
 /// The labels of a classification model's `config.json` (`id2label`, in class order).
-fn model_labels(config_extra: &std::collections::BTreeMap<String, Value>, path: &std::path::Path) -> StepResult<Vec<i64>> {
+fn model_labels(
+    config_extra: &std::collections::BTreeMap<String, Value>,
+    path: &std::path::Path,
+) -> StepResult<Vec<i64>> {
     let not_classifier = || {
         StepError::input_with_help(
             format!("{}: not a classification model (no `id2label`)", path.display()),
@@ -47,9 +62,11 @@ fn model_labels(config_extra: &std::collections::BTreeMap<String, Value>, path: 
     let mut labels = vec![None; map.len()];
     for (k, v) in map {
         let class: usize = k.parse().map_err(|_| not_classifier())?;
-        let label = v.as_str().and_then(|s| s.parse::<i64>().ok()).or_else(|| v.as_i64()).ok_or_else(|| {
-            StepError::input(format!("{}: label `{v}` is not an integer", path.display()))
-        })?;
+        let label = v
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .or_else(|| v.as_i64())
+            .ok_or_else(|| StepError::input(format!("{}: label `{v}` is not an integer", path.display())))?;
         if class < labels.len() {
             labels[class] = Some(label);
         }

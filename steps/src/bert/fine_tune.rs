@@ -26,18 +26,40 @@ static SPEC: StepSpec = StepSpec {
     version: 1,
     summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
     params: &[
-        ParamSpec::optional("model", ParamType::PathOrHubId, Default::Absent, "pre-trained BERT: a local directory in Hugging Face layout or a hub id (else the `model` input)"),
+        ParamSpec::optional(
+            "model",
+            ParamType::PathOrHubId,
+            Default::Absent,
+            "pre-trained BERT: a local directory in Hugging Face layout or a hub id (else the `model` input)",
+        ),
         ParamSpec::optional("epochs", ParamType::Uint, Default::Int(4), "passes over the training set"),
         ParamSpec::optional("batch_size", ParamType::Uint, Default::Int(32), "rows per update"),
         ParamSpec::optional("lr", ParamType::Float, Default::Float(5e-5), "peak learning rate"),
-        ParamSpec::optional("warmup_ratio", ParamType::Float, Default::Float(0.1), "fraction of updates with linear warm-up (then linear decay to 0)"),
-        ParamSpec::optional("weight_decay", ParamType::Float, Default::Float(0.01), "AdamW weight decay (not on biases and LayerNorm)"),
-        ParamSpec::optional("max_grad_norm", ParamType::Float, Default::Float(1.0), "clip the global gradient norm to this (0: no clipping)"),
+        ParamSpec::optional(
+            "warmup_ratio",
+            ParamType::Float,
+            Default::Float(0.1),
+            "fraction of updates with linear warm-up (then linear decay to 0)",
+        ),
+        ParamSpec::optional(
+            "weight_decay",
+            ParamType::Float,
+            Default::Float(0.01),
+            "AdamW weight decay (not on biases and LayerNorm)",
+        ),
+        ParamSpec::optional(
+            "max_grad_norm",
+            ParamType::Float,
+            Default::Float(1.0),
+            "clip the global gradient norm to this (0: no clipping)",
+        ),
         ParamSpec::optional("dropout", ParamType::Float, Default::Float(0.1), "dropout before the classifier"),
         ParamSpec::optional("seed", ParamType::Uint, Default::Int(42), "seed of initialisation, shuffling and dropout"),
         ParamSpec::optional("device", ParamType::Str, Default::Str("cpu"), "cpu, auto, cuda, cuda:N or metal"),
-        ParamSpec::optional("eval_batch_size", ParamType::Uint, Default::Int(128), "rows per evaluation batch").not_in_key(),
-        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(50), "log every N batches (0: never)").not_in_key(),
+        ParamSpec::optional("eval_batch_size", ParamType::Uint, Default::Int(128), "rows per evaluation batch")
+            .not_in_key(),
+        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(50), "log every N batches (0: never)")
+            .not_in_key(),
     ],
     inputs: &[
         InputSpec::required("train", "tensor set to train on"),
@@ -46,7 +68,10 @@ static SPEC: StepSpec = StepSpec {
         InputSpec::optional("model", "a model directory from `pretrain` or another step"),
     ],
     outputs: &[
-        OutputSpec { name: "model", help: "the fine-tuned model in Hugging Face layout (BertForSequenceClassification)" },
+        OutputSpec {
+            name: "model",
+            help: "the fine-tuned model in Hugging Face layout (BertForSequenceClassification)",
+        },
         OutputSpec { name: "metrics", help: "per-epoch metrics (JSON)" },
     ],
 };
@@ -131,7 +156,8 @@ impl Step for FineTune {
             }
         }
         let checkpoint = Checkpoint::load(&source.weights)?;
-        let (mut model, weights, fresh) = load_classifier(&config, labels.len(), &checkpoint, false, cfg.seed, &device)?;
+        let (mut model, weights, fresh) =
+            load_classifier(&config, labels.len(), &checkpoint, false, cfg.seed, &device)?;
         model.dropout = params.f64("dropout")?;
         if !fresh.is_empty() {
             ctx.events.log("the checkpoint has no pooler weights: the pooler starts freshly initialised");

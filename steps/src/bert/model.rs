@@ -167,7 +167,12 @@ impl BertModel {
         let h = c.hidden_size;
         let embeddings = Embeddings {
             word: w.normal("bert.embeddings.word_embeddings.weight", &[c.vocab_size, h], std, rng)?,
-            position: w.normal("bert.embeddings.position_embeddings.weight", &[c.max_position_embeddings, h], std, rng)?,
+            position: w.normal(
+                "bert.embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, h],
+                std,
+                rng,
+            )?,
             token_type: w.normal("bert.embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], std, rng)?,
             norm: LayerNorm::new(w, "bert.embeddings.LayerNorm", h, c.layer_norm_eps)?,
             dropout: c.hidden_dropout_prob,

@@ -75,7 +75,9 @@ impl ModelDir {
             (Some(dir), _) => ModelDir::local(dir),
             (None, Some(p)) if Path::new(p).exists() => ModelDir::local(Path::new(p)),
             (None, Some(p)) if looks_like_hub_id(p) => ModelDir::hub(p, env),
-            (None, Some(p)) => Err(StepError::param("model", format!("`{p}` is neither an existing path nor a hub model id"))),
+            (None, Some(p)) => {
+                Err(StepError::param("model", format!("`{p}` is neither an existing path nor a hub model id")))
+            }
             (None, None) => Err(StepError::param("model", "give a `model` parameter or a `model` input")),
         }
     }

@@ -26,9 +26,7 @@ fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout, op: &s
 /// Applies `f(input_rows, output_rows)` to chunks of rows of length `n`, in parallel.
 fn rows_map<T: WithDType>(input: &[T], n: usize, f: impl Fn(&[T], &mut [T]) + Sync) -> Vec<T> {
     let mut out = vec![T::zero(); input.len()];
-    out.par_chunks_mut(n * ROWS_PER_TASK)
-        .zip(input.par_chunks(n * ROWS_PER_TASK))
-        .for_each(|(o, i)| f(i, o));
+    out.par_chunks_mut(n * ROWS_PER_TASK).zip(input.par_chunks(n * ROWS_PER_TASK)).for_each(|(o, i)| f(i, o));
     out
 }
 
@@ -42,14 +40,24 @@ fn rows_map2<T: WithDType>(a: &[T], b: &[T], n: usize, f: impl Fn(&[T], &[T], &m
 }
 
 fn last_dim(layout: &Layout) -> Result<usize> {
-    layout.shape().dims().last().copied().filter(|&n| n > 0).ok_or_else(|| candle_core::Error::Msg("empty last dimension".into()))
+    layout
+        .shape()
+        .dims()
+        .last()
+        .copied()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| candle_core::Error::Msg("empty last dimension".into()))
 }
 
 macro_rules! dispatch1 {
     ($storage:expr, $layout:expr, $name:expr, $f:ident) => {
         match $storage {
-            CpuStorage::F32(_) => Ok(($f::<f32>(contiguous($storage, $layout, $name)?, last_dim($layout)?), $layout.shape().clone())),
-            CpuStorage::F64(_) => Ok(($f::<f64>(contiguous($storage, $layout, $name)?, last_dim($layout)?), $layout.shape().clone())),
+            CpuStorage::F32(_) => {
+                Ok(($f::<f32>(contiguous($storage, $layout, $name)?, last_dim($layout)?), $layout.shape().clone()))
+            }
+            CpuStorage::F64(_) => {
+                Ok(($f::<f64>(contiguous($storage, $layout, $name)?, last_dim($layout)?), $layout.shape().clone()))
+            }
             _ => candle_core::bail!("{}: only f32 and f64", $name),
         }
     };
@@ -133,8 +141,14 @@ impl CustomOp1 for Normalize {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let eps = self.eps;
         match storage {
-            CpuStorage::F32(_) => Ok((normalize_fwd::<f32>(contiguous(storage, layout, "normalize")?, last_dim(layout)?, eps), layout.shape().clone())),
-            CpuStorage::F64(_) => Ok((normalize_fwd::<f64>(contiguous(storage, layout, "normalize")?, last_dim(layout)?, eps), layout.shape().clone())),
+            CpuStorage::F32(_) => Ok((
+                normalize_fwd::<f32>(contiguous(storage, layout, "normalize")?, last_dim(layout)?, eps),
+                layout.shape().clone(),
+            )),
+            CpuStorage::F64(_) => Ok((
+                normalize_fwd::<f64>(contiguous(storage, layout, "normalize")?, last_dim(layout)?, eps),
+                layout.shape().clone(),
+            )),
             _ => candle_core::bail!("normalize: only f32 and f64"),
         }
     }
@@ -334,14 +348,24 @@ impl CustomOp2 for AddBias {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let n = row_len_matches(l1, l2, "add-bias")?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => add_bias::<f32>(contiguous(s1, l1, "add-bias")?, contiguous(s2, l2, "add-bias")?, n),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => add_bias::<f64>(contiguous(s1, l1, "add-bias")?, contiguous(s2, l2, "add-bias")?, n),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                add_bias::<f32>(contiguous(s1, l1, "add-bias")?, contiguous(s2, l2, "add-bias")?, n)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                add_bias::<f64>(contiguous(s1, l1, "add-bias")?, contiguous(s2, l2, "add-bias")?, n)
+            }
             _ => candle_core::bail!("add-bias: only f32 and f64 of one type"),
         };
         Ok((out, l1.shape().clone()))
     }
 
-    fn bwd(&self, _x: &Tensor, _bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         Ok((Some(grad.clone()), Some(grad.apply_op1_no_bwd(&ColumnSum)?)))
     }
@@ -391,7 +415,15 @@ impl CustomOp3 for ScaleShift {
         "pipe-scale-shift"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let n = row_len_matches(l1, l2, "scale-shift")?;
         row_len_matches(l1, l3, "scale-shift")?;
         let name = "scale-shift";
@@ -407,7 +439,14 @@ impl CustomOp3 for ScaleShift {
         Ok((out, l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let grad_x = grad.apply_op2_no_bwd(w, &RowScale)?;
         let grad_w = grad.apply_op2_no_bwd(&x.contiguous()?, &ColumnDot)?;
@@ -424,8 +463,12 @@ impl CustomOp2 for RowScale {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let n = row_len_matches(l1, l2, "row-scale")?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => row_scale::<f32>(contiguous(s1, l1, "row-scale")?, contiguous(s2, l2, "row-scale")?, n),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => row_scale::<f64>(contiguous(s1, l1, "row-scale")?, contiguous(s2, l2, "row-scale")?, n),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                row_scale::<f32>(contiguous(s1, l1, "row-scale")?, contiguous(s2, l2, "row-scale")?, n)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                row_scale::<f64>(contiguous(s1, l1, "row-scale")?, contiguous(s2, l2, "row-scale")?, n)
+            }
             _ => candle_core::bail!("row-scale: only f32 and f64 of one type"),
         };
         Ok((out, l1.shape().clone()))
@@ -443,8 +486,12 @@ impl CustomOp2 for ColumnDot {
         }
         let n = last_dim(l1)?;
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => column_dot::<f32>(contiguous(s1, l1, "column-dot")?, contiguous(s2, l2, "column-dot")?, n),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => column_dot::<f64>(contiguous(s1, l1, "column-dot")?, contiguous(s2, l2, "column-dot")?, n),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                column_dot::<f32>(contiguous(s1, l1, "column-dot")?, contiguous(s2, l2, "column-dot")?, n)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                column_dot::<f64>(contiguous(s1, l1, "column-dot")?, contiguous(s2, l2, "column-dot")?, n)
+            }
             _ => candle_core::bail!("column-dot: only f32 and f64 of one type"),
         };
         Ok((out, Shape::from(n)))

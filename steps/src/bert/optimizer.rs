@@ -190,7 +190,9 @@ pub fn grad_norm(grads: &GradStore, vars: &[&Var]) -> Result<f64> {
         let (storage, layout) = g.storage_and_layout();
         let offsets = layout.contiguous_offsets();
         total += match (&*storage, offsets) {
-            (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => v[a..b].iter().map(|x| f64::from(*x) * f64::from(*x)).sum(),
+            (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => {
+                v[a..b].iter().map(|x| f64::from(*x) * f64::from(*x)).sum()
+            }
             (Storage::Cpu(CpuStorage::F64(v)), Some((a, b))) => v[a..b].iter().map(|x| x * x).sum(),
             _ => g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?,
         };

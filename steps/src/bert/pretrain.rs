@@ -32,18 +32,49 @@ static SPEC: StepSpec = StepSpec {
         ParamSpec::optional("hidden", ParamType::Uint, Default::Int(256), "hidden size"),
         ParamSpec::optional("heads", ParamType::Uint, Default::Int(4), "attention heads (must divide `hidden`)"),
         ParamSpec::optional("intermediate", ParamType::Uint, Default::Int(1024), "feed-forward size"),
-        ParamSpec::optional("max_positions", ParamType::Uint, Default::Int(128), "position embeddings (longest row the model accepts)"),
+        ParamSpec::optional(
+            "max_positions",
+            ParamType::Uint,
+            Default::Int(128),
+            "position embeddings (longest row the model accepts)",
+        ),
         ParamSpec::optional("epochs", ParamType::Uint, Default::Int(1), "passes over the text"),
-        ParamSpec::optional("max_steps", ParamType::Uint, Default::Int(0), "stop after this many updates (0: no limit)"),
+        ParamSpec::optional(
+            "max_steps",
+            ParamType::Uint,
+            Default::Int(0),
+            "stop after this many updates (0: no limit)",
+        ),
         ParamSpec::optional("batch_size", ParamType::Uint, Default::Int(64), "rows per update"),
         ParamSpec::optional("lr", ParamType::Float, Default::Float(5e-4), "peak learning rate"),
-        ParamSpec::optional("warmup_ratio", ParamType::Float, Default::Float(0.06), "fraction of updates with linear warm-up"),
-        ParamSpec::optional("weight_decay", ParamType::Float, Default::Float(0.01), "AdamW weight decay (not on biases and LayerNorm)"),
-        ParamSpec::optional("max_grad_norm", ParamType::Float, Default::Float(1.0), "clip the global gradient norm (0: no clipping)"),
+        ParamSpec::optional(
+            "warmup_ratio",
+            ParamType::Float,
+            Default::Float(0.06),
+            "fraction of updates with linear warm-up",
+        ),
+        ParamSpec::optional(
+            "weight_decay",
+            ParamType::Float,
+            Default::Float(0.01),
+            "AdamW weight decay (not on biases and LayerNorm)",
+        ),
+        ParamSpec::optional(
+            "max_grad_norm",
+            ParamType::Float,
+            Default::Float(1.0),
+            "clip the global gradient norm (0: no clipping)",
+        ),
         ParamSpec::optional("mask_prob", ParamType::Float, Default::Float(0.15), "fraction of tokens to predict"),
-        ParamSpec::optional("seed", ParamType::Uint, Default::Int(42), "seed of initialisation, shuffling, masking and dropout"),
+        ParamSpec::optional(
+            "seed",
+            ParamType::Uint,
+            Default::Int(42),
+            "seed of initialisation, shuffling, masking and dropout",
+        ),
         ParamSpec::optional("device", ParamType::Str, Default::Str("cpu"), "cpu, auto, cuda, cuda:N or metal"),
-        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(100), "log every N batches (0: never)").not_in_key(),
+        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(100), "log every N batches (0: never)")
+            .not_in_key(),
     ],
     inputs: &[InputSpec::required("data", "tokenized text (a tensor set; labels are ignored)")],
     outputs: &[
@@ -111,7 +142,12 @@ pub fn mask_rows(set: &TensorSet, rows: &[usize], mask_prob: f64, mask_id: u32, 
     MaskedBatch { rows: padded, positions, targets }
 }
 
-fn mlm_batch(model: &BertMaskedLm, masked: MaskedBatch, pass: &Pass, device: &Device) -> candle_core::Result<BatchOutcome> {
+fn mlm_batch(
+    model: &BertMaskedLm,
+    masked: MaskedBatch,
+    pass: &Pass,
+    device: &Device,
+) -> candle_core::Result<BatchOutcome> {
     let count = masked.targets.len();
     let positions = Tensor::from_vec(masked.positions, count, device)?;
     let targets = Tensor::from_vec(masked.targets.clone(), count, device)?;

@@ -87,9 +87,14 @@ impl<'a> Trainer<'a> {
     ) -> StepResult<EpochStats> {
         let start = Instant::now();
         let total_rows: usize = batches.iter().map(Vec::len).sum();
-        self.events.progress_start(&format!("epoch {epoch}/{}", self.config.epochs), Some(total_rows as u64), "samples");
+        self.events.progress_start(
+            &format!("epoch {epoch}/{}", self.config.epochs),
+            Some(total_rows as u64),
+            "samples",
+        );
         let (mut loss_sum, mut correct, mut count, mut samples) = (0.0f64, 0usize, 0usize, 0usize);
-        let (mut window_loss, mut window_correct, mut window_count, mut window_batches) = (0.0f64, 0usize, 0usize, 0usize);
+        let (mut window_loss, mut window_correct, mut window_count, mut window_batches) =
+            (0.0f64, 0usize, 0usize, 0usize);
         let mut lr = 0.0;
         let var_refs: Vec<&Var> = self.vars.iter().collect();
         for (b, rows) in batches.iter().enumerate() {
@@ -99,7 +104,8 @@ impl<'a> Trainer<'a> {
             }
             let at = |e: candle_core::Error| StepError::failed(format!("epoch {epoch} batch {}: {e}", b + 1));
             let outcome = loss(rows, batch_seed(self.config.seed, epoch, b)).map_err(at)?;
-            let value = outcome.loss.to_dtype(candle_core::DType::F64).and_then(|l| l.to_scalar::<f64>()).map_err(at)?;
+            let value =
+                outcome.loss.to_dtype(candle_core::DType::F64).and_then(|l| l.to_scalar::<f64>()).map_err(at)?;
             if !value.is_finite() {
                 self.events.progress_finish();
                 return Err(StepError::failed_with_help(

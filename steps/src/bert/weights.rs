@@ -85,10 +85,7 @@ impl Weights {
 
     /// Overwrites the named tensor, checking its shape.
     pub fn set(&self, name: &str, value: &Tensor, source: &Path) -> StepResult<()> {
-        let var = self
-            .vars
-            .get(name)
-            .ok_or_else(|| StepError::failed(format!("no parameter `{name}`")))?;
+        let var = self.vars.get(name).ok_or_else(|| StepError::failed(format!("no parameter `{name}`")))?;
         if var.dims() != value.dims() {
             return Err(StepError::input(format!(
                 "{}: tensor `{name}` has shape {:?}, the model expects {:?}",
@@ -127,9 +124,8 @@ const HEAD_PREFIXES: [&str; 3] = ["classifier.", "cls.", "bert."];
 
 impl Checkpoint {
     pub fn load(path: &Path) -> StepResult<Checkpoint> {
-        let raw = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            StepError::input(format!("{}: not a readable safetensors checkpoint: {e}", path.display()))
-        })?;
+        let raw = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| StepError::input(format!("{}: not a readable safetensors checkpoint: {e}", path.display())))?;
         let mut tensors = HashMap::new();
         for (name, t) in raw {
             tensors.insert(Self::normalise(&name), t);
@@ -139,7 +135,8 @@ impl Checkpoint {
 
     fn normalise(name: &str) -> String {
         let name = name.strip_prefix("model.").unwrap_or(name);
-        let mut name = if HEAD_PREFIXES.iter().any(|p| name.starts_with(p)) { name.to_string() } else { format!("bert.{name}") };
+        let mut name =
+            if HEAD_PREFIXES.iter().any(|p| name.starts_with(p)) { name.to_string() } else { format!("bert.{name}") };
         if name.contains("LayerNorm.") {
             if let Some(stem) = name.strip_suffix(".gamma") {
                 name = format!("{stem}.weight");
@@ -161,19 +158,22 @@ impl Checkpoint {
     /// Copies every tensor of `weights` whose name starts with one of `prefixes` from the
     /// checkpoint. Missing tensors are an error unless `optional(name)` says otherwise; the
     /// optional ones that were missing are returned.
-    pub fn fill(&self, weights: &Weights, prefixes: &[&str], optional: impl Fn(&str) -> bool) -> StepResult<Vec<String>> {
+    pub fn fill(
+        &self,
+        weights: &Weights,
+        prefixes: &[&str],
+        optional: impl Fn(&str) -> bool,
+    ) -> StepResult<Vec<String>> {
         let mut skipped = Vec::new();
         let names: Vec<String> = weights.names().map(str::to_string).collect();
         for name in names.iter().filter(|n| prefixes.iter().any(|p| n.starts_with(p))) {
             match self.tensors.get(name) {
                 Some(t) => weights.set(name, t, &self.path)?,
                 None if optional(name) => skipped.push(name.clone()),
-                None => {
-                    return Err(StepError::input_with_help(
-                        format!("{}: checkpoint has no tensor `{name}`", self.path.display()),
-                        "the checkpoint must be a BERT in Hugging Face layout (names with or without the `bert.` prefix)",
-                    ))
-                }
+                None => return Err(StepError::input_with_help(
+                    format!("{}: checkpoint has no tensor `{name}`", self.path.display()),
+                    "the checkpoint must be a BERT in Hugging Face layout (names with or without the `bert.` prefix)",
+                )),
             }
         }
         Ok(skipped)

@@ -191,9 +191,9 @@ fn encode_group(tokenizer: &Tokenizer, group: &[&str]) -> StepResult<Vec<Vec<u32
         joined.push_str(piece);
         joined.push(' ');
     }
-    let encoding = tokenizer
-        .encode(joined.as_str(), false)
-        .map_err(|e| StepError::failed(format!("tokenizing `{}`: {e}", preview(group.first().copied().unwrap_or_default()))))?;
+    let encoding = tokenizer.encode(joined.as_str(), false).map_err(|e| {
+        StepError::failed(format!("tokenizing `{}`: {e}", preview(group.first().copied().unwrap_or_default())))
+    })?;
     let mut out = vec![Vec::new(); group.len()];
     for (&id, &(start, _)) in encoding.get_ids().iter().zip(encoding.get_offsets()) {
         let piece = starts.partition_point(|&s| s <= start).saturating_sub(1);

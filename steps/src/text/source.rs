@@ -45,7 +45,10 @@ pub fn load_path(path: &Path, lowercase: Option<bool>) -> StepResult<LoadedToken
             if lowercase.is_some() {
                 return Err(StepError::param(
                     "lowercase",
-                    format!("only applies to a vocab.txt; {} is a tokenizer.json, which has its own normalizer", file.display()),
+                    format!(
+                        "only applies to a vocab.txt; {} is a tokenizer.json, which has its own normalizer",
+                        file.display()
+                    ),
                 ));
             }
             load_json(&file)
@@ -172,7 +175,10 @@ pub fn load_hub(id: &str, hub_cache: Option<&Path>, lowercase: Option<bool>) -> 
     match fetch(TOKENIZER_FILE) {
         Ok(path) => {
             if lowercase.is_some() {
-                return Err(StepError::param("lowercase", format!("only applies to a vocab.txt; hub model `{id}` has a tokenizer.json")));
+                return Err(StepError::param(
+                    "lowercase",
+                    format!("only applies to a vocab.txt; hub model `{id}` has a tokenizer.json"),
+                ));
             }
             let mut loaded = load_json(&path)?;
             loaded.description = format!("hub model {id} ({})", path.display());

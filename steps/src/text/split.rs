@@ -26,9 +26,19 @@ static SPEC: StepSpec = StepSpec {
     version: 1,
     summary: "seeded, optionally stratified split of a tensor set into train and validation sets",
     params: &[
-        ParamSpec::optional("valid_fraction", ParamType::Float, Default::Float(0.1), "share of rows for validation, in (0, 1)"),
+        ParamSpec::optional(
+            "valid_fraction",
+            ParamType::Float,
+            Default::Float(0.1),
+            "share of rows for validation, in (0, 1)",
+        ),
         ParamSpec::optional("seed", ParamType::Uint, Default::Int(42), "seed of the shuffle"),
-        ParamSpec::optional("stratify", ParamType::Bool, Default::Bool(true), "keep each label's share equal on both sides"),
+        ParamSpec::optional(
+            "stratify",
+            ParamType::Bool,
+            Default::Bool(true),
+            "keep each label's share equal on both sides",
+        ),
     ],
     inputs: &[InputSpec::required("data", "the tensor set to split")],
     outputs: &[
@@ -45,7 +55,10 @@ impl Step for Split {
     fn validate(&self, params: &Params) -> StepResult<()> {
         let fraction = params.f64("valid_fraction")?;
         if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(StepError::param("valid_fraction", format!("must be between 0 and 1 (exclusive), got {fraction}")));
+            return Err(StepError::param(
+                "valid_fraction",
+                format!("must be between 0 and 1 (exclusive), got {fraction}"),
+            ));
         }
         params.usize("seed")?;
         params.bool("stratify")?;
@@ -92,7 +105,9 @@ pub fn split_rows(labels: &[i64], fraction: f64, seed: u64, stratify: bool) -> S
         let n = rows.len();
         if n < 2 {
             let message = if stratify {
-                format!("label {label} has {n} row; a stratified split needs at least 2 rows of each label (one per side)")
+                format!(
+                    "label {label} has {n} row; a stratified split needs at least 2 rows of each label (one per side)"
+                )
             } else {
                 format!("the tensor set has {n} row; a split needs at least 2 (one per side)")
             };

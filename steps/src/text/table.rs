@@ -39,7 +39,9 @@ pub fn parse_separator(s: &str) -> StepResult<u8> {
     match s {
         "\t" | "\\t" | "tab" => Ok(b'\t'),
         "," | "comma" => Ok(b','),
-        other => Err(StepError::param("separator", format!("must be a tab (\"\\t\") or a comma (\",\"), got `{other}`"))),
+        other => {
+            Err(StepError::param("separator", format!("must be a tab (\"\\t\") or a comma (\",\"), got `{other}`")))
+        }
     }
 }
 

@@ -49,7 +49,12 @@ static SPEC: StepSpec = StepSpec {
             "column of integer labels; empty string for unlabelled text (labels -1)",
         ),
         ParamSpec::optional("max_len", ParamType::Uint, Default::Int(64), "tokens per row, [CLS] and [SEP] included"),
-        ParamSpec::optional("pad", ParamType::Bool, Default::Bool(false), "pad every row to max_len (else rows are ragged)"),
+        ParamSpec::optional(
+            "pad",
+            ParamType::Bool,
+            Default::Bool(false),
+            "pad every row to max_len (else rows are ragged)",
+        ),
         ParamSpec::optional(
             "lowercase",
             ParamType::Bool,
@@ -205,9 +210,8 @@ impl Step for Tokenize {
                 let info = transform.apply_into(a_ids, b_ids, &mut ids_buf, &mut types_buf);
                 set.push(&ids_buf, &types_buf, info.valid_length, rows.labels[start + k]);
                 let text_tokens = a_ids.len() + b_ids.map_or(0, <[u32]>::len);
-                let unk = ids.unk.map_or(0, |u| {
-                    a_ids.iter().chain(b_ids.unwrap_or_default()).filter(|&&id| id == u).count()
-                });
+                let unk =
+                    ids.unk.map_or(0, |u| a_ids.iter().chain(b_ids.unwrap_or_default()).filter(|&&id| id == u).count());
                 stats.add_row(text_tokens, unk, info.valid_length, info.truncated);
             }
             ctx.events.progress_inc((end - start) as u64);
@@ -249,12 +253,16 @@ impl SpecialIds {
         let tok = encoder.tokenizer();
         let need = |t: &str| {
             tok.token_to_id(t).ok_or_else(|| {
-                StepError::input(format!("the tokenizer has no `{t}` token; tokenize builds BERT inputs ([CLS] a [SEP])"))
+                StepError::input(format!(
+                    "the tokenizer has no `{t}` token; tokenize builds BERT inputs ([CLS] a [SEP])"
+                ))
             })
         };
         let pad_id = match tok.token_to_id("[PAD]") {
             Some(id) => id,
-            None if pad => return Err(StepError::input("the tokenizer has no `[PAD]` token, so `pad: true` cannot pad")),
+            None if pad => {
+                return Err(StepError::input("the tokenizer has no `[PAD]` token, so `pad: true` cannot pad"))
+            }
             None => 0,
         };
         Ok(SpecialIds {
@@ -320,7 +328,8 @@ fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> St
         })?),
         None => None,
     };
-    let mut rows = Rows { a: Vec::with_capacity(a_all.len()), b: b_all.as_ref().map(|_| Vec::new()), labels: Vec::new() };
+    let mut rows =
+        Rows { a: Vec::with_capacity(a_all.len()), b: b_all.as_ref().map(|_| Vec::new()), labels: Vec::new() };
     let mut b_iter = b_all.map(Vec::into_iter);
     for (i, a) in a_all.into_iter().enumerate() {
         let b = b_iter.as_mut().and_then(Iterator::next);

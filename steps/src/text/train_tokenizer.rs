@@ -44,9 +44,19 @@ static SPEC: StepSpec = StepSpec {
     summary: "train a BERT WordPiece tokenizer (tokenizer.json) on a text column of a TSV/CSV table",
     params: &[
         ParamSpec::optional("column", ParamType::Str, Default::Str("document"), "the text column"),
-        ParamSpec::optional("vocab_size", ParamType::Uint, Default::Int(16000), "tokens in the vocabulary, special tokens included"),
+        ParamSpec::optional(
+            "vocab_size",
+            ParamType::Uint,
+            Default::Int(16000),
+            "tokens in the vocabulary, special tokens included",
+        ),
         ParamSpec::optional("min_frequency", ParamType::Uint, Default::Int(2), "least count of a pair to merge"),
-        ParamSpec::optional("lowercase", ParamType::Bool, Default::Bool(false), "lower-case text (an uncased tokenizer)"),
+        ParamSpec::optional(
+            "lowercase",
+            ParamType::Bool,
+            Default::Bool(false),
+            "lower-case text (an uncased tokenizer)",
+        ),
         ParamSpec::optional(
             "strip_accents",
             ParamType::Bool,

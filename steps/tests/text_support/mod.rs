@@ -32,7 +32,12 @@ pub fn run(step: &dyn Step, given: Value, inputs: &[(&str, &Path)]) -> Result<Te
     run_env(step, given, inputs, &Environment { threads: 2, ..Environment::default() })
 }
 
-pub fn run_env(step: &dyn Step, given: Value, inputs: &[(&str, &Path)], env: &Environment) -> Result<TempDir, StepError> {
+pub fn run_env(
+    step: &dyn Step,
+    given: Value,
+    inputs: &[(&str, &Path)],
+    env: &Environment,
+) -> Result<TempDir, StepError> {
     let params = params(step, given);
     step.validate(&params)?;
     let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();

@@ -84,7 +84,7 @@ fn tiny_pipeline_runs_reuses_upstream_steps_and_reports_the_comparison() {
 
     let status = project.run(&["status", "--json"]).expect_code(0).json();
     for step in status["steps"].as_array().expect("steps") {
-        assert_eq!(step["status"], "up-to-date", "{step}");
+        assert_eq!(step["state"], "up-to-date", "{step}");
     }
 }
 

@@ -39,11 +39,8 @@ pub fn execute(args: &ReportArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     };
     let runs: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == name).collect();
     let Some(latest) = runs.last() else { return Err(no_runs(global, Some(&name))) };
-    let report = Report {
-        pipeline: name.clone(),
-        latest: run_report(&cache, latest, &BTreeSet::new()),
-        comparison: compare(&cache, &runs),
-    };
+    let (comparison, differing) = compare(&cache, &runs);
+    let report = Report { pipeline: name.clone(), latest: run_report(&cache, latest, &differing), comparison };
     let format = Format::parse(&args.format).unwrap_or(Format::Table);
     let text = report.render(format);
     match &args.output {
@@ -80,14 +77,14 @@ fn flat_params(run: &RunRecord) -> BTreeMap<String, String> {
 }
 
 /// One row per distinct parameter set (the latest run of each), with the parameters that
-/// differ as columns; empty unless at least two such runs exist.
-fn compare(cache: &Cache, runs: &[RunRecord]) -> Vec<RunReport> {
+/// differ as columns, and those parameters; empty unless at least two such runs exist.
+fn compare(cache: &Cache, runs: &[RunRecord]) -> (Vec<RunReport>, BTreeSet<String>) {
     let mut latest_by_params: BTreeMap<BTreeMap<String, String>, &RunRecord> = BTreeMap::new();
     for r in runs {
         latest_by_params.insert(flat_params(r), r);
     }
     if latest_by_params.len() < 2 {
-        return Vec::new();
+        return (Vec::new(), BTreeSet::new());
     }
     let mut differing = BTreeSet::new();
     let sets: Vec<&BTreeMap<String, String>> = latest_by_params.keys().collect();
@@ -99,7 +96,7 @@ fn compare(cache: &Cache, runs: &[RunRecord]) -> Vec<RunReport> {
     }
     let mut chosen: Vec<&RunRecord> = latest_by_params.into_values().collect();
     chosen.sort_by(|a, b| a.id.cmp(&b.id));
-    chosen.into_iter().map(|r| run_report(cache, r, &differing)).collect()
+    (chosen.into_iter().map(|r| run_report(cache, r, &differing)).collect(), differing)
 }
 
 fn run_report(cache: &Cache, run: &RunRecord, differing: &BTreeSet<String>) -> RunReport {

@@ -204,6 +204,27 @@ fn text_table(header: &[String], rows: &[Vec<String>], markdown: bool) -> String
     out
 }
 
+/// The confusion matrix with each class's precision, recall and F1: header and rows.
+fn confusion_table(e: &EvalMetrics) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut header = vec!["true \\ predicted".to_string()];
+    header.extend(e.labels.iter().map(|l| l.to_string()));
+    header.extend(["precision", "recall", "F1"].map(String::from));
+    let rows = e
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut row = vec![l.to_string()];
+            row.extend(e.confusion.get(i).into_iter().flatten().map(|c| c.to_string()));
+            row.push(pct(e.precision.get(i).copied()));
+            row.push(pct(e.recall.get(i).copied()));
+            row.push(pct(e.f1.get(i).copied()));
+            row
+        })
+        .collect();
+    (header, rows)
+}
+
 fn evaluation_text(e: &EvalMetrics, markdown: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -212,24 +233,7 @@ fn evaluation_text(e: &EvalMetrics, markdown: bool) -> String {
         e.accuracy, e.macro_precision, e.macro_recall, e.macro_f1, e.loss, e.rows
     );
     out.push('\n');
-    let mut header = vec!["true \\ predicted".to_string()];
-    header.extend(e.labels.iter().map(|l| l.to_string()));
-    header.extend(["precision", "recall", "F1"].map(String::from));
-    let rows: Vec<Vec<String>> = e
-        .labels
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            let mut row = vec![l.to_string()];
-            row.extend(
-                e.confusion.get(i).map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
-            );
-            row.push(pct(e.precision.get(i).copied()));
-            row.push(pct(e.recall.get(i).copied()));
-            row.push(pct(e.f1.get(i).copied()));
-            row
-        })
-        .collect();
+    let (header, rows) = confusion_table(e);
     out.push_str(&text_table(&header, &rows, markdown));
     out
 }
@@ -350,23 +354,7 @@ impl Report {
                 "<h2>Final evaluation</h2>\n<p>accuracy {:.4}, macro precision {:.4}, macro recall {:.4}, macro F1 {:.4}, loss {:.4} ({} rows)</p>",
                 e.accuracy, e.macro_precision, e.macro_recall, e.macro_f1, e.loss, e.rows
             );
-            let mut header = vec!["true \\ predicted".to_string()];
-            header.extend(e.labels.iter().map(|l| l.to_string()));
-            let rows: Vec<Vec<String>> = e
-                .labels
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    let mut row = vec![l.to_string()];
-                    row.extend(
-                        e.confusion
-                            .get(i)
-                            .map(|r| r.iter().map(|c| c.to_string()).collect::<Vec<_>>())
-                            .unwrap_or_default(),
-                    );
-                    row
-                })
-                .collect();
+            let (header, rows) = confusion_table(e);
             out.push_str(&html_table(&header, &rows));
         }
         if self.comparison.len() > 1 {

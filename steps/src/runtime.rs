@@ -25,7 +25,11 @@ fn busy_cores() -> Option<f64> {
     std::thread::sleep(std::time::Duration::from_millis(150));
     let after = cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)?;
     let (total, idle) = (after.0.saturating_sub(before.0), after.1.saturating_sub(before.1));
-    let cores = std::fs::read_to_string("/proc/stat").ok()?.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count();
+    let cores = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+        .count();
     (total > 0).then(|| (total - idle) as f64 / total as f64 * cores as f64)
 }
 

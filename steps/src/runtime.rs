@@ -21,29 +21,27 @@ pub fn default_threads() -> usize {
 /// How many cores other processes keep busy: the non-idle share of all CPU time over a short
 /// window, times the number of CPUs. `None` where `/proc/stat` cannot be read.
 fn busy_cores() -> Option<f64> {
-    let before = cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    let (before, _) = cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)?;
     std::thread::sleep(std::time::Duration::from_millis(150));
-    let after = cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)?;
-    let (total, idle) = (after.0.saturating_sub(before.0), after.1.saturating_sub(before.1));
-    let cores = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .count();
+    let (after, cores) = cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)?;
+    let total = after.0.saturating_sub(before.0);
+    let idle = after.1.saturating_sub(before.1);
     (total > 0).then(|| (total - idle) as f64 / total as f64 * cores as f64)
 }
 
-/// Total and idle (idle + iowait) jiffies from the aggregate `cpu` line of `/proc/stat` text.
-fn cpu_times(text: &str) -> Option<(u64, u64)> {
+/// Total and idle (idle + iowait) jiffies from the aggregate `cpu` line of `/proc/stat` text,
+/// and the number of per-CPU lines.
+fn cpu_times(text: &str) -> Option<((u64, u64), usize)> {
+    let cores = text.lines().filter(|l| l.starts_with("cpu") && !l.starts_with("cpu ")).count();
     let line = text.lines().find(|l| l.starts_with("cpu "))?;
     let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().ok()).collect::<Option<_>>()?;
     let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-    Some((fields.iter().sum(), idle))
+    Some(((fields.iter().sum(), idle), cores))
 }
 
 /// `cpus` less the cores other work keeps busy (rounded), at least 1.
-fn threads_for(cpus: usize, load: Option<f64>) -> usize {
-    let busy = load.map(|l| l.max(0.0).round() as usize).unwrap_or(0);
+fn threads_for(cpus: usize, busy_cores: Option<f64>) -> usize {
+    let busy = busy_cores.map(|b| b.max(0.0).round() as usize).unwrap_or(0);
     cpus.saturating_sub(busy).clamp(1, cpus.max(1))
 }
 
@@ -83,7 +81,7 @@ mod tests {
         assert_eq!(threads_for(8, Some(2.6)), 5);
         assert_eq!(threads_for(4, None), 4);
         let stat = "cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n";
-        assert_eq!(cpu_times(stat), Some((1000, 850)));
+        assert_eq!(cpu_times(stat), Some(((1000, 850), 1)));
         assert_eq!(cpu_times("intr 1 2 3\n"), None);
     }
 }

@@ -1,11 +1,12 @@
 //! Benchmark of `fine-tune` training throughput on NSMC: a 16,000-token WordPiece vocabulary,
 //! `max_len` 64, batch 32, dynamic padding, for the configs `tiny` (2 layers, hidden 128,
 //! 2 heads, intermediate 512) and `mini` (4/256/4/1024), randomly initialised. One epoch over
-//! the first `ROWS` training reviews, median of 3 runs; the figure is the step's own
+//! the first `ROWS` training reviews (default 4096), median of 3 runs; `CONFIGS` picks configs
+//! (`tiny,mini` by default). The figure is the step's own
 //! `samples_per_second` (forward, backward, clipping and AdamW; no evaluation).
 //!
 //! ```text
-//! cargo run -p pipe-steps --example bench_train -- [NSMC_DIR] [WORK_DIR] [ROWS]
+//! cargo run -p pipe-steps --example bench_train -- [NSMC_DIR] [WORK_DIR] [ROWS] [CONFIGS]
 //! /work/pyvenv/bin/python steps/benches/train_python.py WORK_DIR
 //! ```
 //!
@@ -59,6 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let work = args.get(1).map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("pipe-bench-train"));
     let rows: usize = args.get(2).map(|r| r.parse()).transpose()?.unwrap_or(4096);
+    let only: Vec<&str> = args.get(3).map(|c| c.split(',').collect()).unwrap_or_else(|| vec!["tiny", "mini"]);
     fs::create_dir_all(&work)?;
     let threads =
         std::env::var("PIPE_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or_else(runtime::default_threads);
@@ -86,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("mean tokens per row: {:.2}", tokens as f64 / subset.len() as f64);
 
     let configs = [("tiny", 2, 128, 2, 512), ("mini", 4, 256, 4, 1024)];
-    for (name, layers, hidden, heads, intermediate) in configs {
+    for (name, layers, hidden, heads, intermediate) in configs.into_iter().filter(|c| only.contains(&c.0)) {
         let config = BertConfig::new(subset.meta.vocab_size, layers, hidden, heads, intermediate, 128);
         let model = work.join(format!("model-{name}"));
         random_model(&config, &model)?;

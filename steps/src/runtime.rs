@@ -1,9 +1,11 @@
 //! Process-wide compute settings, applied once at start-up before any thread pool exists:
 //! the number of compute threads and the allocator's tuning.
 //!
-//! - Threads: rayon's global pool (used by tokenizing and by candle's CPU kernels) and candle's
-//!   matmul parallelism both follow `threads`. Candle's pool spins while waiting, so on a machine
-//!   whose other core is busy, fewer threads can be faster; `pipe --threads N` sets it.
+//! - Threads: rayon's global pool has `threads` threads. Tokenizing uses it, and the BERT steps
+//!   run shards of a batch on it (`bert::shard`); candle's own kernels (matmul, element-wise
+//!   pools) run single-threaded inside each shard, because their per-op pools synchronise
+//!   hundreds of times a step and spin while they wait. On a machine whose other cores are busy,
+//!   fewer threads can still be faster; `pipe --threads N` sets it.
 //! - glibc malloc: training allocates and frees many tensors of a few MiB per step. With the
 //!   default thresholds each is a fresh `mmap` and its pages fault in again every step (25–35%
 //!   of a step measured here); raising `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` keeps them in
@@ -46,10 +48,13 @@ fn threads_for(cpus: usize, busy_cores: Option<f64>) -> usize {
 }
 
 /// Applies `threads` and the allocator settings. Call once, early, from the main thread
-/// before other threads start (it sets `RAYON_NUM_THREADS`, which candle reads).
+/// before other threads start: it sets `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` to 1,
+/// which candle reads for its matmul and element-wise parallelism, and sizes rayon's global
+/// pool explicitly (an explicit size wins over the variable).
 pub fn configure(threads: usize) {
     let threads = threads.max(1);
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    std::env::set_var("RAYON_NUM_THREADS", "1");
+    std::env::set_var("CANDLE_NUM_THREADS", "1");
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
     tune_allocator();
 }

@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use pipe_steps::bert::batch::make_batch;
 use pipe_steps::bert::config::BertConfig;
+use pipe_steps::bert::gradients::{Gradients, ParamGrad};
 use pipe_steps::bert::model::{Batch, BertClassifier, BertModel, Pass};
 use pipe_steps::bert::weights::{Checkpoint, Weights};
 use pipe_steps::shared_data::shared_path;
@@ -123,6 +124,38 @@ fn every_parameter_receives_a_gradient() {
     }
     assert_eq!(count, 5 + 16 * 2 + 2 + 2);
     assert!(missing.is_empty(), "no gradient for {missing:?}");
+}
+
+/// A sparse training pass (what the trainer uses on CPU) gives the word-embedding gradient as
+/// rows, which add up to the dense gradient of a normal pass; every other gradient is the same.
+#[test]
+fn sparse_word_embedding_gradient_equals_the_dense_one() {
+    let config = tiny_config(50, 0.1);
+    let mut w = Weights::new(DType::F32, &Device::Cpu);
+    let model = BertClassifier::new(&config, 3, &mut w, &mut StdRng::seed_from_u64(1)).unwrap();
+    let b = batch(&[&[2, 7, 9, 7, 3], &[2, 11, 3]], DType::F32);
+    let target = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
+    let run = |pass: &Pass| {
+        let logits = model.forward(&b, pass).unwrap();
+        candle_nn::loss::cross_entropy(&logits, &target).unwrap().backward().unwrap()
+    };
+    let dense = run(&Pass::train(5));
+    let pass = Pass::train(5).sparse();
+    let sparse = Gradients::new(run(&pass), pass.take_lookups());
+    assert_eq!(sparse.sparse.len(), 1);
+    assert_eq!(sparse.sparse[0].ids, vec![2, 7, 9, 7, 3, 2, 11, 3, 0, 0]);
+    for (name, var) in w.iter() {
+        let want = dense.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = ParamGrad::collect(std::slice::from_ref(&sparse), var).unwrap().unwrap();
+        let got = got.to_tensor(var).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (i, (g, d)) in got.iter().zip(&want).enumerate() {
+            assert!((g - d).abs() <= 1e-6 * (1.0 + d.abs()), "{name}[{i}]: sparse {g}, dense {d}");
+        }
+        if name.contains("word_embeddings") {
+            assert!(sparse.dense.get(var.as_tensor()).is_none(), "the table got a dense gradient too");
+            assert!(want.iter().any(|&d| d != 0.0));
+        }
+    }
 }
 
 /// Central finite differences in f64 against backprop, for the classifier head, the pooler, a
@@ -281,7 +314,7 @@ fn learns_a_toy_task() {
         let t =
             Tensor::from_vec(rows.iter().map(|&i| classes[i]).collect::<Vec<_>>(), rows.len(), &Device::Cpu).unwrap();
         let grads = candle_nn::loss::cross_entropy(&logits, &t).unwrap().backward().unwrap();
-        opt.step(&grads, 3e-3).unwrap();
+        opt.step(grads, 3e-3).unwrap();
     }
     let (after, acc) = loss_now();
     assert!(after < before * 0.3, "loss {before} -> {after}");

@@ -2,6 +2,7 @@
 //! PyTorch's numbers (`steps/tests/reference/adamw_torch.py` prints them).
 
 use candle_core::{Device, Tensor, Var};
+use pipe_steps::bert::gradients::{Gradients, SparseRows};
 use pipe_steps::bert::optimizer::{clip_scale, decays, grad_norm, AdamW, LrSchedule};
 
 #[test]
@@ -20,6 +21,7 @@ fn adamw_with_groups_and_clipping_matches_pytorch() {
             + (b.as_tensor() * &gb).unwrap().sum_all().unwrap())
         .unwrap();
         let grads = loss.backward().unwrap();
+        let grads = [Gradients::from(grads)];
         let norm = grad_norm(&grads, &[&w, &b]).unwrap();
         norms.push(norm);
         opt.step_scaled(&grads, *lr, clip_scale(norm, 1.0)).unwrap();
@@ -42,7 +44,7 @@ fn optimizer_state_round_trips() {
     let w = Var::from_tensor(&Tensor::new(&[1.0f32, 2.0], &Device::Cpu).unwrap()).unwrap();
     let mut opt = AdamW::new([("x.weight", &w)], 0.01).unwrap();
     let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
-    opt.step(&loss.backward().unwrap(), 0.1).unwrap();
+    opt.step(loss.backward().unwrap(), 0.1).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("opt.safetensors");
     opt.save(&path).unwrap();
@@ -52,9 +54,45 @@ fn optimizer_state_round_trips() {
     assert_eq!(restored.step, 1);
     let l1 = w.as_tensor().sqr().unwrap().sum_all().unwrap();
     let l2 = w2.as_tensor().sqr().unwrap().sum_all().unwrap();
-    opt.step(&l1.backward().unwrap(), 0.1).unwrap();
-    restored.step(&l2.backward().unwrap(), 0.1).unwrap();
+    opt.step(l1.backward().unwrap(), 0.1).unwrap();
+    restored.step(l2.backward().unwrap(), 0.1).unwrap();
     assert_eq!(w.as_tensor().to_vec1::<f32>().unwrap(), w2.as_tensor().to_vec1::<f32>().unwrap());
+}
+
+/// A batch computed as shards: the optimizer adds up the shards' dense gradients and sparse
+/// embedding rows, giving the same norm and update as one gradient of the whole batch.
+#[test]
+fn shard_gradients_add_up_to_the_batch_gradient() {
+    let init = Tensor::new(&[[0.5f64, -1.0], [2.0, 0.1], [0.3, 0.7]], &Device::Cpu).unwrap();
+    let whole = Var::from_tensor(&init).unwrap();
+    let sharded = Var::from_tensor(&init).unwrap();
+    let g1 = Tensor::new(&[[0.1f64, 0.2], [0.3, 0.4], [0.5, 0.6]], &Device::Cpu).unwrap();
+    let g2 = Tensor::new(&[[-0.2f64, 0.9], [0.0, 0.0], [1.5, -0.1]], &Device::Cpu).unwrap();
+    // Row 1 of the table looked up twice in one shard, row 0 once in another.
+    let rows = Tensor::new(&[[0.25f64, -0.5], [0.75, 0.125]], &Device::Cpu).unwrap();
+    let row0 = Tensor::new(&[[1.0f64, 2.0]], &Device::Cpu).unwrap();
+    let grad_of = |var: &Var, g: &Tensor| (var.as_tensor() * g).unwrap().sum_all().unwrap().backward().unwrap();
+    let sum = (&g1 + &g2).unwrap();
+    let extra = Tensor::new(&[[1.0f64, 2.0], [1.0, -0.375], [0.0, 0.0]], &Device::Cpu).unwrap();
+    let whole_grads = [Gradients::from(grad_of(&whole, &(sum + extra).unwrap()))];
+    let sparse = |ids: Vec<u32>, rows: &Tensor| SparseRows { table: sharded.as_tensor().id(), ids, rows: rows.clone() };
+    let shard_grads = [
+        Gradients { dense: grad_of(&sharded, &g1), sparse: vec![sparse(vec![1, 1], &rows)] },
+        Gradients { dense: grad_of(&sharded, &g2), sparse: vec![sparse(vec![0], &row0)] },
+    ];
+    let norm_whole = grad_norm(&whole_grads, &[&whole]).unwrap();
+    let norm_shards = grad_norm(&shard_grads, &[&sharded]).unwrap();
+    assert!((norm_whole - norm_shards).abs() < 1e-12, "{norm_whole} vs {norm_shards}");
+    let mut opt_whole = AdamW::new([("t.weight", &whole)], 0.01).unwrap();
+    let mut opt_shards = AdamW::new([("t.weight", &sharded)], 0.01).unwrap();
+    opt_whole.step_scaled(&whole_grads, 1e-2, 0.5).unwrap();
+    opt_shards.step_scaled(&shard_grads, 1e-2, 0.5).unwrap();
+    let a = whole.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let b = sharded.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-14, "{a:?} vs {b:?}");
+    }
+    assert_ne!(a, init.flatten_all().unwrap().to_vec1::<f64>().unwrap());
 }
 
 #[test]

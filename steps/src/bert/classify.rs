@@ -10,6 +10,7 @@ use rand::SeedableRng;
 use super::batch::{make_batch, Batches};
 use super::config::BertConfig;
 use super::model::{BertClassifier, Pass};
+use super::shard;
 use super::weights::{candle_err, Checkpoint, Weights};
 use crate::error::{StepError, StepResult};
 use crate::report::EvalMetrics;
@@ -90,7 +91,8 @@ pub struct Predictions {
     pub loss: f64,
 }
 
-/// Runs `model` over `set` without gradients, in batches of similar length.
+/// Runs `model` over `set` without gradients, in batches of similar length (several batches at
+/// once on CPU, see [`super::shard`]).
 pub fn predict(
     model: &BertClassifier,
     set: &TensorSet,
@@ -99,22 +101,25 @@ pub fn predict(
     device: &Device,
     env: &Environment,
 ) -> StepResult<Predictions> {
-    let mut probs = vec![Vec::new(); set.len()];
-    let mut loss_sum = 0.0f64;
-    let pass = Pass::eval();
-    for rows in &Batches::by_length(set, batch_size).batches {
+    let batches = Batches::by_length(set, batch_size).batches;
+    let outputs = shard::map(&batches, device, |_, rows| {
         if env.is_cancelled() {
             return Err(StepError::Cancelled);
         }
         let run = || -> candle_core::Result<(Vec<Vec<f32>>, f64)> {
             let batch = make_batch(set, rows, None, DType::F32, device)?;
-            let logits = model.forward(&batch, &pass)?;
+            let logits = model.forward(&batch, &Pass::eval())?;
             let log_p = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             let target = Tensor::from_vec(rows.iter().map(|&i| classes[i]).collect::<Vec<u32>>(), rows.len(), device)?;
             let nll = log_p.gather(&target.unsqueeze(1)?, 1)?.sum_all()?.to_scalar::<f32>()?;
             Ok((log_p.exp()?.to_vec2::<f32>()?, -f64::from(nll)))
         };
-        let (batch_probs, batch_loss) = run().map_err(candle_err("evaluating"))?;
+        run().map_err(candle_err("evaluating"))
+    });
+    let mut probs = vec![Vec::new(); set.len()];
+    let mut loss_sum = 0.0f64;
+    for (rows, output) in batches.iter().zip(outputs) {
+        let (batch_probs, batch_loss) = output?;
         loss_sum += batch_loss;
         for (&i, p) in rows.iter().zip(batch_probs) {
             probs[i] = p;

@@ -184,8 +184,8 @@ impl Step for FineTune {
         let eval_batch = params.usize("eval_batch_size")?.max(1);
         for epoch in metrics.epochs.len() + 1..=cfg.epochs {
             let order = Batches::shuffled(&train, cfg.batch_size, batch_seed(cfg.seed, epoch, usize::MAX));
-            let stats = trainer.epoch(epoch, &order.batches, |rows, seed| {
-                classify_batch(&model, &train, &train_classes, rows, &Pass::train(seed), &device)
+            let stats = trainer.epoch(epoch, &order.batches, |rows, pass| {
+                classify_batch(&model, &train, &train_classes, rows, pass, &device)
             })?;
             let mut row = EpochMetrics {
                 epoch,
@@ -223,7 +223,7 @@ impl Step for FineTune {
     }
 }
 
-/// The loss and accuracy of one training batch.
+/// The summed loss and the accuracy of one shard of a training batch.
 pub fn classify_batch(
     model: &BertClassifier,
     set: &TensorSet,
@@ -236,7 +236,7 @@ pub fn classify_batch(
     let logits = model.forward(&batch, pass)?;
     let wanted: Vec<u32> = rows.iter().map(|&i| classes[i]).collect();
     let target = Tensor::from_vec(wanted.clone(), rows.len(), device)?;
-    let loss = candle_nn::loss::cross_entropy(&logits, &target)?;
+    let loss = (candle_nn::loss::cross_entropy(&logits, &target)? * rows.len() as f64)?;
     let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
     let correct = predicted.iter().zip(&wanted).filter(|(p, w)| p == w).count();
     Ok(BatchOutcome { loss, correct, count: rows.len() })

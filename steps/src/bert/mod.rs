@@ -12,11 +12,13 @@ pub mod config;
 pub mod device;
 pub mod evaluate;
 pub mod fine_tune;
+pub mod gradients;
 pub mod model;
 pub mod model_dir;
 pub mod ops;
 pub mod optimizer;
 pub mod pretrain;
+pub mod shard;
 pub mod train;
 pub mod weights;
 

@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 
-use candle_core::{DType, Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, Var, D};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -30,23 +30,62 @@ pub struct Batch {
     pub attention_mask: Tensor,
 }
 
+/// Rows looked up from an embedding table in a pass that keeps embedding gradients sparse:
+/// `rows` is a leaf of the autograd graph, so its gradient is the table's gradient at `ids`.
+pub struct Lookup {
+    pub table: Tensor,
+    pub ids: Vec<u32>,
+    pub rows: Var,
+}
+
 /// How a forward pass runs: inference, or training with dropout.
 pub struct Pass {
     rng: Option<RefCell<StdRng>>,
+    seed: u64,
+    /// Set in passes whose word-embedding gradient comes back as rows ([`Pass::sparse`]).
+    lookups: Option<RefCell<Vec<Lookup>>>,
 }
 
 impl Pass {
     pub fn eval() -> Pass {
-        Pass { rng: None }
+        Pass { rng: None, seed: 0, lookups: None }
     }
 
     /// A training pass whose dropout masks are drawn from an RNG seeded with `seed`.
     pub fn train(seed: u64) -> Pass {
-        Pass { rng: Some(RefCell::new(StdRng::seed_from_u64(seed))) }
+        Pass { rng: Some(RefCell::new(StdRng::seed_from_u64(seed))), seed, lookups: None }
+    }
+
+    /// This pass, with word-embedding lookups recorded as [`Lookup`]s instead of differentiating
+    /// through the table: the backward pass then yields gradient rows for the looked-up ids
+    /// rather than a dense (vocabulary × hidden) tensor, most of it zeros.
+    pub fn sparse(mut self) -> Pass {
+        self.lookups = Some(RefCell::new(Vec::new()));
+        self
+    }
+
+    /// The seed the pass was made with (0 for inference).
+    pub fn seed(&self) -> u64 {
+        self.seed
     }
 
     pub fn is_train(&self) -> bool {
         self.rng.is_some()
+    }
+
+    /// The lookups recorded so far (none unless the pass is [`Pass::sparse`]).
+    pub fn take_lookups(&self) -> Vec<Lookup> {
+        self.lookups.as_ref().map(|l| std::mem::take(&mut *l.borrow_mut())).unwrap_or_default()
+    }
+
+    /// Rows `ids` (any shape) of `table`, `(ids.elem_count(), width)`.
+    fn embedding(&self, table: &Tensor, ids: &Tensor) -> Result<Tensor> {
+        let flat = ids.flatten_all()?;
+        let Some(lookups) = &self.lookups else { return table.index_select(&flat, 0) };
+        let rows = Var::from_tensor(&table.detach().index_select(&flat, 0)?)?;
+        let looked_up = rows.as_tensor().clone();
+        lookups.borrow_mut().push(Lookup { table: table.clone(), ids: flat.to_vec1::<u32>()?, rows });
+        Ok(looked_up)
     }
 
     /// Inverted dropout: zeroes each element with probability `p` and scales the rest by
@@ -215,7 +254,7 @@ impl BertModel {
         let heads = self.config.num_attention_heads;
         let dh = self.config.head_dim();
         let e = &self.embeddings;
-        let words = e.word.index_select(&batch.input_ids.flatten_all()?, 0)?.reshape((b, l, h))?;
+        let words = pass.embedding(&e.word, &batch.input_ids)?.reshape((b, l, h))?;
         let types = e.token_type.index_select(&batch.token_type_ids.flatten_all()?, 0)?.reshape((b, l, h))?;
         let positions = e.position.narrow(0, 0, l)?.unsqueeze(0)?;
         let x = words.add(&types)?.broadcast_add(&positions)?;

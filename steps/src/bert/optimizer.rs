@@ -11,8 +11,10 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Device, InplaceOp2, Layout, Result, Storage, Tensor, Var, WithDType};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor, Var, WithDType};
+use rayon::prelude::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator, ParallelSliceMut};
 
+use super::gradients::{Gradients, ParamGrad, View};
 use crate::error::{StepError, StepResult};
 
 /// Whether weight decay applies to a parameter: not to biases and LayerNorm weights.
@@ -40,43 +42,68 @@ struct Update {
     c1: f64,
     c2: f64,
     eps: f64,
-    /// Gradient scale (clipping).
+    /// Gradient scale (clipping, and the mean over the batch).
     scale: f64,
 }
 
+/// Elements of one parameter updated together on one thread.
+const CHUNK: usize = 1 << 15;
+/// Elements whose gradient is summed into a buffer at a time (fits in L1 with the moments).
+const BLOCK: usize = 512;
+
 impl Update {
-    fn apply<T: WithDType>(&self, p: &mut [T], g: &[T], m: &mut [f64], v: &mut [f64]) {
+    /// Updates `p` from its gradient `g` (before `scale`).
+    fn apply<T: WithDType>(&self, p: &mut [T], g: &[f64], m: &mut [f64], v: &mut [f64]) {
         for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let g = g.to_f64() * self.scale;
+            let g = g * self.scale;
             *m = self.beta1 * *m + (1.0 - self.beta1) * g;
             *v = self.beta2 * *v + (1.0 - self.beta2) * g * g;
             let decayed = p.to_f64() * (1.0 - self.lr * self.decay);
             *p = T::from_f64(decayed - self.lr * (*m / self.c1) / ((*v / self.c2).sqrt() + self.eps));
         }
     }
+
+    /// [`Update::apply`] with the gradient read from `grad` block by block, in chunks of
+    /// [`CHUNK`] elements on rayon's pool.
+    fn apply_view<T: WithDType>(&self, p: &mut [T], grad: &View<'_, T>, m: &mut [f64], v: &mut [f64]) {
+        p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).enumerate().for_each(
+            |(c, ((p, m), v))| {
+                let mut g = [0.0f64; BLOCK];
+                for (b, ((p, m), v)) in
+                    p.chunks_mut(BLOCK).zip(m.chunks_mut(BLOCK)).zip(v.chunks_mut(BLOCK)).enumerate()
+                {
+                    let g = &mut g[..p.len()];
+                    grad.fill(c * CHUNK + b * BLOCK, g);
+                    self.apply(p, g, m, v);
+                }
+            },
+        );
+    }
 }
 
-/// The fused in-place update of one CPU parameter from its gradient.
+/// The fused in-place update of one CPU parameter from its gradient summed over shards.
 struct InPlace<'a> {
     update: Update,
+    grad: &'a ParamGrad,
     moments: RefCell<(&'a mut [f64], &'a mut [f64])>,
 }
 
-impl InplaceOp2 for InPlace<'_> {
+impl InplaceOp1 for InPlace<'_> {
     fn name(&self) -> &'static str {
         "pipe-adamw"
     }
 
-    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
-        let (Some((p0, p1)), Some((g0, g1))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
-            candle_core::bail!("adamw: parameter and gradient must be contiguous")
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let Some((p0, p1)) = layout.contiguous_offsets() else {
+            candle_core::bail!("adamw: parameter must be contiguous")
         };
+        let guards = self.grad.guards();
         let mut moments = self.moments.borrow_mut();
         let (m, v) = &mut *moments;
-        match (s1, s2) {
-            (CpuStorage::F32(p), CpuStorage::F32(g)) => self.update.apply(&mut p[p0..p1], &g[g0..g1], m, v),
-            (CpuStorage::F64(p), CpuStorage::F64(g)) => self.update.apply(&mut p[p0..p1], &g[g0..g1], m, v),
-            _ => candle_core::bail!("adamw: parameters must be f32 or f64, like their gradients"),
+        match storage {
+            CpuStorage::F32(p) => self.update.apply_view(&mut p[p0..p1], &self.grad.view::<f32>(&guards)?, m, v),
+            CpuStorage::F64(p) => self.update.apply_view(&mut p[p0..p1], &self.grad.view::<f64>(&guards)?, m, v),
+            _ => candle_core::bail!("adamw: parameters must be f32 or f64"),
         }
         Ok(())
     }
@@ -106,16 +133,18 @@ impl AdamW {
     }
 
     /// One update with learning rate `lr`. Parameters without a gradient are left as they are.
-    pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
-        self.step_scaled(grads, lr, 1.0)
+    pub fn step(&mut self, grads: GradStore, lr: f64) -> Result<()> {
+        self.step_scaled(&[Gradients::from(grads)], lr, 1.0)
     }
 
-    /// One update with every gradient multiplied by `scale` first (see [`clip_scale`]).
-    pub fn step_scaled(&mut self, grads: &GradStore, lr: f64, scale: f64) -> Result<()> {
+    /// One update from the sum of the gradients in `grads` (one store per shard of the batch),
+    /// multiplied by `scale` (see [`clip_scale`]). Parameters without a gradient are left as
+    /// they are.
+    pub fn step_scaled(&mut self, grads: &[Gradients], lr: f64, scale: f64) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
         for slot in &mut self.slots {
-            let Some(g) = grads.get(slot.var.as_tensor()) else { continue };
+            let Some(grad) = ParamGrad::collect(grads, &slot.var)? else { continue };
             let update = Update {
                 lr,
                 decay: if slot.decay { self.weight_decay } else { 0.0 },
@@ -126,14 +155,13 @@ impl AdamW {
                 eps: self.eps,
                 scale,
             };
-            let g = g.contiguous()?;
-            if slot.var.device().is_cpu() && slot.var.as_tensor().is_contiguous() {
-                let op = InPlace { update, moments: RefCell::new((&mut slot.m, &mut slot.v)) };
-                slot.var.as_tensor().inplace_op2(&g, &op)?;
+            if slot.var.device().is_cpu() && grad.is_cpu() && slot.var.as_tensor().is_contiguous() {
+                let op = InPlace { update, grad: &grad, moments: RefCell::new((&mut slot.m, &mut slot.v)) };
+                slot.var.as_tensor().inplace_op1(&op)?;
             } else {
                 let dtype = slot.var.dtype();
                 let mut p = slot.var.as_tensor().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                let g = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                let g = grad.to_tensor(&slot.var)?.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
                 update.apply(&mut p, &g, &mut slot.m, &mut slot.v);
                 let p = Tensor::from_vec(p, slot.var.shape(), slot.var.device())?.to_dtype(dtype)?;
                 slot.var.set(&p)?;
@@ -180,22 +208,45 @@ impl AdamW {
     }
 }
 
-/// The global L2 norm of the gradients of `vars` (as `torch.nn.utils.clip_grad_norm_`
-/// computes it), read in place on CPU.
-pub fn grad_norm(grads: &GradStore, vars: &[&Var]) -> Result<f64> {
+/// `Σᵢ gᵢ²` over chunks on rayon's pool, added up in chunk order (the same bytes whatever the
+/// number of threads).
+fn sum_of_squares<T: WithDType>(grad: &View<'_, T>, n: usize) -> f64 {
+    let partial: Vec<f64> = (0..n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let mut g = [0.0f64; BLOCK];
+            let mut sum = 0.0;
+            let mut start = c * CHUNK;
+            let end = n.min(start + CHUNK);
+            while start < end {
+                let g = &mut g[..BLOCK.min(end - start)];
+                grad.fill(start, g);
+                sum += g.iter().map(|x| x * x).sum::<f64>();
+                start += g.len();
+            }
+            sum
+        })
+        .collect();
+    partial.iter().sum()
+}
+
+/// The global L2 norm of the gradients of `vars` summed over the shards in `grads`, as
+/// `torch.nn.utils.clip_grad_norm_` computes it; read in place on CPU.
+pub fn grad_norm(grads: &[Gradients], vars: &[&Var]) -> Result<f64> {
     let mut total = 0.0f64;
     for var in vars {
-        let Some(g) = grads.get(var.as_tensor()) else { continue };
-        let g = g.contiguous()?;
-        let (storage, layout) = g.storage_and_layout();
-        let offsets = layout.contiguous_offsets();
-        total += match (&*storage, offsets) {
-            (Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) => {
-                v[a..b].iter().map(|x| f64::from(*x) * f64::from(*x)).sum()
-            }
-            (Storage::Cpu(CpuStorage::F64(v)), Some((a, b))) => v[a..b].iter().map(|x| x * x).sum(),
-            _ => g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-        };
+        let Some(grad) = ParamGrad::collect(grads, var)? else { continue };
+        if var.device().is_cpu() && grad.is_cpu() {
+            let guards = grad.guards();
+            let n = var.elem_count();
+            total += match var.dtype() {
+                DType::F32 => sum_of_squares(&grad.view::<f32>(&guards)?, n),
+                DType::F64 => sum_of_squares(&grad.view::<f64>(&guards)?, n),
+                other => candle_core::bail!("gradient norm: unsupported dtype {other:?}"),
+            };
+        } else {
+            total += grad.to_tensor(var)?.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+        }
     }
     Ok(total.sqrt())
 }

@@ -104,7 +104,7 @@ pub struct MaskedBatch {
 }
 
 /// Chooses tokens to predict among the real, non-special tokens of `rows`: each with
-/// probability `mask_prob` (at least one per batch); 80% become `[MASK]`, 10% a random token,
+/// probability `mask_prob` (at least one); 80% become `[MASK]`, 10% a random token,
 /// 10% stay.
 pub fn mask_rows(set: &TensorSet, rows: &[usize], mask_prob: f64, mask_id: u32, seed: u64) -> MaskedBatch {
     let meta: &TensorSetMeta = &set.meta;
@@ -153,7 +153,7 @@ fn mlm_batch(
     let targets = Tensor::from_vec(masked.targets.clone(), count, device)?;
     let batch = masked.rows.into_batch(DType::F32, device)?;
     let logits = model.forward(&batch, &positions, pass)?;
-    let loss = candle_nn::loss::cross_entropy(&logits, &targets)?;
+    let loss = (candle_nn::loss::cross_entropy(&logits, &targets)? * count as f64)?;
     let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
     let correct = predicted.iter().zip(&masked.targets).filter(|(p, t)| p == t).count();
     Ok(BatchOutcome { loss, correct, count })
@@ -242,9 +242,9 @@ impl Step for Pretrain {
             }
             let mut order = Batches::shuffled(&set, cfg.batch_size, batch_seed(cfg.seed, epoch, usize::MAX));
             order.batches.truncate(total - done);
-            let stats = trainer.epoch(epoch, &order.batches, |rows, seed| {
-                let masked = mask_rows(&set, rows, mask_prob, mask_id, seed ^ 0x6d61_736b);
-                mlm_batch(&model, masked, &Pass::train(seed), &device)
+            let stats = trainer.epoch(epoch, &order.batches, |rows, pass| {
+                let masked = mask_rows(&set, rows, mask_prob, mask_id, pass.seed() ^ 0x6d61_736b);
+                mlm_batch(&model, masked, pass, &device)
             })?;
             done += order.batches.len();
             let row = PretrainEpoch {

@@ -1,14 +1,18 @@
 //! `Trainer`: the training loop shared by `fine-tune` and `pretrain`. It takes a model's
-//! weights, a loss function over batches and a configuration; it clips gradients, schedules the
-//! learning rate, logs as the GluonNLP recipe does and stops on a non-finite loss. Dropout
-//! masks and shuffling are functions of `(seed, epoch, batch)`, so a resumed run draws exactly
-//! what an uninterrupted one would.
+//! weights, a loss function over shards of batches and a configuration; it runs a batch's
+//! shards in parallel ([`super::shard`]), clips gradients, schedules the learning rate, logs as
+//! the GluonNLP recipe does and stops on a non-finite loss. Dropout masks and shuffling are
+//! functions of `(seed, epoch, batch, shard)`, so a resumed run draws exactly what an
+//! uninterrupted one would.
 
 use std::time::Instant;
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
+use super::gradients::Gradients;
+use super::model::Pass;
 use super::optimizer::{clip_scale, grad_norm, AdamW, LrSchedule};
+use super::shard;
 use super::weights::candle_err;
 use crate::error::{StepError, StepResult};
 use crate::step::{Environment, Events};
@@ -27,8 +31,9 @@ pub struct TrainConfig {
     pub log_every: usize,
 }
 
-/// What one batch contributed: its mean loss (a scalar tensor to differentiate), and how many
-/// of its predictions were right out of how many.
+/// What one shard of a batch contributed: the *sum* of its per-prediction losses (a scalar
+/// tensor to differentiate; the trainer divides by the batch's `count`), and how many of its
+/// predictions were right out of how many.
 pub struct BatchOutcome {
     pub loss: Tensor,
     pub correct: usize,
@@ -78,12 +83,13 @@ impl<'a> Trainer<'a> {
         Ok(Trainer { config, optimizer, schedule, vars: vars.into_iter().map(|(_, v)| v).collect(), events, env })
     }
 
-    /// Trains one epoch (1-based) over `batches`, calling `loss` for each.
+    /// Trains one epoch (1-based) over `batches`, calling `loss(rows, pass)` for each shard of
+    /// each batch (on several threads at once) with a training pass seeded for that shard.
     pub fn epoch(
         &mut self,
         epoch: usize,
         batches: &[Vec<usize>],
-        mut loss: impl FnMut(&[usize], u64) -> candle_core::Result<BatchOutcome>,
+        loss: impl Fn(&[usize], &Pass) -> candle_core::Result<BatchOutcome> + Sync + Send,
     ) -> StepResult<EpochStats> {
         let start = Instant::now();
         let total_rows: usize = batches.iter().map(Vec::len).sum();
@@ -97,15 +103,26 @@ impl<'a> Trainer<'a> {
             (0.0f64, 0usize, 0usize, 0usize);
         let mut lr = 0.0;
         let var_refs: Vec<&Var> = self.vars.iter().collect();
+        let device = self.vars.first().map_or(Device::Cpu, |v| v.device().clone());
         for (b, rows) in batches.iter().enumerate() {
             if self.env.is_cancelled() {
                 self.events.progress_finish();
                 return Err(StepError::Cancelled);
             }
             let at = |e: candle_core::Error| StepError::failed(format!("epoch {epoch} batch {}: {e}", b + 1));
-            let outcome = loss(rows, batch_seed(self.config.seed, epoch, b)).map_err(at)?;
-            let value =
-                outcome.loss.to_dtype(candle_core::DType::F64).and_then(|l| l.to_scalar::<f64>()).map_err(at)?;
+            let seed = batch_seed(self.config.seed, epoch, b);
+            let shards = shard::split(rows, &device);
+            let outcomes =
+                shard::map(&shards, &device, |s, rows| shard_step(&loss, rows, batch_seed(seed, 0, s), &device));
+            let (mut sum, mut grads, mut outcome) = (0.0, Vec::with_capacity(shards.len()), (0, 0));
+            for result in outcomes {
+                let (value, store, right, of) = result.map_err(at)?;
+                sum += value;
+                grads.push(store);
+                outcome = (outcome.0 + right, outcome.1 + of);
+            }
+            let (batch_correct, batch_count) = outcome;
+            let value = sum / batch_count.max(1) as f64;
             if !value.is_finite() {
                 self.events.progress_finish();
                 return Err(StepError::failed_with_help(
@@ -113,18 +130,21 @@ impl<'a> Trainer<'a> {
                     "lower `lr`, or set `max_grad_norm` to clip gradients",
                 ));
             }
-            let grads = outcome.loss.backward().map_err(at)?;
-            let scale = clip_scale(grad_norm(&grads, &var_refs).map_err(at)?, self.config.max_grad_norm);
+            // The shards' gradients add up to the gradient of the batch's summed loss; the mean
+            // divides by the batch's count, folded into the clipping scale.
+            let mean = 1.0 / batch_count.max(1) as f64;
+            let norm = grad_norm(&grads, &var_refs).map_err(at)? * mean;
+            let scale = clip_scale(norm, self.config.max_grad_norm) * mean;
             lr = self.schedule.lr(self.optimizer.step + 1);
             self.optimizer.step_scaled(&grads, lr, scale).map_err(at)?;
 
-            loss_sum += value * outcome.count as f64;
-            correct += outcome.correct;
-            count += outcome.count;
+            loss_sum += value * batch_count as f64;
+            correct += batch_correct;
+            count += batch_count;
             samples += rows.len();
             window_loss += value;
-            window_correct += outcome.correct;
-            window_count += outcome.count;
+            window_correct += batch_correct;
+            window_count += batch_count;
             window_batches += 1;
             self.events.progress_inc(rows.len() as u64);
             if self.config.log_every > 0 && (b + 1) % self.config.log_every == 0 {
@@ -150,4 +170,19 @@ impl<'a> Trainer<'a> {
             lr,
         })
     }
+}
+
+/// One shard's forward and backward pass: its summed loss, gradients and prediction counts.
+/// On CPU the word-embedding gradient comes back as rows ([`Pass::sparse`]).
+fn shard_step(
+    loss: &(impl Fn(&[usize], &Pass) -> candle_core::Result<BatchOutcome> + Sync),
+    rows: &[usize],
+    seed: u64,
+    device: &Device,
+) -> candle_core::Result<(f64, Gradients, usize, usize)> {
+    let pass = if device.is_cpu() { Pass::train(seed).sparse() } else { Pass::train(seed) };
+    let outcome = loss(rows, &pass)?;
+    let value = outcome.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let grads = Gradients::new(outcome.loss.backward()?, pass.take_lookups());
+    Ok((value, grads, outcome.correct, outcome.count))
 }

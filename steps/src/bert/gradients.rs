@@ -160,13 +160,18 @@ pub struct View<'g, T> {
 
 impl<T: WithDType> View<'_, T> {
     /// Writes the summed gradient of elements `start..start + out.len()` to `out`.
-    pub fn fill(&self, start: usize, out: &mut [f64]) {
+    pub fn fill(&self, start: usize, out: &mut [T]) {
         let end = start + out.len();
-        out.fill(0.0);
-        for part in &self.dense {
-            for (o, g) in out.iter_mut().zip(&part[start..end]) {
-                *o += g.to_f64();
+        match self.dense.split_first() {
+            Some((first, rest)) => {
+                out.copy_from_slice(&first[start..end]);
+                for part in rest {
+                    for (o, &g) in out.iter_mut().zip(&part[start..end]) {
+                        *o += g;
+                    }
+                }
             }
+            None => out.fill(T::zero()),
         }
         let Some(s) = self.sparse else { return };
         let mut i = start;
@@ -176,8 +181,8 @@ impl<T: WithDType> View<'_, T> {
             let slot = s.slot_of_row[row];
             if slot != NONE {
                 let at = slot as usize * s.width + col;
-                for (o, g) in out[i - start..i - start + len].iter_mut().zip(&s.rows[at..at + len]) {
-                    *o += g;
+                for (o, &g) in out[i - start..i - start + len].iter_mut().zip(&s.rows[at..at + len]) {
+                    *o += T::from_f64(g);
                 }
             }
             i += len;
@@ -213,10 +218,10 @@ mod tests {
         let grad = ParamGrad::collect(&shards, &table).unwrap().unwrap();
         let guards = grad.guards();
         let view = grad.view::<f32>(&guards).unwrap();
-        let mut out = vec![0.0; 8];
+        let mut out = vec![0.0f32; 8];
         view.fill(0, &mut out);
         assert_eq!(out, vec![4.5, 5.5, 1.5, 1.5, 7.5, 9.5, 8.5, 9.5]);
-        let mut tail = vec![0.0; 3];
+        let mut tail = vec![0.0f32; 3];
         view.fill(5, &mut tail);
         assert_eq!(tail, vec![9.5, 8.5, 9.5]);
         let summed = grad.to_tensor(&table).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();

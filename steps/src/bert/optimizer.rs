@@ -11,10 +11,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor, Var, WithDType};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor, Var};
 use rayon::prelude::{IndexedParallelIterator, IntoParallelIterator, ParallelIterator, ParallelSliceMut};
 
 use super::gradients::{Gradients, ParamGrad, View};
+use super::ops::Real;
 use crate::error::{StepError, StepResult};
 
 /// Whether weight decay applies to a parameter: not to biases and LayerNorm weights.
@@ -22,14 +23,49 @@ pub fn decays(name: &str) -> bool {
     !(name.ends_with(".bias") || name.contains("LayerNorm") || name.ends_with("predictions.bias"))
 }
 
-/// One parameter and its moments. The moments live in host memory in f64 whatever the
-/// parameter's dtype, so the update is one fused pass and checkpoints are exact.
+/// The first and second moments of one parameter, in the parameter's precision (f32 for
+/// training, as PyTorch keeps them; f64 for the tests against PyTorch in f64).
+enum Moments {
+    F32(Vec<f32>, Vec<f32>),
+    F64(Vec<f64>, Vec<f64>),
+}
+
+impl Moments {
+    fn zeros(dtype: DType, n: usize) -> Moments {
+        match dtype {
+            DType::F64 => Moments::F64(vec![0.0; n], vec![0.0; n]),
+            _ => Moments::F32(vec![0.0; n], vec![0.0; n]),
+        }
+    }
+
+    /// `(m, v)` as tensors, for checkpoints.
+    fn tensors(&self, shape: &candle_core::Shape) -> Result<(Tensor, Tensor)> {
+        Ok(match self {
+            Moments::F32(m, v) => {
+                (Tensor::from_slice(m, shape, &Device::Cpu)?, Tensor::from_slice(v, shape, &Device::Cpu)?)
+            }
+            Moments::F64(m, v) => {
+                (Tensor::from_slice(m, shape, &Device::Cpu)?, Tensor::from_slice(v, shape, &Device::Cpu)?)
+            }
+        })
+    }
+
+    /// Moments of the same precision as `self` from checkpoint tensors.
+    fn from_tensors(&self, m: &Tensor, v: &Tensor) -> Result<Moments> {
+        let flat = |t: &Tensor, dtype: DType| t.flatten_all().and_then(|t| t.to_dtype(dtype));
+        Ok(match self {
+            Moments::F32(..) => Moments::F32(flat(m, DType::F32)?.to_vec1()?, flat(v, DType::F32)?.to_vec1()?),
+            Moments::F64(..) => Moments::F64(flat(m, DType::F64)?.to_vec1()?, flat(v, DType::F64)?.to_vec1()?),
+        })
+    }
+}
+
+/// One parameter and its moments (in host memory, so the update is one fused pass).
 struct Slot {
     name: String,
     var: Var,
     decay: bool,
-    m: Vec<f64>,
-    v: Vec<f64>,
+    moments: Moments,
 }
 
 /// The scalars of one update.
@@ -52,23 +88,27 @@ const CHUNK: usize = 1 << 15;
 const BLOCK: usize = 512;
 
 impl Update {
-    /// Updates `p` from its gradient `g` (before `scale`).
-    fn apply<T: WithDType>(&self, p: &mut [T], g: &[f64], m: &mut [f64], v: &mut [f64]) {
-        for (((p, g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let g = g * self.scale;
-            *m = self.beta1 * *m + (1.0 - self.beta1) * g;
-            *v = self.beta2 * *v + (1.0 - self.beta2) * g * g;
-            let decayed = p.to_f64() * (1.0 - self.lr * self.decay);
-            *p = T::from_f64(decayed - self.lr * (*m / self.c1) / ((*v / self.c2).sqrt() + self.eps));
+    /// Updates `p` from its gradient `g` (before `scale`), computing in `T`.
+    fn apply<T: Real>(&self, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
+        let f = T::from_f64;
+        let (scale, b1, b2, nb1, nb2) =
+            (f(self.scale), f(self.beta1), f(self.beta2), f(1.0 - self.beta1), f(1.0 - self.beta2));
+        let (keep, step, rc2, eps) =
+            (f(1.0 - self.lr * self.decay), f(self.lr / self.c1), f(1.0 / self.c2), f(self.eps));
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = g * scale;
+            *m = b1 * *m + nb1 * g;
+            *v = b2 * *v + nb2 * g * g;
+            *p = *p * keep - step * *m / ((*v * rc2).sqrt() + eps);
         }
     }
 
     /// [`Update::apply`] with the gradient read from `grad` block by block, in chunks of
     /// [`CHUNK`] elements on rayon's pool.
-    fn apply_view<T: WithDType>(&self, p: &mut [T], grad: &View<'_, T>, m: &mut [f64], v: &mut [f64]) {
+    fn apply_view<T: Real>(&self, p: &mut [T], grad: &View<'_, T>, m: &mut [T], v: &mut [T]) {
         p.par_chunks_mut(CHUNK).zip(m.par_chunks_mut(CHUNK)).zip(v.par_chunks_mut(CHUNK)).enumerate().for_each(
             |(c, ((p, m), v))| {
-                let mut g = [0.0f64; BLOCK];
+                let mut g = [T::zero(); BLOCK];
                 for (b, ((p, m), v)) in
                     p.chunks_mut(BLOCK).zip(m.chunks_mut(BLOCK)).zip(v.chunks_mut(BLOCK)).enumerate()
                 {
@@ -85,7 +125,7 @@ impl Update {
 struct InPlace<'a> {
     update: Update,
     grad: &'a ParamGrad,
-    moments: RefCell<(&'a mut [f64], &'a mut [f64])>,
+    moments: RefCell<&'a mut Moments>,
 }
 
 impl InplaceOp1 for InPlace<'_> {
@@ -99,10 +139,13 @@ impl InplaceOp1 for InPlace<'_> {
         };
         let guards = self.grad.guards();
         let mut moments = self.moments.borrow_mut();
-        let (m, v) = &mut *moments;
-        match storage {
-            CpuStorage::F32(p) => self.update.apply_view(&mut p[p0..p1], &self.grad.view::<f32>(&guards)?, m, v),
-            CpuStorage::F64(p) => self.update.apply_view(&mut p[p0..p1], &self.grad.view::<f64>(&guards)?, m, v),
+        match (storage, &mut **moments) {
+            (CpuStorage::F32(p), Moments::F32(m, v)) => {
+                self.update.apply_view(&mut p[p0..p1], &self.grad.view::<f32>(&guards)?, m, v)
+            }
+            (CpuStorage::F64(p), Moments::F64(m, v)) => {
+                self.update.apply_view(&mut p[p0..p1], &self.grad.view::<f64>(&guards)?, m, v)
+            }
             _ => candle_core::bail!("adamw: parameters must be f32 or f64"),
         }
         Ok(())
@@ -125,8 +168,8 @@ impl AdamW {
         let slots = params
             .into_iter()
             .map(|(name, var)| {
-                let n = var.elem_count();
-                Slot { name: name.to_string(), var: var.clone(), decay: decays(name), m: vec![0.0; n], v: vec![0.0; n] }
+                let moments = Moments::zeros(var.dtype(), var.elem_count());
+                Slot { name: name.to_string(), var: var.clone(), decay: decays(name), moments }
             })
             .collect();
         Ok(AdamW { slots, beta1: 0.9, beta2: 0.999, eps: 1e-6, weight_decay, step: 0 })
@@ -156,15 +199,24 @@ impl AdamW {
                 scale,
             };
             if slot.var.device().is_cpu() && grad.is_cpu() && slot.var.as_tensor().is_contiguous() {
-                let op = InPlace { update, grad: &grad, moments: RefCell::new((&mut slot.m, &mut slot.v)) };
+                let op = InPlace { update, grad: &grad, moments: RefCell::new(&mut slot.moments) };
                 slot.var.as_tensor().inplace_op1(&op)?;
             } else {
-                let dtype = slot.var.dtype();
-                let mut p = slot.var.as_tensor().flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                let g = grad.to_tensor(&slot.var)?.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-                update.apply(&mut p, &g, &mut slot.m, &mut slot.v);
-                let p = Tensor::from_vec(p, slot.var.shape(), slot.var.device())?.to_dtype(dtype)?;
-                slot.var.set(&p)?;
+                let host = |t: &Tensor, dtype: DType| t.flatten_all().and_then(|t| t.to_dtype(dtype));
+                let (p, g) = (slot.var.as_tensor(), grad.to_tensor(&slot.var)?);
+                let p = match &mut slot.moments {
+                    Moments::F32(m, v) => {
+                        let mut p = host(p, DType::F32)?.to_vec1::<f32>()?;
+                        update.apply(&mut p, &host(&g, DType::F32)?.to_vec1::<f32>()?, m, v);
+                        Tensor::from_vec(p, slot.var.shape(), slot.var.device())?
+                    }
+                    Moments::F64(m, v) => {
+                        let mut p = host(p, DType::F64)?.to_vec1::<f64>()?;
+                        update.apply(&mut p, &host(&g, DType::F64)?.to_vec1::<f64>()?, m, v);
+                        Tensor::from_vec(p, slot.var.shape(), slot.var.device())?
+                    }
+                };
+                slot.var.set(&p.to_dtype(slot.var.dtype())?)?;
             }
         }
         Ok(())
@@ -175,9 +227,9 @@ impl AdamW {
         let failed = |e: candle_core::Error| StepError::failed(format!("writing {}: {e}", path.display()));
         let mut all: HashMap<String, Tensor> = HashMap::new();
         for slot in &self.slots {
-            let shape = slot.var.shape();
-            all.insert(format!("m.{}", slot.name), Tensor::from_slice(&slot.m, shape, &Device::Cpu).map_err(failed)?);
-            all.insert(format!("v.{}", slot.name), Tensor::from_slice(&slot.v, shape, &Device::Cpu).map_err(failed)?);
+            let (m, v) = slot.moments.tensors(slot.var.shape()).map_err(failed)?;
+            all.insert(format!("m.{}", slot.name), m);
+            all.insert(format!("v.{}", slot.name), v);
         }
         all.insert("step".into(), Tensor::new(&[self.step as i64], &Device::Cpu).map_err(failed)?);
         candle_core::safetensors::save(&all, path).map_err(failed)
@@ -189,17 +241,15 @@ impl AdamW {
         let mut all = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
         for slot in &mut self.slots {
             let n = slot.var.elem_count();
-            let mut take = |key: String| -> StepResult<Vec<f64>> {
+            let mut take = |key: String| -> StepResult<Tensor> {
                 let t = all.remove(&key).ok_or_else(|| bad(format!("no tensor `{key}`")))?;
-                let values = t.flatten_all().and_then(|t| t.to_dtype(DType::F64)).and_then(|t| t.to_vec1::<f64>());
-                let values = values.map_err(|e| bad(e.to_string()))?;
-                if values.len() != n {
-                    return Err(bad(format!("tensor `{key}` has {} values, the parameter {n}", values.len())));
+                if t.elem_count() != n {
+                    return Err(bad(format!("tensor `{key}` has {} values, the parameter {n}", t.elem_count())));
                 }
-                Ok(values)
+                Ok(t)
             };
-            slot.m = take(format!("m.{}", slot.name))?;
-            slot.v = take(format!("v.{}", slot.name))?;
+            let (m, v) = (take(format!("m.{}", slot.name))?, take(format!("v.{}", slot.name))?);
+            slot.moments = slot.moments.from_tensors(&m, &v).map_err(|e| bad(e.to_string()))?;
         }
         let step = all.remove("step").ok_or_else(|| bad("no tensor `step`".into()))?;
         let step = step.to_vec1::<i64>().map_err(|e| bad(e.to_string()))?;
@@ -210,18 +260,18 @@ impl AdamW {
 
 /// `Σᵢ gᵢ²` over chunks on rayon's pool, added up in chunk order (the same bytes whatever the
 /// number of threads).
-fn sum_of_squares<T: WithDType>(grad: &View<'_, T>, n: usize) -> f64 {
+fn sum_of_squares<T: Real>(grad: &View<'_, T>, n: usize) -> f64 {
     let partial: Vec<f64> = (0..n.div_ceil(CHUNK))
         .into_par_iter()
         .map(|c| {
-            let mut g = [0.0f64; BLOCK];
-            let mut sum = 0.0;
+            let mut g = [T::zero(); BLOCK];
+            let mut sum = 0.0f64;
             let mut start = c * CHUNK;
             let end = n.min(start + CHUNK);
             while start < end {
                 let g = &mut g[..BLOCK.min(end - start)];
                 grad.fill(start, g);
-                sum += g.iter().map(|x| x * x).sum::<f64>();
+                sum += g.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>();
                 start += g.len();
             }
             sum

@@ -13,10 +13,10 @@ use std::cell::RefCell;
 
 use candle_core::{DType, Result, Tensor, Var, D};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngCore, SeedableRng};
 
 use super::config::BertConfig;
-use super::ops::{AddBias, GeluErf, Normalize, ScaleShift, Softmax};
+use super::ops::{AddBias, AttentionSoftmax, Dropout, DropoutAdd, GeluErf, Normalize, ScaleShift, Softmax};
 use super::weights::Weights;
 use crate::error::StepResult;
 
@@ -88,20 +88,52 @@ impl Pass {
         Ok(looked_up)
     }
 
+    /// An inverted-dropout mask shaped like `x`: 0 with probability `p`, else `1 / (1 - p)`.
+    /// `None` in inference passes and when `p` is 0.
+    fn mask(&self, x: &Tensor, p: f64) -> Result<Option<Tensor>> {
+        let Some(rng) = &self.rng else { return Ok(None) };
+        if p <= 0.0 {
+            return Ok(None);
+        }
+        let keep = 1.0 - p;
+        let threshold = (keep * 4_294_967_296.0) as u64;
+        let scale = (1.0 / keep) as f32;
+        let mut rng = rng.borrow_mut();
+        let mask: Vec<f32> =
+            (0..x.elem_count()).map(|_| if u64::from(rng.next_u32()) < threshold { scale } else { 0.0 }).collect();
+        Ok(Some(Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?))
+    }
+
     /// Inverted dropout: zeroes each element with probability `p` and scales the rest by
     /// `1 / (1 - p)`. The identity in inference passes.
     pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
-        let Some(rng) = &self.rng else { return Ok(x.clone()) };
-        if p <= 0.0 {
-            return Ok(x.clone());
+        match self.mask(x, p)? {
+            Some(mask) if x.device().is_cpu() => x.contiguous()?.apply_op1(Dropout { mask }),
+            Some(mask) => x * mask,
+            None => Ok(x.clone()),
         }
-        let keep = (1.0 - p) as f32;
-        let scale = 1.0 / keep;
-        let mut rng = rng.borrow_mut();
-        let mask: Vec<f32> =
-            (0..x.elem_count()).map(|_| if rng.random::<f32>() < keep { scale } else { 0.0 }).collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-        x * mask
+    }
+
+    /// `dropout(x) + residual`, fused on CPU.
+    fn dropout_add(&self, x: &Tensor, residual: &Tensor, p: f64) -> Result<Tensor> {
+        match self.mask(x, p)? {
+            Some(mask) if x.device().is_cpu() => x.contiguous()?.apply_op2(&residual.contiguous()?, DropoutAdd { mask }),
+            Some(mask) => (x * mask)? + residual,
+            None => x + residual,
+        }
+    }
+
+    /// Attention probabilities `dropout(softmax(scale * scores + bias))` from scores
+    /// `(batch, heads, queries, keys)` and an additive padding bias `(batch, keys)`; one fused
+    /// kernel on CPU.
+    fn attention_probs(&self, scores: &Tensor, bias: &Tensor, scale: f64, p: f64) -> Result<Tensor> {
+        if scores.device().is_cpu() {
+            let mask = self.mask(scores, p)?;
+            return scores.contiguous()?.apply_op2(&bias.contiguous()?, AttentionSoftmax { scale, mask });
+        }
+        let (b, _, _, l) = scores.dims4()?;
+        let probs = self.softmax(&(scores * scale)?.broadcast_add(&bias.reshape((b, 1, 1, l))?)?)?;
+        self.dropout(&probs, p)
     }
 
     /// Training (and f64) needs differentiable kernels: our fused ones on CPU, candle's
@@ -261,7 +293,7 @@ impl BertModel {
         let x = pass.layer_norm(&x, &e.norm)?;
         let mut x = pass.dropout(&x, e.dropout)?;
         // Additive attention bias: 0 for real tokens, a large negative number for padding.
-        let bias = ((batch.attention_mask.ones_like()? - &batch.attention_mask)? * -10000.0)?.reshape((b, 1, 1, l))?;
+        let bias = ((batch.attention_mask.ones_like()? - &batch.attention_mask)? * -10000.0)?;
         let scale = 1.0 / (dh as f64).sqrt();
         let hidden_p = self.config.hidden_dropout_prob;
         let attention_p = self.config.attention_probs_dropout_prob;
@@ -270,14 +302,13 @@ impl BertModel {
             let q = split(layer.query.forward(&x)?)?;
             let k = split(layer.key.forward(&x)?)?;
             let v = split(layer.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&bias)?;
-            let probs = pass.dropout(&pass.softmax(&scores)?, attention_p)?;
+            let probs = pass.attention_probs(&q.matmul(&k.t()?)?, &bias, scale, attention_p)?;
             let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
-            let attended = pass.dropout(&layer.attention_out.forward(&context)?, hidden_p)?;
-            let x1 = pass.layer_norm(&(attended + &x)?, &layer.attention_norm)?;
+            let attended = pass.dropout_add(&layer.attention_out.forward(&context)?, &x, hidden_p)?;
+            let x1 = pass.layer_norm(&attended, &layer.attention_norm)?;
             let inner = self.activation(&layer.intermediate.forward(&x1)?)?;
-            let out = pass.dropout(&layer.output.forward(&inner)?, hidden_p)?;
-            x = pass.layer_norm(&(out + x1)?, &layer.output_norm)?;
+            let out = pass.dropout_add(&layer.output.forward(&inner)?, &x1, hidden_p)?;
+            x = pass.layer_norm(&out, &layer.output_norm)?;
         }
         Ok(x)
     }

@@ -554,6 +554,246 @@ impl CustomOp2 for ColumnDot {
     }
 }
 
+/// The contiguous values of a CPU tensor of type `T` while `guard` holds its storage.
+fn tensor_slice<'g, T: WithDType>(guard: &'g (candle_core::StorageRef<'_>, &Layout), what: &str) -> Result<&'g [T]> {
+    let (storage, layout) = guard;
+    let candle_core::Storage::Cpu(cpu) = &**storage else { candle_core::bail!("{what}: the mask must be on the CPU") };
+    contiguous(cpu, layout, what)
+}
+
+/// `x * mask`: dropout with a mask drawn by the caller (0, or `1 / (1 - p)` to keep).
+pub struct Dropout {
+    pub mask: Tensor,
+}
+
+fn mul_mask<T: WithDType>(x: &[T], mask: &[T]) -> CpuStorage {
+    T::to_cpu_storage_owned(x.iter().zip(mask).map(|(&x, &m)| x * m).collect())
+}
+
+impl CustomOp1 for Dropout {
+    fn name(&self) -> &'static str {
+        "pipe-dropout"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        if self.mask.shape() != layout.shape() {
+            candle_core::bail!("dropout: mask shape {:?}, input {:?}", self.mask.shape(), layout.shape());
+        }
+        let guard = self.mask.storage_and_layout();
+        let out = match storage {
+            CpuStorage::F32(_) => mul_mask::<f32>(contiguous(storage, layout, "dropout")?, tensor_slice(&guard, "dropout")?),
+            CpuStorage::F64(_) => mul_mask::<f64>(contiguous(storage, layout, "dropout")?, tensor_slice(&guard, "dropout")?),
+            _ => candle_core::bail!("dropout: only f32 and f64"),
+        };
+        Ok((out, layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Dropout { mask: self.mask.clone() })?))
+    }
+}
+
+/// `x * mask + residual`: dropout on a sub-layer's output, then the residual connection, in
+/// one pass (and one pass backward).
+pub struct DropoutAdd {
+    pub mask: Tensor,
+}
+
+fn mul_mask_add<T: WithDType>(x: &[T], residual: &[T], mask: &[T]) -> CpuStorage {
+    T::to_cpu_storage_owned(x.iter().zip(mask).zip(residual).map(|((&x, &m), &r)| x * m + r).collect())
+}
+
+impl CustomOp2 for DropoutAdd {
+    fn name(&self) -> &'static str {
+        "pipe-dropout-add"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() || self.mask.shape() != l1.shape() {
+            candle_core::bail!("dropout-add: shapes {:?}, {:?}, mask {:?}", l1.shape(), l2.shape(), self.mask.shape());
+        }
+        let guard = self.mask.storage_and_layout();
+        let name = "dropout-add";
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                mul_mask_add::<f32>(contiguous(s1, l1, name)?, contiguous(s2, l2, name)?, tensor_slice(&guard, name)?)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                mul_mask_add::<f64>(contiguous(s1, l1, name)?, contiguous(s2, l2, name)?, tensor_slice(&guard, name)?)
+            }
+            _ => candle_core::bail!("dropout-add: only f32 and f64 of one type"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _r: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let grad_x = grad.apply_op1_no_bwd(&Dropout { mask: self.mask.clone() })?;
+        Ok((Some(grad_x), Some(grad)))
+    }
+}
+
+/// Attention probabilities from raw scores `(batch, heads, queries, keys)`:
+/// `dropout(softmax(scale * scores + bias))`, where `bias` `(batch, keys)` is 0 for real tokens
+/// and very negative for padding, in one pass. The backward pass recomputes the softmax from
+/// the scores rather than keeping it.
+pub struct AttentionSoftmax {
+    pub scale: f64,
+    /// Dropout mask shaped like the scores (training passes).
+    pub mask: Option<Tensor>,
+}
+
+/// Rows of the scores per batch element, and the row length (keys).
+fn attention_dims(scores: &Layout, bias: &Layout) -> Result<(usize, usize)> {
+    let dims = scores.shape().dims();
+    let [b, h, q, k] = dims else { candle_core::bail!("attention-softmax: scores must be 4-d, got {dims:?}") };
+    if bias.shape().dims() != [*b, *k] {
+        candle_core::bail!("attention-softmax: bias {:?} does not match scores {dims:?}", bias.shape());
+    }
+    Ok((h * q, *k))
+}
+
+/// Writes `softmax(scale * x + bias)` of one row to `y`.
+fn scaled_softmax_row<T: Real>(x: &[T], bias: &[T], scale: T, y: &mut [T]) {
+    for ((y, &x), &b) in y.iter_mut().zip(x).zip(bias) {
+        *y = scale * x + b;
+    }
+    let max = y.iter().copied().fold(y[0], |m, v| if v > m { v } else { m });
+    let mut sum = T::zero();
+    for y in y.iter_mut() {
+        *y = (*y - max).exp();
+        sum += *y;
+    }
+    let inv = T::one() / sum;
+    for y in y.iter_mut() {
+        *y *= inv;
+    }
+}
+
+fn attention_fwd<T: Real>(x: &[T], bias: &[T], mask: Option<&[T]>, per_batch: usize, n: usize, scale: f64) -> CpuStorage {
+    let scale = T::from_f64(scale);
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(n * ROWS_PER_TASK).enumerate().for_each(|(c, out)| {
+        for (i, y) in out.chunks_mut(n).enumerate() {
+            let row = c * ROWS_PER_TASK + i;
+            let at = row * n;
+            let b = row / per_batch;
+            scaled_softmax_row(&x[at..at + n], &bias[b * n..(b + 1) * n], scale, y);
+            if let Some(mask) = mask {
+                for (y, &m) in y.iter_mut().zip(&mask[at..at + n]) {
+                    *y *= m;
+                }
+            }
+        }
+    });
+    T::to_cpu_storage_owned(out)
+}
+
+/// `dx = scale * y * (g' - Σ g' y)` with `g' = g * mask` and `y` recomputed from the scores.
+fn attention_bwd<T: Real>(
+    x: &[T],
+    bias: &[T],
+    mask: Option<&[T]>,
+    g: &[T],
+    per_batch: usize,
+    n: usize,
+    scale: f64,
+) -> CpuStorage {
+    let scale = T::from_f64(scale);
+    let mut out = vec![T::zero(); x.len()];
+    out.par_chunks_mut(n * ROWS_PER_TASK).enumerate().for_each(|(c, out)| {
+        let mut y = vec![T::zero(); n];
+        for (i, dx) in out.chunks_mut(n).enumerate() {
+            let row = c * ROWS_PER_TASK + i;
+            let at = row * n;
+            let b = row / per_batch;
+            scaled_softmax_row(&x[at..at + n], &bias[b * n..(b + 1) * n], scale, &mut y);
+            for (d, &g) in dx.iter_mut().zip(&g[at..at + n]) {
+                *d = g;
+            }
+            if let Some(mask) = mask {
+                for (d, &m) in dx.iter_mut().zip(&mask[at..at + n]) {
+                    *d *= m;
+                }
+            }
+            let mut dot = T::zero();
+            for (&d, &y) in dx.iter().zip(&y) {
+                dot += d * y;
+            }
+            for (d, &y) in dx.iter_mut().zip(&y) {
+                *d = scale * y * (*d - dot);
+            }
+        }
+    });
+    T::to_cpu_storage_owned(out)
+}
+
+/// The gradient of [`AttentionSoftmax`] for the scores, from the scores and `dL/dprobs`.
+struct AttentionSoftmaxGrad {
+    scale: f64,
+    mask: Option<Tensor>,
+    bias: Tensor,
+}
+
+impl CustomOp2 for AttentionSoftmax {
+    fn name(&self) -> &'static str {
+        "pipe-attention-softmax"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (per_batch, n) = attention_dims(l1, l2)?;
+        let guard = self.mask.as_ref().map(Tensor::storage_and_layout);
+        let name = "attention-softmax";
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let mask = guard.as_ref().map(|g| tensor_slice::<f32>(g, name)).transpose()?;
+                attention_fwd(contiguous(s1, l1, name)?, contiguous(s2, l2, name)?, mask, per_batch, n, self.scale)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let mask = guard.as_ref().map(|g| tensor_slice::<f64>(g, name)).transpose()?;
+                attention_fwd(contiguous(s1, l1, name)?, contiguous(s2, l2, name)?, mask, per_batch, n, self.scale)
+            }
+            _ => candle_core::bail!("{name}: only f32 and f64 of one type"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, bias: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let op = AttentionSoftmaxGrad { scale: self.scale, mask: self.mask.clone(), bias: bias.contiguous()? };
+        Ok((Some(x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &op)?), None))
+    }
+}
+
+impl CustomOp2 for AttentionSoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "pipe-attention-softmax-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("attention-softmax-grad: shape mismatch");
+        }
+        let bias_guard = self.bias.storage_and_layout();
+        let (per_batch, n) = attention_dims(l1, bias_guard.1)?;
+        let guard = self.mask.as_ref().map(Tensor::storage_and_layout);
+        let name = "attention-softmax-grad";
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                let mask = guard.as_ref().map(|g| tensor_slice::<f32>(g, name)).transpose()?;
+                let bias = tensor_slice::<f32>(&bias_guard, name)?;
+                attention_bwd(contiguous(s1, l1, name)?, bias, mask, contiguous(s2, l2, name)?, per_batch, n, self.scale)
+            }
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                let mask = guard.as_ref().map(|g| tensor_slice::<f64>(g, name)).transpose()?;
+                let bias = tensor_slice::<f64>(&bias_guard, name)?;
+                attention_bwd(contiguous(s1, l1, name)?, bias, mask, contiguous(s2, l2, name)?, per_batch, n, self.scale)
+            }
+            _ => candle_core::bail!("{name}: only f32 and f64 of one type"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

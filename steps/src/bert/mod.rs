@@ -9,6 +9,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod classify;
 pub mod config;
+pub mod dense_ops;
 pub mod device;
 pub mod evaluate;
 pub mod fine_tune;

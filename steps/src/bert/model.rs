@@ -16,7 +16,8 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use super::config::BertConfig;
-use super::ops::{AddBias, AttentionSoftmax, Dropout, DropoutAdd, GeluErf, Normalize, ScaleShift, Softmax};
+use super::dense_ops::{Dense, MergeHeads, SplitHeads};
+use super::ops::{AttentionSoftmax, Dropout, DropoutAdd, GeluErf, Normalize, ScaleShift, Softmax};
 use super::weights::Weights;
 use crate::error::StepResult;
 
@@ -117,7 +118,9 @@ impl Pass {
     /// `dropout(x) + residual`, fused on CPU.
     fn dropout_add(&self, x: &Tensor, residual: &Tensor, p: f64) -> Result<Tensor> {
         match self.mask(x, p)? {
-            Some(mask) if x.device().is_cpu() => x.contiguous()?.apply_op2(&residual.contiguous()?, DropoutAdd { mask }),
+            Some(mask) if x.device().is_cpu() => {
+                x.contiguous()?.apply_op2(&residual.contiguous()?, DropoutAdd { mask })
+            }
             Some(mask) => (x * mask)? + residual,
             None => x + residual,
         }
@@ -174,11 +177,13 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() {
+            return x.contiguous()?.apply_op3(&self.weight, &self.bias, Dense);
+        }
         let dims = x.dims().to_vec();
         let inputs = dims[dims.len() - 1];
         let rows = x.elem_count() / inputs;
-        let y = x.reshape((rows, inputs))?.matmul(&self.weight.t()?)?;
-        let y = if y.device().is_cpu() { y.apply_op2(&self.bias, AddBias)? } else { y.broadcast_add(&self.bias)? };
+        let y = x.reshape((rows, inputs))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
         out_dims[last] = self.weight.dim(0)?;
@@ -297,13 +302,31 @@ impl BertModel {
         let scale = 1.0 / (dh as f64).sqrt();
         let hidden_p = self.config.hidden_dropout_prob;
         let attention_p = self.config.attention_probs_dropout_prob;
+        let cpu = x.device().is_cpu();
+        // (batch, len, hidden) → (batch, heads, len, head_dim), or (…, head_dim, len) for keys.
+        let split = |t: Tensor, transposed: bool| -> Result<Tensor> {
+            if cpu {
+                return t.apply_op1(SplitHeads { heads, transposed });
+            }
+            let t = t.reshape((b, l, heads, dh))?.transpose(1, 2)?;
+            if transposed {
+                t.transpose(2, 3)?.contiguous()
+            } else {
+                t.contiguous()
+            }
+        };
+        let merge = |t: Tensor| -> Result<Tensor> {
+            if cpu {
+                return t.contiguous()?.apply_op1(MergeHeads { heads, transposed: false });
+            }
+            t.transpose(1, 2)?.reshape((b, l, h))
+        };
         for layer in &self.layers {
-            let split = |t: Tensor| -> Result<Tensor> { t.reshape((b, l, heads, dh))?.transpose(1, 2)?.contiguous() };
-            let q = split(layer.query.forward(&x)?)?;
-            let k = split(layer.key.forward(&x)?)?;
-            let v = split(layer.value.forward(&x)?)?;
-            let probs = pass.attention_probs(&q.matmul(&k.t()?)?, &bias, scale, attention_p)?;
-            let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
+            let q = split(layer.query.forward(&x)?, false)?;
+            let k = split(layer.key.forward(&x)?, true)?;
+            let v = split(layer.value.forward(&x)?, false)?;
+            let probs = pass.attention_probs(&q.matmul(&k)?, &bias, scale, attention_p)?;
+            let context = merge(probs.matmul(&v)?)?;
             let attended = pass.dropout_add(&layer.attention_out.forward(&context)?, &x, hidden_p)?;
             let x1 = pass.layer_norm(&attended, &layer.attention_norm)?;
             let inner = self.activation(&layer.intermediate.forward(&x1)?)?;

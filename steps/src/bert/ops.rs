@@ -581,8 +581,12 @@ impl CustomOp1 for Dropout {
         }
         let guard = self.mask.storage_and_layout();
         let out = match storage {
-            CpuStorage::F32(_) => mul_mask::<f32>(contiguous(storage, layout, "dropout")?, tensor_slice(&guard, "dropout")?),
-            CpuStorage::F64(_) => mul_mask::<f64>(contiguous(storage, layout, "dropout")?, tensor_slice(&guard, "dropout")?),
+            CpuStorage::F32(_) => {
+                mul_mask::<f32>(contiguous(storage, layout, "dropout")?, tensor_slice(&guard, "dropout")?)
+            }
+            CpuStorage::F64(_) => {
+                mul_mask::<f64>(contiguous(storage, layout, "dropout")?, tensor_slice(&guard, "dropout")?)
+            }
             _ => candle_core::bail!("dropout: only f32 and f64"),
         };
         Ok((out, layout.shape().clone()))
@@ -670,7 +674,14 @@ fn scaled_softmax_row<T: Real>(x: &[T], bias: &[T], scale: T, y: &mut [T]) {
     }
 }
 
-fn attention_fwd<T: Real>(x: &[T], bias: &[T], mask: Option<&[T]>, per_batch: usize, n: usize, scale: f64) -> CpuStorage {
+fn attention_fwd<T: Real>(
+    x: &[T],
+    bias: &[T],
+    mask: Option<&[T]>,
+    per_batch: usize,
+    n: usize,
+    scale: f64,
+) -> CpuStorage {
     let scale = T::from_f64(scale);
     let mut out = vec![T::zero(); x.len()];
     out.par_chunks_mut(n * ROWS_PER_TASK).enumerate().for_each(|(c, out)| {
@@ -781,12 +792,28 @@ impl CustomOp2 for AttentionSoftmaxGrad {
             (CpuStorage::F32(_), CpuStorage::F32(_)) => {
                 let mask = guard.as_ref().map(|g| tensor_slice::<f32>(g, name)).transpose()?;
                 let bias = tensor_slice::<f32>(&bias_guard, name)?;
-                attention_bwd(contiguous(s1, l1, name)?, bias, mask, contiguous(s2, l2, name)?, per_batch, n, self.scale)
+                attention_bwd(
+                    contiguous(s1, l1, name)?,
+                    bias,
+                    mask,
+                    contiguous(s2, l2, name)?,
+                    per_batch,
+                    n,
+                    self.scale,
+                )
             }
             (CpuStorage::F64(_), CpuStorage::F64(_)) => {
                 let mask = guard.as_ref().map(|g| tensor_slice::<f64>(g, name)).transpose()?;
                 let bias = tensor_slice::<f64>(&bias_guard, name)?;
-                attention_bwd(contiguous(s1, l1, name)?, bias, mask, contiguous(s2, l2, name)?, per_batch, n, self.scale)
+                attention_bwd(
+                    contiguous(s1, l1, name)?,
+                    bias,
+                    mask,
+                    contiguous(s2, l2, name)?,
+                    per_batch,
+                    n,
+                    self.scale,
+                )
             }
             _ => candle_core::bail!("{name}: only f32 and f64 of one type"),
         };

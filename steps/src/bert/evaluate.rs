@@ -18,7 +18,7 @@ pub struct Evaluate;
 
 static SPEC: StepSpec = StepSpec {
     kind: "evaluate",
-    version: 1,
+    version: 2,
     summary:
         "run a fine-tuned classifier on a tensor set: accuracy, precision, recall, F1, confusion matrix, predictions",
     params: &[

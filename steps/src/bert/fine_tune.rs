@@ -23,7 +23,7 @@ pub struct FineTune;
 
 static SPEC: StepSpec = StepSpec {
     kind: "fine-tune",
-    version: 1,
+    version: 2,
     summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
     params: &[
         ParamSpec::optional(

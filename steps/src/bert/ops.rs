@@ -1,6 +1,7 @@
 //! Fused CPU kernels with their own backward passes for the element-wise parts of a BERT layer
 //! that dominate training time once matmuls are fast: LayerNorm (normalisation, then its
-//! affine part), softmax over the last dimension, the erf GELU and bias adds.
+//! affine part), softmax over the last dimension, the erf GELU, dropout (alone and with the
+//! residual add) and the attention softmax with its scale, padding bias and dropout.
 //!
 //! candle's composites for these (`layer_norm_slow`, `softmax`, `gelu_erf`) are differentiable
 //! but run as 6–12 separate tensor passes forward and more backward, each allocating; these
@@ -380,50 +381,6 @@ impl CustomOp1 for ColumnSum {
             _ => candle_core::bail!("column-sum: only f32 and f64"),
         };
         Ok((out, Shape::from(n)))
-    }
-}
-
-/// `x + bias`, the bias broadcast over the rows of `x`'s last dimension.
-pub struct AddBias;
-
-fn add_bias<T: WithDType>(x: &[T], bias: &[T], n: usize) -> CpuStorage {
-    let mut out = x.to_vec();
-    for row in out.chunks_mut(n) {
-        for (o, b) in row.iter_mut().zip(bias) {
-            *o += *b;
-        }
-    }
-    T::to_cpu_storage_owned(out)
-}
-
-impl CustomOp2 for AddBias {
-    fn name(&self) -> &'static str {
-        "pipe-add-bias"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let n = row_len_matches(l1, l2, "add-bias")?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                add_bias::<f32>(contiguous(s1, l1, "add-bias")?, contiguous(s2, l2, "add-bias")?, n)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                add_bias::<f64>(contiguous(s1, l1, "add-bias")?, contiguous(s2, l2, "add-bias")?, n)
-            }
-            _ => candle_core::bail!("add-bias: only f32 and f64 of one type"),
-        };
-        Ok((out, l1.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        _bias: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
-        Ok((Some(grad.clone()), Some(grad.apply_op1_no_bwd(&ColumnSum)?)))
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Pretrain;
 
 static SPEC: StepSpec = StepSpec {
     kind: "pretrain",
-    version: 1,
+    version: 2,
     summary: "masked-language-model pre-training of a BERT from a config on tokenized text",
     params: &[
         ParamSpec::optional("layers", ParamType::Uint, Default::Int(4), "transformer layers"),

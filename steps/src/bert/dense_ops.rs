@@ -11,15 +11,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use gemm::Parallelism;
 
-use super::ops::ColumnSum;
-
-fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
-    let data = storage.as_slice::<T>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
-    }
-}
+use super::ops::{contiguous, ColumnSum};
 
 /// A row-major matrix operand: its values and whether it is used transposed.
 #[derive(Clone, Copy)]
@@ -33,12 +25,11 @@ struct Operand<'a, T> {
 impl<T> Operand<'_, T> {
     /// Rows and columns of the operand as used, and its (row, column) strides.
     fn used(&self) -> (usize, usize, isize, isize) {
-        let (r, c) = (self.rows as isize, self.cols as isize);
+        let stride = self.cols as isize;
         if self.transposed {
-            (self.cols, self.rows, 1, c)
+            (self.cols, self.rows, 1, stride)
         } else {
-            let _ = r;
-            (self.rows, self.cols, c, 1)
+            (self.rows, self.cols, stride, 1)
         }
     }
 }

@@ -9,7 +9,7 @@
 //! shard, every step.
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, Result, Storage, StorageRef, Tensor, TensorId, Var, WithDType};
+use candle_core::{Result, Storage, StorageRef, Tensor, TensorId, Var, WithDType};
 
 use super::model::Lookup;
 
@@ -141,15 +141,11 @@ impl ParamGrad {
                 let Some((a, b)) = layout.contiguous_offsets() else {
                     candle_core::bail!("gradients must be contiguous")
                 };
-                Ok(&cpu_slice::<T>(cpu)?[a..b])
+                Ok(&cpu.as_slice::<T>()?[a..b])
             })
             .collect::<Result<_>>()?;
         Ok(View { dense, sparse: self.sparse.as_ref() })
     }
-}
-
-fn cpu_slice<T: WithDType>(cpu: &CpuStorage) -> Result<&[T]> {
-    cpu.as_slice::<T>()
 }
 
 /// Borrowed CPU values of a [`ParamGrad`].

@@ -3,7 +3,9 @@
 //!
 //! The model and the training loop take tensors and configs ([`model`], [`train`],
 //! [`optimizer`]); reading checkpoints and writing Hugging Face model directories happen at the
-//! edges ([`weights`], [`model_dir`], [`checkpoint`]) and in the step kinds.
+//! edges ([`weights`], [`model_dir`], [`checkpoint`]) and in the step kinds. Speed on CPU comes
+//! from fused kernels with their own backward passes ([`ops`], [`dense_ops`]), data parallelism
+//! over shards of a batch ([`shard`]) and sparse word-embedding gradients ([`gradients`]).
 
 pub mod batch;
 pub mod checkpoint;

@@ -68,7 +68,8 @@ pub fn erf_fast(x: f32) -> f32 {
 /// Rows handed to one rayon task: enough work to amortise the scheduling.
 const ROWS_PER_TASK: usize = 64;
 
-fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
+/// The values of a contiguous CPU storage as seen through `layout`.
+pub(crate) fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [T]> {
     let data = storage.as_slice::<T>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),

@@ -160,6 +160,18 @@ struct Product {
     shape: Shape,
 }
 
+impl Product {
+    fn run<T: WithDType>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<Vec<T>> {
+        let ((ar, ac), (br, bc)) = (as_matrix(l1)?, as_matrix(l2)?);
+        let name = "dense-grad";
+        let mut dst = vec![T::zero(); self.shape.elem_count()];
+        let a = Operand { values: contiguous(s1, l1, name)?, rows: ar, cols: ac, transposed: self.transposed.0 };
+        let b = Operand { values: contiguous(s2, l2, name)?, rows: br, cols: bc, transposed: self.transposed.1 };
+        product(&mut dst, a, b, false)?;
+        Ok(dst)
+    }
+}
+
 fn as_matrix(layout: &Layout) -> Result<(usize, usize)> {
     let cols = *layout.shape().dims().last().ok_or_else(|| candle_core::Error::Msg("dense: a scalar".into()))?;
     Ok((layout.shape().elem_count() / cols.max(1), cols))
@@ -171,29 +183,10 @@ impl CustomOp2 for Product {
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let ((ar, ac), (br, bc)) = (as_matrix(l1)?, as_matrix(l2)?);
-        let name = "dense-grad";
-        let n = self.shape.elem_count();
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let mut dst = vec![0f32; n];
-                let a =
-                    Operand { values: contiguous(s1, l1, name)?, rows: ar, cols: ac, transposed: self.transposed.0 };
-                let b =
-                    Operand { values: contiguous(s2, l2, name)?, rows: br, cols: bc, transposed: self.transposed.1 };
-                product(&mut dst, a, b, false)?;
-                CpuStorage::F32(dst)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let mut dst = vec![0f64; n];
-                let a =
-                    Operand { values: contiguous(s1, l1, name)?, rows: ar, cols: ac, transposed: self.transposed.0 };
-                let b =
-                    Operand { values: contiguous(s2, l2, name)?, rows: br, cols: bc, transposed: self.transposed.1 };
-                product(&mut dst, a, b, false)?;
-                CpuStorage::F64(dst)
-            }
-            _ => candle_core::bail!("{name}: only f32 and f64 of one type"),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(self.run::<f32>(s1, l1, s2, l2)?),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(self.run::<f64>(s1, l1, s2, l2)?),
+            _ => candle_core::bail!("dense-grad: only f32 and f64 of one type"),
         };
         Ok((out, self.shape.clone()))
     }

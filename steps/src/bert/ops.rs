@@ -704,25 +704,41 @@ struct AttentionSoftmaxGrad {
     bias: Tensor,
 }
 
+impl AttentionSoftmax {
+    /// The forward pass over scores `s1` and bias `s2` of type `T`.
+    fn run<T: Real>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<CpuStorage> {
+        let (per_batch, n) = attention_dims(l1, l2)?;
+        let guard = self.mask.as_ref().map(Tensor::storage_and_layout);
+        let name = "attention-softmax";
+        let mask = guard.as_ref().map(|g| tensor_slice::<T>(g, name)).transpose()?;
+        Ok(attention_fwd(contiguous(s1, l1, name)?, contiguous(s2, l2, name)?, mask, per_batch, n, self.scale))
+    }
+}
+
+impl AttentionSoftmaxGrad {
+    /// The backward pass from scores `s1` and the gradient `s2` of type `T`.
+    fn run<T: Real>(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<CpuStorage> {
+        let bias_guard = self.bias.storage_and_layout();
+        let (per_batch, n) = attention_dims(l1, bias_guard.1)?;
+        let guard = self.mask.as_ref().map(Tensor::storage_and_layout);
+        let name = "attention-softmax-grad";
+        let mask = guard.as_ref().map(|g| tensor_slice::<T>(g, name)).transpose()?;
+        let bias = tensor_slice::<T>(&bias_guard, name)?;
+        let (x, g) = (contiguous(s1, l1, name)?, contiguous(s2, l2, name)?);
+        Ok(attention_bwd(x, bias, mask, g, per_batch, n, self.scale))
+    }
+}
+
 impl CustomOp2 for AttentionSoftmax {
     fn name(&self) -> &'static str {
         "pipe-attention-softmax"
     }
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (per_batch, n) = attention_dims(l1, l2)?;
-        let guard = self.mask.as_ref().map(Tensor::storage_and_layout);
-        let name = "attention-softmax";
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let mask = guard.as_ref().map(|g| tensor_slice::<f32>(g, name)).transpose()?;
-                attention_fwd(contiguous(s1, l1, name)?, contiguous(s2, l2, name)?, mask, per_batch, n, self.scale)
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let mask = guard.as_ref().map(|g| tensor_slice::<f64>(g, name)).transpose()?;
-                attention_fwd(contiguous(s1, l1, name)?, contiguous(s2, l2, name)?, mask, per_batch, n, self.scale)
-            }
-            _ => candle_core::bail!("{name}: only f32 and f64 of one type"),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2)?,
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2)?,
+            _ => candle_core::bail!("attention-softmax: only f32 and f64 of one type"),
         };
         Ok((out, l1.shape().clone()))
     }
@@ -742,38 +758,10 @@ impl CustomOp2 for AttentionSoftmaxGrad {
         if l1.shape() != l2.shape() {
             candle_core::bail!("attention-softmax-grad: shape mismatch");
         }
-        let bias_guard = self.bias.storage_and_layout();
-        let (per_batch, n) = attention_dims(l1, bias_guard.1)?;
-        let guard = self.mask.as_ref().map(Tensor::storage_and_layout);
-        let name = "attention-softmax-grad";
         let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                let mask = guard.as_ref().map(|g| tensor_slice::<f32>(g, name)).transpose()?;
-                let bias = tensor_slice::<f32>(&bias_guard, name)?;
-                attention_bwd(
-                    contiguous(s1, l1, name)?,
-                    bias,
-                    mask,
-                    contiguous(s2, l2, name)?,
-                    per_batch,
-                    n,
-                    self.scale,
-                )
-            }
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                let mask = guard.as_ref().map(|g| tensor_slice::<f64>(g, name)).transpose()?;
-                let bias = tensor_slice::<f64>(&bias_guard, name)?;
-                attention_bwd(
-                    contiguous(s1, l1, name)?,
-                    bias,
-                    mask,
-                    contiguous(s2, l2, name)?,
-                    per_batch,
-                    n,
-                    self.scale,
-                )
-            }
-            _ => candle_core::bail!("{name}: only f32 and f64 of one type"),
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => self.run::<f32>(s1, l1, s2, l2)?,
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => self.run::<f64>(s1, l1, s2, l2)?,
+            _ => candle_core::bail!("attention-softmax-grad: only f32 and f64 of one type"),
         };
         Ok((out, l1.shape().clone()))
     }

@@ -5,7 +5,9 @@
 //! It exists because candle-transformers' `BertModel` cannot be trained: its LayerNorm has no
 //! backward pass, its dropout does nothing and it has no pooler. Here, training passes use a
 //! differentiable LayerNorm and softmax and real dropout whose masks come from a seeded RNG
-//! (the CPU device cannot be seeded); inference passes use candle's fused kernels.
+//! (the CPU device cannot be seeded); inference passes use candle's fused LayerNorm. On CPU the
+//! dense layers, the head split/merge and the attention softmax are our fused ops in every pass
+//! (`ops.rs`, `dense_ops.rs`); other devices use candle's composites.
 //!
 //! The model takes tensors and a [`Pass`]; loading and saving happen in the step kinds.
 

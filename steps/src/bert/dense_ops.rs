@@ -83,7 +83,15 @@ fn product<T: WithDType>(dst: &mut [T], a: Operand<'_, T>, b: Operand<'_, T>, ac
 /// PyTorch layout.
 pub struct Dense;
 
-fn dense_fwd<T: WithDType>(x: &[T], w: &[T], b: &[T], inputs: usize, outputs: usize) -> Result<Vec<T>> {
+/// `x Wᵀ + b` for `T`-typed storages of `x`, `W` `(outputs, inputs)` and `b`.
+fn dense_fwd<T: WithDType>(
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+    (outputs, inputs): (usize, usize),
+) -> Result<Vec<T>> {
+    let (x, w, b) =
+        (contiguous::<T>(s1, l1, "dense")?, contiguous::<T>(s2, l2, "dense")?, contiguous::<T>(s3, l3, "dense")?);
     let rows = x.len() / inputs;
     let mut y = Vec::with_capacity(rows * outputs);
     for _ in 0..rows {
@@ -115,22 +123,10 @@ impl CustomOp3 for Dense {
             candle_core::bail!("dense: input {:?}, weight {:?}, bias {:?}", l1.shape(), l2.shape(), l3.shape());
         }
         *dims.last_mut().expect("checked above") = outputs;
-        let name = "dense";
+        let (a, b, c, size) = ((s1, l1), (s2, l2), (s3, l3), (outputs, inputs));
         let out = match (s1, s2, s3) {
-            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(dense_fwd::<f32>(
-                contiguous(s1, l1, name)?,
-                contiguous(s2, l2, name)?,
-                contiguous(s3, l3, name)?,
-                inputs,
-                outputs,
-            )?),
-            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(dense_fwd::<f64>(
-                contiguous(s1, l1, name)?,
-                contiguous(s2, l2, name)?,
-                contiguous(s3, l3, name)?,
-                inputs,
-                outputs,
-            )?),
+            (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(dense_fwd(a, b, c, size)?),
+            (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(dense_fwd(a, b, c, size)?),
             _ => candle_core::bail!("dense: only f32 and f64 of one type"),
         };
         Ok((out, Shape::from(dims)))

@@ -19,7 +19,7 @@ use rand::{RngCore, SeedableRng};
 
 use super::config::BertConfig;
 use super::dense_ops::{Dense, MergeHeads, SplitHeads};
-use super::ops::{AttentionSoftmax, Dropout, DropoutAdd, GeluErf, Normalize, ScaleShift, Softmax};
+use super::ops::{AttentionSoftmax, Dropout, DropoutAdd, GeluErf, Normalize, ScaleShift};
 use super::weights::Weights;
 use crate::error::StepResult;
 
@@ -137,7 +137,12 @@ impl Pass {
             return scores.contiguous()?.apply_op2(&bias.contiguous()?, AttentionSoftmax { scale, mask });
         }
         let (b, _, _, l) = scores.dims4()?;
-        let probs = self.softmax(&(scores * scale)?.broadcast_add(&bias.reshape((b, 1, 1, l))?)?)?;
+        let scores = (scores * scale)?.broadcast_add(&bias.reshape((b, 1, 1, l))?)?;
+        let probs = if self.is_train() || scores.dtype() == DType::F64 {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
         self.dropout(&probs, p)
     }
 
@@ -150,16 +155,6 @@ impl Pass {
             x.contiguous()?.apply_op1(Normalize { eps: f64::from(ln.eps) })?.apply_op3(&ln.weight, &ln.bias, ScaleShift)
         } else {
             candle_nn::ops::layer_norm_slow(x, &ln.weight, &ln.bias, ln.eps)
-        }
-    }
-
-    fn softmax(&self, x: &Tensor) -> Result<Tensor> {
-        if !(self.is_train() || x.dtype() == DType::F64) {
-            candle_nn::ops::softmax_last_dim(x)
-        } else if x.device().is_cpu() {
-            x.contiguous()?.apply_op1(Softmax)
-        } else {
-            candle_nn::ops::softmax(x, D::Minus1)
         }
     }
 }

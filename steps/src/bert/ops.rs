@@ -1,6 +1,6 @@
 //! Fused CPU kernels with their own backward passes for the element-wise parts of a BERT layer
 //! that dominate training time once matmuls are fast: LayerNorm (normalisation, then its
-//! affine part), softmax over the last dimension, the erf GELU, dropout (alone and with the
+//! affine part), the erf GELU, dropout (alone and with the
 //! residual add) and the attention softmax with its scale, padding bias and dropout.
 //!
 //! candle's composites for these (`layer_norm_slow`, `softmax`, `gelu_erf`) are differentiable
@@ -227,69 +227,6 @@ impl CustomOp2 for NormalizeGrad {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         dispatch2!(s1, l1, s2, l2, "normalize-grad", normalize_bwd, self.eps)
-    }
-}
-
-/// Softmax over the last dimension.
-pub struct Softmax;
-
-fn softmax_fwd<T: Real>(x: &[T], n: usize) -> CpuStorage {
-    let out = rows_map(x, n, |input, output| {
-        for (row, out) in input.chunks(n).zip(output.chunks_mut(n)) {
-            let max = row.iter().copied().fold(row[0], |m, v| if v > m { v } else { m });
-            let mut sum = T::zero();
-            for (o, &v) in out.iter_mut().zip(row) {
-                *o = (v - max).exp();
-                sum += *o;
-            }
-            let inv = T::one() / sum;
-            for o in out.iter_mut() {
-                *o *= inv;
-            }
-        }
-    });
-    T::to_cpu_storage_owned(out)
-}
-
-/// The gradient of [`Softmax`] from its output `y`: `y * (g - sum(g * y))`.
-struct SoftmaxGrad;
-
-fn softmax_bwd<T: Real>(y: &[T], g: &[T], n: usize) -> CpuStorage {
-    let out = rows_map2(y, g, n, |ys, gs, output| {
-        for ((row, grad), out) in ys.chunks(n).zip(gs.chunks(n)).zip(output.chunks_mut(n)) {
-            let mut dot = T::zero();
-            for (&y, &g) in row.iter().zip(grad) {
-                dot += y * g;
-            }
-            for ((o, &y), &g) in out.iter_mut().zip(row).zip(grad) {
-                *o = y * (g - dot);
-            }
-        }
-    });
-    T::to_cpu_storage_owned(out)
-}
-
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "pipe-softmax"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch1!(storage, layout, "softmax", softmax_fwd)
-    }
-
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(res.apply_op2_no_bwd(&grad_res.contiguous()?, &SoftmaxGrad)?))
-    }
-}
-
-impl CustomOp2 for SoftmaxGrad {
-    fn name(&self) -> &'static str {
-        "pipe-softmax-grad"
-    }
-
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
-        dispatch2!(s1, l1, s2, l2, "softmax-grad", softmax_bwd)
     }
 }
 

@@ -12,7 +12,7 @@
 //! bytes with 1 thread or 8. Off CPU a batch is one shard and nothing runs in parallel.
 
 use candle_core::Device;
-use rayon::prelude::{IntoParallelRefIterator, ParallelIterator};
+use rayon::prelude::{IndexedParallelIterator, IntoParallelRefIterator, ParallelIterator};
 
 /// The most rows of a batch computed together on one thread.
 pub const SHARD_ROWS: usize = 16;
@@ -39,8 +39,7 @@ pub fn split<'a>(rows: &'a [usize], device: &Device) -> Vec<&'a [usize]> {
 /// other devices. Results come back in the order of `items`.
 pub fn map<I: Sync, T: Send>(items: &[I], device: &Device, f: impl Fn(usize, &I) -> T + Sync + Send) -> Vec<T> {
     if device.is_cpu() && items.len() > 1 {
-        let indexed: Vec<(usize, &I)> = items.iter().enumerate().collect();
-        indexed.par_iter().map(|&(i, item)| f(i, item)).collect()
+        items.par_iter().enumerate().map(|(i, item)| f(i, item)).collect()
     } else {
         items.iter().enumerate().map(|(i, item)| f(i, item)).collect()
     }

@@ -2,11 +2,10 @@
 //! references and decides, without network or training. (`nsmc-mbert.yaml` needs the hub and
 //! a GPU to run, `nsmc.yaml` an hour; `nsmc_tiny.rs` runs the tiny one.)
 
-mod support;
 
 use std::path::PathBuf;
 
-use support::Project;
+use crate::support::Project;
 
 fn check(file: &str, steps: &[&str]) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines").join(file);

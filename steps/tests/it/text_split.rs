@@ -1,6 +1,5 @@
 //! The `split` step: seeded, stratified, deterministic, and clear about sets too small to split.
 
-mod text_support;
 
 use std::fs;
 use std::path::Path;
@@ -9,7 +8,7 @@ use pipe_steps::tensor_set::{TensorSet, TensorSetMeta, TOKENIZER_FILE};
 use pipe_steps::text::split::{split_rows, Split};
 use serde_json::json;
 use tempfile::TempDir;
-use text_support::{message, run};
+use crate::text_support::{message, run};
 
 fn meta() -> TensorSetMeta {
     TensorSetMeta {

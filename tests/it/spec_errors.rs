@@ -1,9 +1,8 @@
 //! Bad pipeline files and overrides: a precise message (snapshot), exit code 2, and nothing
 //! run or written.
 
-mod support;
 
-use support::{settings, Project};
+use crate::support::{settings, Project};
 
 const GOOD: &str = "name: errors
 params:

@@ -1,6 +1,5 @@
 //! The `train-tokenizer` step: determinism, the tokenizer it writes, Korean handling and errors.
 
-mod text_support;
 
 use std::collections::HashSet;
 use std::fs;
@@ -9,7 +8,7 @@ use pipe_steps::tensor_set::TensorSet;
 use pipe_steps::text::train_tokenizer::TrainTokenizer;
 use pipe_steps::text::Tokenize;
 use serde_json::{json, Value};
-use text_support::{message, run, table};
+use crate::text_support::{message, run, table};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;

@@ -1,12 +1,11 @@
 //! The piece-cache encoder gives exactly the ids of one tokenizer call per text.
 
-mod text_support;
 
 use std::fs;
 
 use pipe_steps::text::bert_tokenizer::{self, Normalization};
 use pipe_steps::text::encode::Encoder;
-use text_support::minilm_dir;
+use crate::text_support::minilm_dir;
 use tokenizers::Tokenizer;
 
 const TRICKY: &[&str] = &[
@@ -89,7 +88,7 @@ fn fast_path_matches_plain_encoding_lowercased() {
 #[test]
 fn fast_path_matches_plain_encoding_with_a_trained_korean_vocabulary() {
     let Some(path) = pipe_steps::shared_data::shared_path("nsmc/ratings_test.txt") else { return };
-    let out = text_support::run(
+    let out = crate::text_support::run(
         &pipe_steps::text::TrainTokenizer,
         serde_json::json!({"vocab_size": 8000}),
         &[("data", &path)],

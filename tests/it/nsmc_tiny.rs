@@ -2,12 +2,11 @@
 //! published NSMC files in `../shared/nsmc` (via `--mirror`): a run, a rerun with another
 //! learning rate that reuses everything up to fine-tuning, and `pipe report` comparing the two.
 
-mod support;
 
 use std::path::PathBuf;
 
 use pipe_steps::shared_data::shared_path;
-use support::{settings, Project};
+use crate::support::{settings, Project};
 
 fn pipeline() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/nsmc-tiny.yaml").display().to_string()

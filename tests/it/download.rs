@@ -1,12 +1,11 @@
 //! The `download` step against a real HTTP server on 127.0.0.1: pins, retries, bad bytes,
 //! HTTP errors, mirrors and local files.
 
-mod support;
 
 use std::fs;
 
-use support::http::{Behavior, Server};
-use support::{settings, Project};
+use crate::support::http::{Behavior, Server};
+use crate::support::{settings, Project};
 
 const BODY: &[u8] = b"id\tdocument\tlabel\n1\t\xea\xb0\x80\xeb\x82\x98\t1\n";
 

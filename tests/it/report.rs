@@ -2,10 +2,9 @@
 //! shown as failed with what is missing, not skipped. (A successful run and the comparison of
 //! runs are covered by `nsmc_tiny.rs`.)
 
-mod support;
 
-use support::http::{Behavior, Server};
-use support::{settings, Project};
+use crate::support::http::{Behavior, Server};
+use crate::support::{settings, Project};
 
 #[test]
 fn a_cache_without_runs_says_how_to_start_one() {

@@ -1,7 +1,6 @@
 //! The `tokenize` step: BERTSentenceTransform semantics against golden data and the Hugging Face
 //! tokenizer's own special tokens and truncation, output files, and every error.
 
-mod text_support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -13,7 +12,7 @@ use pipe_steps::text::sentence_transform::{truncate_pair, SentenceTransform};
 use pipe_steps::text::Tokenize;
 use pipe_steps::{Environment, StepError};
 use serde_json::{json, Value};
-use text_support::{message, minilm_dir, run, run_env, table};
+use crate::text_support::{message, minilm_dir, run, run_env, table};
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
 fn minilm_json() -> Option<PathBuf> {

@@ -1,14 +1,13 @@
 //! The cache contract of DESIGN.md §4, each rule as run → change → run through the real binary
 //! against a real HTTP server on 127.0.0.1.
 
-mod support;
 
 use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::http::{Behavior, Server};
-use support::{settings, Project};
+use crate::support::http::{Behavior, Server};
+use crate::support::{settings, Project};
 
 const TABLE: &str = "id\tdocument\tlabel\n1\tgood\t1\n2\tbad\t0\n3\tfine\t1\n4\tawful\t0\n5\tok\t1\n";
 
@@ -203,7 +202,7 @@ fn concurrent_runs_compute_a_shared_step_once() {
         project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let b =
         project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (a, b) = (support::Run::from(a.wait_with_output().unwrap()), support::Run::from(b.wait_with_output().unwrap()));
+    let (a, b) = (crate::support::Run::from(a.wait_with_output().unwrap()), crate::support::Run::from(b.wait_with_output().unwrap()));
     let (a, b) = (a.expect_code(0), b.expect_code(0));
     assert_eq!(server.hits("/slow.tsv"), 1, "the shared download ran twice");
     let mut fetch = vec![a.status_of("fetch"), b.status_of("fetch")];

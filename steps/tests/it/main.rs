@@ -1,0 +1,12 @@
+//! The step kinds' integration tests: one binary (each test binary links candle, polars and
+//! tokenizers), one module per step family.
+
+mod bert_model;
+mod bert_optimizer;
+mod bert_steps;
+mod text_encode;
+mod text_nsmc;
+mod text_split;
+mod text_support;
+mod text_tokenize;
+mod text_train_tokenizer;

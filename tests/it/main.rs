@@ -1,0 +1,10 @@
+//! The runner's integration tests: one binary (each test binary links candle, polars and
+//! tokenizers), one module per behaviour, all through the real `pipe` binary.
+
+mod cache_contract;
+mod download;
+mod nsmc_tiny;
+mod pipelines;
+mod report;
+mod spec_errors;
+mod support;

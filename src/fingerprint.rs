@@ -100,8 +100,6 @@ pub fn local_paths(step: &GraphStep) -> BTreeMap<String, std::path::PathBuf> {
             }
         }
     }
-    for path in kind.local_sources(&step.params) {
-        out.insert(path.display().to_string(), path);
-    }
+    out.extend(kind.local_sources(&step.params));
     out
 }

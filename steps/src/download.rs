@@ -7,6 +7,7 @@
 //! Transient failures (connection refused or reset, timeouts, HTTP 408/429/5xx) are retried
 //! with exponential back-off; a 4xx status or an unknown host is reported at once.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -93,14 +94,14 @@ impl Step for Download {
         pinned_sha256(params).ok().flatten().map(|s| format!("sha256:{s}"))
     }
 
-    fn local_sources(&self, params: &Params) -> Vec<PathBuf> {
-        if self.content_pin(params).is_some() {
-            return Vec::new();
+    fn local_sources(&self, params: &Params) -> BTreeMap<String, PathBuf> {
+        let mut out = BTreeMap::new();
+        if self.content_pin(params).is_none() {
+            if let Some(Ok(Source::Local(p))) = params.str("url").ok().map(Source::parse) {
+                out.insert("url".to_string(), p);
+            }
         }
-        match params.str("url").ok().map(Source::parse) {
-            Some(Ok(Source::Local(p))) => vec![p],
-            _ => Vec::new(),
-        }
+        out
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {

@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod download;
 pub mod error;
+pub mod hub;
 pub mod report;
 pub mod runtime;
 pub mod sample;

@@ -166,6 +166,10 @@ impl Params {
     pub fn values(&self) -> &BTreeMap<String, Value> {
         &self.values
     }
+    /// Replaces (or adds) one value; for [`Step::resolve`].
+    pub fn set(&mut self, name: &str, value: Value) {
+        self.values.insert(name.to_string(), value);
+    }
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.values.get(name).filter(|v| !v.is_null())
     }
@@ -323,9 +327,20 @@ pub trait Step: Send + Sync {
     }
 
     /// Local files or directories named by non-`Path` parameters whose content belongs in the
-    /// key (e.g. a download of a plain path without a pin).
-    fn local_sources(&self, _params: &Params) -> Vec<PathBuf> {
-        Vec::new()
+    /// key instead of the parameter's value (e.g. the `url` of a download of a local path
+    /// without a pin), by parameter name.
+    fn local_sources(&self, _params: &Params) -> BTreeMap<String, PathBuf> {
+        BTreeMap::new()
+    }
+
+    /// Pins parameter values that can mean different things under the same text: `device: auto`
+    /// (to the device it picks on this machine), a hub model id without a revision (to the
+    /// commit the hub serves now, `id@sha`). The runner calls it before computing the key, and
+    /// both the key and the run use the resolved values, so a key always says what was
+    /// computed. It may use the network (the hub); errors are bad input (exit 2). The default
+    /// changes nothing.
+    fn resolve(&self, params: &Params, _env: &Environment) -> Result<Params, StepError> {
+        Ok(params.clone())
     }
 
     /// Checks parameter values beyond their types (ranges, combinations), before anything runs.

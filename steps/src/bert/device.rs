@@ -4,6 +4,7 @@ use candle_core::utils::{cuda_is_available, metal_is_available};
 use candle_core::Device;
 
 use crate::error::{StepError, StepResult};
+use crate::step::{Environment, Params};
 
 /// Checks a `device` value without opening the device: `cpu`, `auto`, `cuda`, `cuda:N`, `metal`.
 pub fn check(value: &str) -> StepResult<()> {
@@ -16,6 +17,31 @@ pub fn check(value: &str) -> StepResult<()> {
     } else {
         Err(StepError::param("device", format!("`{value}` is not a device (cpu, auto, cuda, cuda:N, metal)")))
     }
+}
+
+/// What `value` names on this machine, for the key: `auto` becomes `cuda`, `metal` or `cpu`
+/// (as compiled in and present), so a CPU result and a GPU result never share a key. Other
+/// values are already explicit.
+pub fn resolve(value: &str) -> String {
+    match value {
+        "auto" if cuda_is_available() => "cuda".into(),
+        "auto" if metal_is_available() => "metal".into(),
+        "auto" => "cpu".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The parameters with `device` resolved (see [`resolve`]) and hub model ids in `model`
+/// pinned to a revision: [`crate::step::Step::resolve`] of the BERT steps.
+pub fn resolve_params(params: &Params, env: &Environment) -> StepResult<Params> {
+    let mut out = params.clone();
+    if let Some(value) = params.opt_str("device")? {
+        out.set("device", resolve(value).into());
+    }
+    if params.get("model").is_some() {
+        crate::hub::pin_param(&mut out, "model", env)?;
+    }
+    Ok(out)
 }
 
 /// Opens the device. `auto` picks CUDA, then Metal, then the CPU, as compiled in.

@@ -11,7 +11,9 @@ use super::device;
 use super::model_dir::ModelDir;
 use super::weights::Checkpoint;
 use crate::error::{StepError, StepResult};
-use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{
+    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+};
 use crate::tensor_set::TensorSet;
 
 pub struct Evaluate;
@@ -77,6 +79,10 @@ fn model_labels(
 impl Step for Evaluate {
     fn spec(&self) -> &'static StepSpec {
         &SPEC
+    }
+
+    fn resolve(&self, params: &Params, env: &Environment) -> StepResult<Params> {
+        device::resolve_params(params, env)
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {

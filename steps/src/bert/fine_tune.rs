@@ -16,7 +16,9 @@ use super::train::{batch_seed, BatchOutcome, TrainConfig, Trainer};
 use super::weights::Checkpoint;
 use crate::error::{StepError, StepResult};
 use crate::report::{EpochMetrics, TrainingMetrics};
-use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{
+    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+};
 use crate::tensor_set::TensorSet;
 
 pub struct FineTune;
@@ -118,6 +120,10 @@ pub fn validate_training(params: &Params) -> StepResult<()> {
 impl Step for FineTune {
     fn spec(&self) -> &'static StepSpec {
         &SPEC
+    }
+
+    fn resolve(&self, params: &Params, env: &Environment) -> StepResult<Params> {
+        device::resolve_params(params, env)
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {

@@ -18,7 +18,9 @@ use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, WEIG
 use super::train::{batch_seed, BatchOutcome, Trainer};
 use super::weights::Weights;
 use crate::error::{StepError, StepResult};
-use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{
+    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+};
 use crate::tensor_set::{TensorSet, TensorSetMeta};
 
 pub struct Pretrain;
@@ -162,6 +164,10 @@ fn mlm_batch(
 impl Step for Pretrain {
     fn spec(&self) -> &'static StepSpec {
         &SPEC
+    }
+
+    fn resolve(&self, params: &Params, env: &Environment) -> StepResult<Params> {
+        device::resolve_params(params, env)
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {

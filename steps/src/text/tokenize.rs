@@ -18,7 +18,9 @@ use super::stats::TokenizeStats;
 use super::table::{parse_separator, Malformed, Table};
 use super::{sentence_transform::SentenceTransform, thread_pool};
 use crate::error::{StepError, StepResult};
-use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{
+    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+};
 use crate::tensor_set::{TensorSet, TensorSetMeta, TOKENIZER_FILE};
 
 pub struct Tokenize;
@@ -132,6 +134,12 @@ impl<'a> Settings<'a> {
 impl Step for Tokenize {
     fn spec(&self) -> &'static StepSpec {
         &SPEC
+    }
+
+    fn resolve(&self, params: &Params, env: &Environment) -> StepResult<Params> {
+        let mut out = params.clone();
+        crate::hub::pin_param(&mut out, "tokenizer", env)?;
+        Ok(out)
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {

@@ -4,25 +4,32 @@
 //! cache/                          --cache-dir, PIPE_CACHE_DIR (default ./cache)
 //! ├── steps/
 //! │   └── <key>/                  one step result; <key> is 64 hex digits (see fingerprint.rs)
-//! │       ├── out/<output>        each declared output: a file or a directory of files
-//! │       └── manifest.json       written last: every file with size and blake3, the
+//! │       ├── out-<id>/<output>   each declared output: a file or a directory of files
+//! │       └── manifest.json       written last (temp file + rename): the cache format, the
+//! │                               out-<id> it names, every file with size and blake3, the
 //! │                               fingerprint, the time taken; no manifest = no result
-//! ├── tmp/<key>.<pid>.<n>/out/    a step running; renamed to steps/<key>/out when it succeeds,
-//! │                               removed when it fails; leftovers of killed runs: `pipe gc`
+//! ├── tmp/<key>.<pid>.<n>/out/    a step running; renamed to steps/<key>/out-<id> when it
+//! │                               succeeds, removed when it fails; leftovers of killed runs: gc
 //! ├── checkpoints/<key>/          resumable state of a long step (fine-tune epochs), kept
 //! │                               across interrupted runs, removed when the step succeeds
-//! ├── locks/<key>.lock            held while a run computes <key>: a second run waits, then
-//! │                               finds the result
+//! ├── locks/<key>.lock            held (exclusive) while a run computes <key>: a second run
+//! │                               waits, then finds the result; gc skips a key it cannot take
+//! ├── locks/<key>.use             held (shared) by runs whose running step reads <key>; gc and
+//! │                               the cleanup of superseded outputs need it exclusively
 //! └── runs/<id>.json              one record per `pipe run` (see run_record.rs)
 //! ```
 //!
 //! A lookup is a hit only when the manifest parses and every file it lists has the recorded
 //! size and blake3; anything else is a miss with the reason, and the entry is recomputed.
+//! Recomputing a key that is stored (`--force`) writes a new `out-<id>` and replaces the
+//! manifest in one rename: until then the old result stays whole, and a run still reading the
+//! old files keeps them (they are removed when nobody uses them, or by `pipe gc`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::fingerprint::CACHE_FORMAT;
 use crate::manifest::{Manifest, OutputEntry};
 use crate::step_key::StepKey;
 
@@ -70,9 +77,18 @@ impl Drop for Scratch {
     }
 }
 
-/// An exclusive lock on one key, released on drop.
+/// A lock on one key (exclusive for computing, shared for reading), released on drop.
 pub struct KeyLock {
     _file: fs::File,
+}
+
+/// Which of a key's two locks.
+#[derive(Debug, Clone, Copy)]
+enum LockKind {
+    /// `<key>.lock`: computing the key.
+    Compute,
+    /// `<key>.use`: reading the key's files.
+    Use,
 }
 
 pub struct Cache {
@@ -97,10 +113,6 @@ impl Cache {
         Cache { root: root.to_path_buf() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn runs_dir(&self) -> PathBuf {
         self.root.join("runs")
     }
@@ -109,14 +121,14 @@ impl Cache {
         self.root.join("steps").join(key.as_str())
     }
 
-    /// The directory holding a result's outputs.
-    pub fn out_dir(&self, key: &StepKey) -> PathBuf {
-        self.entry_dir(key).join("out")
+    /// The directory holding the outputs of a stored result.
+    pub fn out_dir(&self, manifest: &Manifest) -> PathBuf {
+        self.entry_dir(&manifest.key).join(&manifest.dir)
     }
 
-    /// Where output `output` of the result `key` is.
-    pub fn output_path(&self, key: &StepKey, output: &str) -> PathBuf {
-        self.out_dir(key).join(output)
+    /// Where output `output` of a stored result is.
+    pub fn output_path(&self, manifest: &Manifest, output: &str) -> PathBuf {
+        self.out_dir(manifest).join(output)
     }
 
     pub fn checkpoint_dir(&self, key: &StepKey) -> PathBuf {
@@ -134,23 +146,66 @@ impl Cache {
         if &manifest.key != key {
             return Lookup::Corrupt("manifest.json belongs to another key".into());
         }
-        match manifest.verify(&self.out_dir(key)) {
+        if manifest.format != CACHE_FORMAT {
+            return Lookup::Corrupt(format!("cache format {} (this pipe writes {CACHE_FORMAT})", manifest.format));
+        }
+        if !valid_out_dir(&manifest.dir) {
+            return Lookup::Corrupt(format!("manifest.json names `{}`, not an output directory", manifest.dir));
+        }
+        match manifest.verify(&self.out_dir(&manifest)) {
             Ok(()) => Lookup::Hit(manifest),
             Err(detail) => Lookup::Corrupt(detail),
         }
     }
 
-    /// Waits for, then holds, the exclusive lock of `key`.
+    /// Waits for, then holds, the exclusive lock for computing `key`.
     pub fn lock(&self, key: &StepKey) -> Result<KeyLock, CacheError> {
-        let path = self.root.join("locks").join(format!("{key}.lock"));
+        let (file, path) = self.lock_file(key, LockKind::Compute)?;
+        file.lock().map_err(io_err("locking", &path))?;
+        Ok(KeyLock { _file: file })
+    }
+
+    /// Holds `key`'s files in use (shared) while a step reads them, so gc and the cleanup after
+    /// a `--force` rerun leave them alone.
+    pub fn hold(&self, key: &StepKey) -> Result<KeyLock, CacheError> {
+        let (file, path) = self.lock_file(key, LockKind::Use)?;
+        file.lock_shared().map_err(io_err("locking", &path))?;
+        Ok(KeyLock { _file: file })
+    }
+
+    /// Both locks of `key` when nobody computes or reads it, without waiting (for removal).
+    pub fn try_lock_idle(&self, key: &StepKey) -> Result<Option<(KeyLock, KeyLock)>, CacheError> {
+        let compute = match self.try_lock(key, LockKind::Compute)? {
+            Some(l) => l,
+            None => return Ok(None),
+        };
+        Ok(self.try_lock(key, LockKind::Use)?.map(|u| (compute, u)))
+    }
+
+    fn try_lock(&self, key: &StepKey, kind: LockKind) -> Result<Option<KeyLock>, CacheError> {
+        let (file, path) = self.lock_file(key, kind)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(KeyLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(io_err("locking", &path)(e)),
+        }
+    }
+
+    fn lock_file(&self, key: &StepKey, kind: LockKind) -> Result<(fs::File, PathBuf), CacheError> {
+        let ext = match kind {
+            LockKind::Compute => "lock",
+            LockKind::Use => "use",
+        };
+        let dir = self.root.join("locks");
+        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let path = dir.join(format!("{key}.{ext}"));
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
             .map_err(io_err("opening lock", &path))?;
-        file.lock().map_err(io_err("locking", &path))?;
-        Ok(KeyLock { _file: file })
+        Ok((file, path))
     }
 
     /// A fresh scratch directory for computing `key`.
@@ -163,8 +218,10 @@ impl Cache {
     }
 
     /// Makes a finished scratch directory the result of `key`: hashes the declared outputs,
-    /// renames the files into place, then writes the manifest (temp file + rename). Call with
-    /// the key's lock held.
+    /// renames them into a new `out-<id>` of the entry, then writes the manifest naming it
+    /// (temp file + rename). A result stored before under the key stays valid until that
+    /// rename; its files are removed after it unless a run is reading them. Call with the
+    /// key's compute lock held.
     pub fn commit(
         &self,
         mut scratch: Scratch,
@@ -181,20 +238,44 @@ impl Cache {
             manifest.outputs.insert(name.to_string(), entry);
         }
         let entry = self.entry_dir(&manifest.key);
-        if entry.exists() {
-            fs::remove_dir_all(&entry).map_err(|e| CommitError::Cache(io_err("removing stale", &entry)(e)))?;
-        }
         fs::create_dir_all(&entry).map_err(|e| CommitError::Cache(io_err("creating", &entry)(e)))?;
-        let final_out = entry.join("out");
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let n = SCRATCH_COUNTER.fetch_add(1, Ordering::Relaxed);
+        manifest.dir = format!("out-{}{:09}-{}-{n}", stamp.as_secs(), stamp.subsec_nanos(), std::process::id());
+        manifest.format = CACHE_FORMAT;
+        let final_out = entry.join(&manifest.dir);
         fs::rename(&out, &final_out).map_err(|e| CommitError::Cache(io_err("moving result to", &final_out)(e)))?;
         scratch.committed = true;
         let _ = fs::remove_dir_all(&scratch.dir);
         let bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-        let tmp = entry.join("manifest.json.tmp");
+        let tmp = entry.join(format!("manifest.json.{}-{n}.tmp", std::process::id()));
         let path = entry.join("manifest.json");
         write_synced(&tmp, &bytes).map_err(|e| CommitError::Cache(io_err("writing", &tmp)(e)))?;
         fs::rename(&tmp, &path).map_err(|e| CommitError::Cache(io_err("renaming", &path)(e)))?;
+        sync_dir(&entry);
+        if let Ok(Some(_idle)) = self.try_lock(&manifest.key, LockKind::Use) {
+            let _ = self.remove_superseded(&manifest);
+        }
         Ok(manifest)
+    }
+
+    /// Removes the output directories and temp files of `manifest`'s entry that it does not
+    /// name (left by a `--force` rerun while a run read them, or by a killed commit). Call with
+    /// the key's use lock held exclusively. Returns the bytes removed.
+    pub fn remove_superseded(&self, manifest: &Manifest) -> Result<u64, CacheError> {
+        let entry = self.entry_dir(&manifest.key);
+        let mut bytes = 0;
+        for item in fs::read_dir(&entry).map_err(io_err("listing", &entry))?.flatten() {
+            let name = item.file_name().to_string_lossy().into_owned();
+            let stale = (valid_out_dir(&name) && name != manifest.dir) || name.ends_with(".tmp");
+            if stale {
+                let path = item.path();
+                bytes += Cache::disk_usage(&path);
+                let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                removed.map_err(io_err("removing", &path))?;
+            }
+        }
+        Ok(bytes)
     }
 
     /// Removes whatever is stored under `key` (a corrupt or partial entry). Call with the lock.
@@ -221,12 +302,15 @@ impl Cache {
         list_keys(&self.root.join("checkpoints"), |name| StepKey::parse(name))
     }
 
-    /// Scratch directories left behind (by killed runs, or runs in progress).
-    pub fn scratch_dirs(&self) -> Result<Vec<PathBuf>, CacheError> {
+    /// Scratch directories left behind (by killed runs, or runs in progress), with the key
+    /// each one computes.
+    pub fn scratch_dirs(&self) -> Result<Vec<(PathBuf, Option<StepKey>)>, CacheError> {
         let dir = self.root.join("tmp");
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
-            out.push(entry.map_err(io_err("listing", &dir))?.path());
+            let path = entry.map_err(io_err("listing", &dir))?.path();
+            let key = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.get(..64)).and_then(StepKey::parse);
+            out.push((path, key));
         }
         Ok(out)
     }
@@ -242,11 +326,11 @@ impl Cache {
         }
     }
 
-    /// Removes a result, its checkpoints and lock file.
+    /// Removes a result and its checkpoints. Call holding [`Cache::try_lock_idle`]'s locks;
+    /// lock files stay (removing a lock file someone waits on would let two runs hold it).
     pub fn remove(&self, key: &StepKey) -> Result<(), CacheError> {
         self.discard(key)?;
         self.clear_checkpoints(key);
-        let _ = fs::remove_file(self.root.join("locks").join(format!("{key}.lock")));
         Ok(())
     }
 
@@ -271,6 +355,19 @@ fn list_keys(dir: &Path, parse: impl Fn(&str) -> Option<StepKey>) -> Result<Vec<
     }
     keys.sort();
     Ok(keys)
+}
+
+/// `out-<digits and dashes>`: an output directory of an entry (not a path elsewhere).
+fn valid_out_dir(name: &str) -> bool {
+    name.strip_prefix("out-")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+}
+
+/// Flushes a directory's entries (a rename into it) to disk; best effort.
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Writes `bytes` to `path` and flushes them to disk.

@@ -1,11 +1,10 @@
 //! The command line: global options and one subcommand per file in [`crate::commands`].
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::commands;
+use crate::commands::{self, GlobalArgs};
 use crate::error::Error;
 use crate::reporter::Reporter;
 
@@ -20,29 +19,15 @@ use crate::reporter::Reporter;
         that affect its output and the content of its inputs, so a rerun repeats only what changed.",
     after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe status\n  pipe report --format html --output report.html\n  pipe kinds tokenize\n\nExit codes: 0 success, 1 a step failed, 2 bad input or usage (nothing was run)."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
 
-/// Options every command takes.
-#[derive(Debug, Clone, Args)]
-pub struct GlobalArgs {
-    /// Cache directory.
-    #[arg(long, global = true, env = "PIPE_CACHE_DIR", default_value = "cache", value_name = "DIR")]
-    pub cache_dir: PathBuf,
-    /// A folder consulted by file name before any URL is fetched (e.g. ../shared/nsmc).
-    #[arg(long, global = true, env = "PIPE_MIRROR", value_name = "DIR")]
-    pub mirror: Option<PathBuf>,
-    /// Compute threads for tokenizing and training (not part of any cache key).
-    #[arg(long, global = true, env = "PIPE_THREADS", value_name = "N")]
-    pub threads: Option<usize>,
-}
-
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run a pipeline: reuse cached steps, run the rest in dependency order.
     Run(commands::run::RunArgs),
     /// Show, per step, whether it is up-to-date, stale (and why) or never run.

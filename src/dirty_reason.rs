@@ -37,6 +37,11 @@ pub enum DirtyReason {
         old: u32,
         new: u32,
     },
+    /// The cache's layout or the meaning of keys changed ([`crate::fingerprint::CACHE_FORMAT`]).
+    FormatChanged {
+        old: u32,
+        new: u32,
+    },
     KindChanged {
         old: String,
         new: String,
@@ -53,6 +58,10 @@ impl DirtyReason {
         let mut out = Vec::new();
         if old.kind != new.kind {
             out.push(DirtyReason::KindChanged { old: old.kind.clone(), new: new.kind.clone() });
+            return out;
+        }
+        if old.format != new.format {
+            out.push(DirtyReason::FormatChanged { old: old.format, new: new.format });
             return out;
         }
         if old.version != new.version {
@@ -100,12 +109,25 @@ fn show(value: &Option<Json>) -> String {
     }
 }
 
+/// `id@a` → `id@b`, values of a hub model pinned to two commits: `(id, a, b)` with the
+/// commits shortened to 12 digits.
+fn hub_move<'a>(old: &'a Option<Json>, new: &'a Option<Json>) -> Option<(&'a str, &'a str, &'a str)> {
+    let (Some(Json::String(old)), Some(Json::String(new))) = (old, new) else { return None };
+    let (id, a) = old.split_once('@')?;
+    let (id2, b) = new.split_once('@')?;
+    let short = |s: &'a str| s.get(..12).unwrap_or(s);
+    (id == id2).then(|| (id, short(a), short(b)))
+}
+
 impl std::fmt::Display for DirtyReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DirtyReason::NeverRun => write!(f, "never run"),
             DirtyReason::Forced => write!(f, "forced"),
-            DirtyReason::ParamChanged { name, old, new } => write!(f, "param {name}: {} -> {}", show(old), show(new)),
+            DirtyReason::ParamChanged { name, old, new } => match hub_move(old, new) {
+                Some((id, a, b)) => write!(f, "hub model {id} moved: {a} -> {b}"),
+                None => write!(f, "param {name}: {} -> {}", show(old), show(new)),
+            },
             DirtyReason::PinChanged { old, new } => write!(
                 f,
                 "pinned checksum: {} -> {}",
@@ -116,6 +138,7 @@ impl std::fmt::Display for DirtyReason {
             DirtyReason::InputPending { name, step } => write!(f, "input {name} comes from {step}, which will run"),
             DirtyReason::SourceChanged { name } => write!(f, "local file {name} changed"),
             DirtyReason::ImplementationChanged { .. } => write!(f, "step implementation changed"),
+            DirtyReason::FormatChanged { old, new } => write!(f, "cache format changed ({old} -> {new})"),
             DirtyReason::KindChanged { old, new } => write!(f, "kind: {old} -> {new}"),
             DirtyReason::ArtifactMissing { detail } => write!(f, "cached artifact missing or corrupt ({detail})"),
         }
@@ -130,6 +153,7 @@ mod tests {
 
     fn fp(lr: f64, input: &str) -> Fingerprint {
         Fingerprint {
+            format: crate::fingerprint::CACHE_FORMAT,
             kind: "fine-tune".into(),
             version: 1,
             params: BTreeMap::from([("lr".to_string(), Json::from(lr))]),
@@ -145,5 +169,23 @@ mod tests {
         let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
         assert_eq!(text, vec!["param lr: 5e-5 -> 3e-5", "input train changed"]);
         assert!(DirtyReason::diff(&fp(5e-5, "a"), &fp(5e-5, "a")).is_empty());
+    }
+
+    #[test]
+    fn a_format_change_is_named_as_such() {
+        let mut old = fp(5e-5, "a");
+        old.format = 0;
+        let text: Vec<String> = DirtyReason::diff(&old, &fp(5e-5, "a")).iter().map(ToString::to_string).collect();
+        assert_eq!(text, vec!["cache format changed (0 -> 1)"]);
+    }
+
+    #[test]
+    fn a_hub_model_pinned_to_another_commit_reads_as_moved() {
+        let reason = DirtyReason::ParamChanged {
+            name: "model".into(),
+            old: Some(Json::from(format!("org/bert@{}", "a".repeat(40)))),
+            new: Some(Json::from(format!("org/bert@{}", "b".repeat(40)))),
+        };
+        assert_eq!(reason.to_string(), "hub model org/bert moved: aaaaaaaaaaaa -> bbbbbbbbbbbb");
     }
 }

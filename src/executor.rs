@@ -1,15 +1,18 @@
 //! Walks the graph in dependency order and, for each step, decides (cached or run, and why),
 //! then runs it into a scratch directory and commits the result to the cache. `--dry-run` and
 //! `pipe status` take the same decisions and run nothing.
+//!
+//! While a step runs, its key is in the run record and its compute lock is held (so `pipe gc`
+//! leaves its scratch directory and checkpoints alone), and the results it reads are held in
+//! use (so neither gc nor a `--force` rerun elsewhere removes them under it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use pipe_steps::{Environment, StepContext, StepError};
-use serde_json::Value as Json;
 
-use crate::cache::{Cache, CommitError, Lookup};
+use crate::cache::{Cache, CommitError, KeyLock, Lookup};
 use crate::dirty_reason::DirtyReason;
 use crate::fingerprint::{local_paths, Fingerprint};
 use crate::graph::PipelineGraph;
@@ -17,6 +20,7 @@ use crate::manifest::Manifest;
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, StepRecord, StepStatus};
 use crate::step_key::StepKey;
+use crate::step_outcome::StepOutcome;
 
 /// What the user asked of this run beyond the pipeline.
 #[derive(Debug, Clone, Default)]
@@ -24,48 +28,6 @@ pub struct RunOptions {
     /// Steps to rerun with everything that depends on them (indices into the graph).
     pub force: BTreeSet<usize>,
     pub dry_run: bool,
-}
-
-/// Why a step failed.
-#[derive(Debug, Clone)]
-pub struct StepFailure {
-    pub message: String,
-    pub help: Option<String>,
-    /// Bad input (exit code 2) rather than a failure (exit code 1).
-    pub bad_input: bool,
-}
-
-/// What happened to one step.
-#[derive(Debug, Clone)]
-pub struct StepOutcome {
-    pub status: StepStatus,
-    pub key: Option<StepKey>,
-    pub fingerprint: Option<Fingerprint>,
-    pub reasons: Vec<DirtyReason>,
-    /// Output name → content hash (known once the step is cached or ran).
-    pub outputs: BTreeMap<String, String>,
-    pub seconds: f64,
-    pub failure: Option<StepFailure>,
-}
-
-impl StepOutcome {
-    fn new(status: StepStatus) -> Self {
-        StepOutcome {
-            status,
-            key: None,
-            fingerprint: None,
-            reasons: Vec::new(),
-            outputs: BTreeMap::new(),
-            seconds: 0.0,
-            failure: None,
-        }
-    }
-
-    fn failed(mut self, message: String, help: Option<String>, bad_input: bool) -> Self {
-        self.status = StepStatus::Failed;
-        self.failure = Some(StepFailure { message, help, bad_input });
-        self
-    }
 }
 
 pub struct Executor<'a> {
@@ -103,7 +65,7 @@ impl Executor<'_> {
                     self.reporter.step_skipped(position, n, &self.graph.steps[i].name, &why);
                     StepOutcome::new(StepStatus::Skipped)
                 }
-                None => self.step(i, position, &outcomes, forced.contains(&i), options.dry_run),
+                None => self.step(i, position, &outcomes, forced.contains(&i), options.dry_run, record.as_deref_mut()),
             };
             if outcome.status == StepStatus::Failed {
                 failed = Some(i);
@@ -147,6 +109,7 @@ impl Executor<'_> {
         done: &[Option<StepOutcome>],
         forced: bool,
         dry_run: bool,
+        record: Option<&mut RunRecord>,
     ) -> StepOutcome {
         let step = &self.graph.steps[i];
         let total = self.graph.steps.len();
@@ -155,6 +118,7 @@ impl Executor<'_> {
         // Inputs: content hashes of upstream outputs, when known.
         let mut input_hashes = BTreeMap::new();
         let mut input_paths = BTreeMap::new();
+        let mut input_keys = BTreeSet::new();
         for (name, r) in &step.inputs {
             let upstream = done[r.step].as_ref();
             let upstream_name = &self.graph.steps[r.step].name;
@@ -169,10 +133,11 @@ impl Executor<'_> {
                     );
                     return outcome;
                 }
-                Some(u) => match (u.outputs.get(r.output), &u.key) {
-                    (Some(hash), Some(key)) => {
+                Some(u) => match (u.outputs.get(r.output), &u.key, &u.artifact) {
+                    (Some(hash), Some(key), Some(dir)) => {
                         input_hashes.insert(name.clone(), hash.clone());
-                        input_paths.insert(name.clone(), self.cache.output_path(key, r.output));
+                        input_paths.insert(name.clone(), dir.join(r.output));
+                        input_keys.insert(key.clone());
                     }
                     _ => outcome
                         .reasons
@@ -193,8 +158,17 @@ impl Executor<'_> {
             return outcome;
         }
 
+        // What `auto` and hub ids stand for here and now: the key and the run both use it.
+        let params = match step.kind.resolve(&step.params, self.env) {
+            Ok(p) => p,
+            Err(e) => {
+                let outcome = outcome.failed(e.to_string(), e.help().map(str::to_string), e.is_bad_input());
+                self.reporter.step_failed(position, total, &step.name, &outcome);
+                return outcome;
+            }
+        };
         let mut sources = BTreeMap::new();
-        for (name, path) in local_paths(step) {
+        for (name, path) in local_paths(step.kind, &params) {
             match Cache::hash_local(&path) {
                 Ok(hash) => {
                     sources.insert(name, hash);
@@ -206,7 +180,7 @@ impl Executor<'_> {
                 }
             }
         }
-        let fingerprint = Fingerprint::new(step, input_hashes, sources);
+        let fingerprint = Fingerprint::new(step.kind, &params, input_hashes, sources);
         let key = fingerprint.key();
         outcome.key = Some(key.clone());
         outcome.fingerprint = Some(fingerprint.clone());
@@ -219,6 +193,7 @@ impl Executor<'_> {
                 Lookup::Hit(manifest) => {
                     outcome.status = if dry_run { StepStatus::WouldUseCache } else { StepStatus::Cached };
                     outcome.outputs = output_hashes(manifest);
+                    outcome.artifact = Some(self.cache.out_dir(manifest));
                     outcome.seconds = 0.0;
                     self.reporter.step_decided(position, total, &step.name, &outcome);
                     return outcome;
@@ -234,7 +209,8 @@ impl Executor<'_> {
             self.reporter.step_decided(position, total, &step.name, &outcome);
             return outcome;
         }
-        self.execute(i, position, outcome, key, fingerprint, input_paths, forced)
+        let run = Run { params, inputs: input_paths, input_keys, forced };
+        self.execute(i, position, outcome, key, fingerprint, run, record)
     }
 
     /// Why a step whose key is not in the cache must run, from the latest recorded run of it.
@@ -261,7 +237,6 @@ impl Executor<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn execute(
         &self,
         i: usize,
@@ -269,8 +244,8 @@ impl Executor<'_> {
         mut outcome: StepOutcome,
         key: StepKey,
         fingerprint: Fingerprint,
-        inputs: BTreeMap<String, PathBuf>,
-        forced: bool,
+        run: Run,
+        record: Option<&mut RunRecord>,
     ) -> StepOutcome {
         let step = &self.graph.steps[i];
         let total = self.graph.steps.len();
@@ -284,18 +259,27 @@ impl Executor<'_> {
         };
         // Another run may have computed the key while this one waited for the lock.
         match self.cache.lookup(&key) {
-            Lookup::Hit(manifest) if !forced => {
+            Lookup::Hit(manifest) if !run.forced => {
                 outcome.status = StepStatus::Cached;
                 outcome.reasons.clear();
                 outcome.outputs = output_hashes(&manifest);
+                outcome.artifact = Some(self.cache.out_dir(&manifest));
                 self.reporter.step_decided(position, total, &step.name, &outcome);
                 return outcome;
             }
-            Lookup::Missing => {}
-            _ => {
+            // A forced rerun keeps the stored result until the new one commits.
+            Lookup::Hit(_) | Lookup::Missing => {}
+            Lookup::Corrupt(_) => {
                 if let Err(e) = self.cache.discard(&key) {
                     return report_failure(outcome.failed(e.to_string(), None, false));
                 }
+            }
+        }
+        let mut held: Vec<KeyLock> = Vec::new();
+        for input in &run.input_keys {
+            match self.cache.hold(input) {
+                Ok(lock) => held.push(lock),
+                Err(e) => return report_failure(outcome.failed(e.to_string(), None, false)),
             }
         }
         let scratch = match self.cache.scratch(&key) {
@@ -303,22 +287,38 @@ impl Executor<'_> {
             Err(e) => return report_failure(outcome.failed(e.to_string(), None, false)),
         };
         let checkpoint_dir = self.cache.checkpoint_dir(&key);
+        if run.forced {
+            // Forced means from scratch: no resuming from an earlier attempt's epochs.
+            self.cache.clear_checkpoints(&key);
+        }
         if let Err(e) = std::fs::create_dir_all(&checkpoint_dir) {
             return report_failure(outcome.failed(format!("creating {}: {e}", checkpoint_dir.display()), None, false));
+        }
+        if let Some(rec) = record {
+            // The key is on record before the step runs, for gc and `pipe status`.
+            let mut running = StepOutcome::new(StepStatus::Running);
+            running.key = Some(key.clone());
+            running.fingerprint = Some(fingerprint.clone());
+            running.reasons = outcome.reasons.clone();
+            rec.steps[i] = self.step_record(i, &running);
+            if let Err(e) = rec.save(self.cache) {
+                self.reporter.warning(&e.to_string());
+            }
         }
         self.reporter.step_started(position, total, &step.name, &outcome.reasons);
         let started = Instant::now();
         let out_dir = scratch.out_dir();
         let ctx = StepContext {
             name: &step.name,
-            params: &step.params,
-            inputs: &inputs,
+            params: &run.params,
+            inputs: &run.inputs,
             out_dir: &out_dir,
             checkpoint_dir: &checkpoint_dir,
             env: self.env,
             events: self.reporter,
         };
         let result = step.kind.run(&ctx);
+        drop(held);
         outcome.seconds = started.elapsed().as_secs_f64();
         if let Err(e) = result {
             let bad_input = e.is_bad_input();
@@ -331,7 +331,9 @@ impl Executor<'_> {
         }
         let outputs: Vec<&str> = step.kind.spec().outputs.iter().map(|o| o.name).collect();
         let manifest = Manifest {
+            format: 0,
             key: key.clone(),
+            dir: String::new(),
             step: step.name.clone(),
             fingerprint,
             outputs: BTreeMap::new(),
@@ -343,6 +345,7 @@ impl Executor<'_> {
                 self.cache.clear_checkpoints(&key);
                 outcome.status = StepStatus::Ran;
                 outcome.outputs = output_hashes(&manifest);
+                outcome.artifact = Some(self.cache.out_dir(&manifest));
                 self.reporter.step_done(position, total, &step.name, &outcome);
                 outcome
             }
@@ -356,11 +359,17 @@ impl Executor<'_> {
     }
 }
 
-fn output_hashes(manifest: &Manifest) -> BTreeMap<String, String> {
-    manifest.outputs.iter().map(|(name, o)| (name.clone(), o.hash.clone())).collect()
+/// What a step that has to run runs with.
+struct Run {
+    /// Its parameters after [`pipe_steps::Step::resolve`].
+    params: pipe_steps::Params,
+    /// Input name → path of the upstream output.
+    inputs: BTreeMap<String, PathBuf>,
+    /// The results it reads, held in use while it runs.
+    input_keys: BTreeSet<StepKey>,
+    forced: bool,
 }
 
-/// Effective parameters of every step, for the run record and `--json`.
-pub fn effective_params(graph: &PipelineGraph) -> BTreeMap<String, BTreeMap<String, Json>> {
-    graph.steps.iter().map(|s| (s.name.clone(), s.params.values().clone())).collect()
+fn output_hashes(manifest: &Manifest) -> BTreeMap<String, String> {
+    manifest.outputs.iter().map(|(name, o)| (name.clone(), o.hash.clone())).collect()
 }

@@ -10,7 +10,7 @@ use std::collections::BinaryHeap;
 
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::{Bfs, EdgeRef};
+use petgraph::visit::Bfs;
 use petgraph::Direction;
 use pipe_steps::{ParamSpec, ParamType, Params, Step};
 use serde_json::Value as Json;
@@ -32,8 +32,6 @@ pub struct GraphStep {
     pub kind: &'static dyn Step,
     pub params: Params,
     pub inputs: BTreeMap<String, OutputRef>,
-    /// Parameters set with `--set`.
-    pub overridden: Vec<String>,
 }
 
 /// The checked pipeline.
@@ -101,11 +99,6 @@ impl PipelineGraph {
             out.push(self.graph[n]);
         }
         out
-    }
-
-    /// Steps whose outputs this step reads.
-    pub fn upstream(&self, step: usize) -> Vec<usize> {
-        self.graph.edges_directed(NodeIndex::new(step), Direction::Incoming).map(|e| self.graph[e.source()]).collect()
     }
 }
 
@@ -210,7 +203,6 @@ fn check_step(
     }
 
     let mut params = BTreeMap::new();
-    let mut overridden = Vec::new();
     let mut suggested: Vec<String> = Vec::new();
     for (param, raw) in &step.params {
         let (location, span) = match &raw.origin {
@@ -235,9 +227,6 @@ fn check_step(
             );
             continue;
         };
-        if matches!(raw.origin, Origin::Override(_)) {
-            overridden.push(param.clone());
-        }
         match convert(ps, &raw.value, &spec.base_dir) {
             Ok(Json::Null) => {}
             Ok(v) => {
@@ -280,7 +269,7 @@ fn check_step(
             errors.push(se);
         }
     }
-    (errors.len() == before).then(|| GraphStep { name: name.to_string(), kind, params, inputs, overridden })
+    (errors.len() == before).then(|| GraphStep { name: name.to_string(), kind, params, inputs })
 }
 
 /// Converts a YAML value to the parameter's type; `Err` says what was expected.
@@ -328,8 +317,14 @@ fn convert(ps: &ParamSpec, value: &Yaml, base_dir: &Path) -> Result<Json, String
                 Ok(Json::from(path.to_string_lossy().into_owned()))
             } else if s.starts_with('.') || s.starts_with('/') || s.starts_with('~') {
                 Err(format!("names `{s}`, which does not exist ({})", path.display()))
-            } else {
+            } else if pipe_steps::hub::looks_like_hub_id(s) {
                 Ok(Json::from(s))
+            } else {
+                Err(format!(
+                    "names `{s}`, which is neither an existing path ({}) nor a hub model id \
+                     (`name` or `owner/name`, optionally `@revision`)",
+                    path.display()
+                ))
             }
         }
         ParamType::Url => {

@@ -5,16 +5,20 @@
 //! is missing, the [`reporter`] prints, and [`run_record`]s keep the history for `status` and
 //! `report`. The step kinds themselves live in the `pipe-steps` crate.
 
-pub mod cache;
+// Only the reporter prints (reporter.rs allows it).
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
+pub(crate) mod cache;
 pub mod cli;
-pub mod commands;
-pub mod dirty_reason;
-pub mod error;
-pub mod executor;
-pub mod fingerprint;
-pub mod graph;
-pub mod manifest;
-pub mod reporter;
-pub mod run_record;
-pub mod spec;
-pub mod step_key;
+pub(crate) mod commands;
+pub(crate) mod dirty_reason;
+pub(crate) mod error;
+pub(crate) mod executor;
+pub(crate) mod fingerprint;
+pub(crate) mod graph;
+pub(crate) mod manifest;
+pub(crate) mod reporter;
+pub(crate) mod run_record;
+pub(crate) mod spec;
+pub(crate) mod step_key;
+pub(crate) mod step_outcome;

@@ -38,10 +38,6 @@ impl OutputEntry {
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(OutputEntry { hash: list_hash(&files), files })
     }
-
-    pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|f| f.size).sum()
-    }
 }
 
 fn scan_dir(root: &Path, dir: &Path, files: &mut Vec<FileEntry>) -> std::io::Result<()> {
@@ -88,7 +84,13 @@ fn list_hash(files: &[FileEntry]) -> String {
 /// One cached step result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The cache format it was written in ([`crate::fingerprint::CACHE_FORMAT`]).
+    #[serde(default)]
+    pub format: u32,
     pub key: StepKey,
+    /// The directory of the entry holding the outputs (`out-<id>`).
+    #[serde(default)]
+    pub dir: String,
     /// The step that produced it (another pipeline may reuse it under another name).
     pub step: String,
     pub fingerprint: Fingerprint,
@@ -117,9 +119,5 @@ impl Manifest {
             }
         }
         Ok(())
-    }
-
-    pub fn total_bytes(&self) -> u64 {
-        self.outputs.values().map(OutputEntry::total_bytes).sum()
     }
 }

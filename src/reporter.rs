@@ -1,6 +1,10 @@
 //! Everything `pipe` prints goes through the [`Reporter`]: one line per step as it is decided,
 //! step logs and progress bars on stderr, the `--json` document on stdout, status tables and
 //! errors. With `--json`, stdout carries only the JSON document; the lines go to stderr.
+//!
+//! A closed stdout or stderr (`pipe report | head -1`) is not an error: what cannot be
+//! written is dropped, and the command ends normally.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,8 +16,8 @@ use pipe_steps::Events;
 use serde_json::json;
 
 use crate::dirty_reason::DirtyReason;
-use crate::executor::StepOutcome;
 use crate::run_record::StepStatus;
+use crate::step_outcome::StepOutcome;
 
 pub struct Reporter {
     json: bool,
@@ -33,30 +37,25 @@ impl Reporter {
         Reporter { quiet: true, ..Reporter::new(false) }
     }
 
-    pub fn json(&self) -> bool {
-        self.json
-    }
-
     /// A line of the human output: stdout, or stderr under `--json`.
     pub fn line(&self, text: &str) {
         self.suspend(|| {
             if self.json {
-                eprintln!("{text}");
+                to_stderr(text);
             } else {
-                println!("{text}");
-                let _ = std::io::stdout().flush();
+                to_stdout(text);
             }
         });
     }
 
     /// Prints `doc` as the single JSON document on stdout.
     pub fn document(&self, doc: &serde_json::Value) {
-        println!("{}", serde_json::to_string_pretty(doc).unwrap_or_default());
+        to_stdout(&serde_json::to_string_pretty(doc).unwrap_or_default());
     }
 
     /// A line on stderr.
     pub fn note(&self, text: &str) {
-        self.suspend(|| eprintln!("{text}"));
+        self.suspend(|| to_stderr(text));
     }
 
     pub fn warning(&self, text: &str) {
@@ -66,9 +65,9 @@ impl Reporter {
     /// An error with an optional `help:` line, on stderr.
     pub fn error(&self, message: &str, help: Option<&str>) {
         self.suspend(|| {
-            eprintln!("error: {message}");
+            to_stderr(&format!("error: {message}"));
             if let Some(help) = help {
-                eprintln!("  help: {help}");
+                to_stderr(&format!("  help: {help}"));
             }
         });
     }
@@ -136,6 +135,22 @@ impl Reporter {
             bar.finish_and_clear();
         }
     }
+}
+
+/// The notice printed from the Ctrl-C handler (which has no reporter).
+pub fn interrupt_notice() {
+    to_stderr("interrupting: stopping after the current step (Ctrl-C again to quit at once)");
+}
+
+/// A line on stdout, flushed; dropped if stdout is closed.
+fn to_stdout(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
+/// A line on stderr; dropped if stderr is closed.
+fn to_stderr(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
 
 fn short_key(outcome: &StepOutcome) -> String {

@@ -25,6 +25,8 @@ pub enum StepStatus {
     WouldUseCache,
     /// Not reached yet (the run is in progress or was killed).
     Pending,
+    /// Running now (or the run was killed while it ran).
+    Running,
 }
 
 impl StepStatus {
@@ -37,6 +39,7 @@ impl StepStatus {
             StepStatus::WouldRun => "would-run",
             StepStatus::WouldUseCache => "would-use-cache",
             StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
         }
     }
 }
@@ -137,10 +140,5 @@ impl RunRecord {
 
     pub fn step(&self, name: &str) -> Option<&StepRecord> {
         self.steps.iter().find(|s| s.name == name)
-    }
-
-    /// Removes the record file.
-    pub fn delete(&self, cache: &Cache) -> std::io::Result<()> {
-        fs::remove_file(Self::path(cache, &self.id))
     }
 }

@@ -1,5 +1,7 @@
 //! `pipe gc`: remove cached results, checkpoints and scratch directories that none of the
-//! most recent runs references.
+//! most recent runs references. Nothing a live run holds is removed: a key some run computes
+//! or reads has its lock taken (see cache.rs), and gc skips any key whose locks it cannot take
+//! at once; the young-file grace period is a second guard for runs of older versions.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -7,15 +9,12 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use crate::cache::Cache;
-use crate::cli::GlobalArgs;
+use crate::cache::{Cache, Lookup};
+use crate::commands::GlobalArgs;
 use crate::error::Error;
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, RunState};
 use crate::step_key::StepKey;
-
-/// Results younger than this are kept: a run in progress may not have recorded them yet.
-const GRACE: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
@@ -25,6 +24,10 @@ pub struct GcArgs {
     /// Report what would be removed and how many bytes, remove nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep anything modified more recently than this (e.g. 10m, 2h, 0s). What a live run
+    /// holds is kept whatever its age: gc skips keys whose locks it cannot take.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
 }
 
 pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
@@ -45,13 +48,29 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
     let young = |path: &std::path::Path| {
         std::fs::metadata(path)
             .and_then(|m| m.modified())
-            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < GRACE)
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < args.grace)
     };
     let verb = if args.dry_run { "would remove" } else { "removed" };
     let (mut count, mut bytes) = (0usize, 0u64);
+    let mut in_use = 0usize;
     for key in cache.keys()? {
         let entry = cache.entry_path(&key);
+        let Some(_idle) = cache.try_lock_idle(&key)? else {
+            in_use += 1;
+            continue;
+        };
         if keep.contains(&key) || young(&entry) {
+            // Kept, but the outputs a `--force` rerun replaced while a run read them can go.
+            if let Lookup::Hit(manifest) = cache.lookup(&key) {
+                if !args.dry_run {
+                    let freed = cache.remove_superseded(&manifest)?;
+                    if freed > 0 {
+                        reporter.line(&format!("{verb} superseded outputs of {}  {}", key.short(), human_bytes(freed)));
+                        count += 1;
+                        bytes += freed;
+                    }
+                }
+            }
             continue;
         }
         let size = Cache::disk_usage(&entry) + Cache::disk_usage(&cache.checkpoint_dir(&key));
@@ -67,6 +86,10 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
         if keep.contains(&key) || young(&dir) || cache.entry_path(&key).exists() {
             continue;
         }
+        let Some(_idle) = cache.try_lock_idle(&key)? else {
+            in_use += 1;
+            continue;
+        };
         let size = Cache::disk_usage(&dir);
         reporter.line(&format!("{verb} checkpoints {}  {}", key.short(), human_bytes(size)));
         if !args.dry_run {
@@ -75,8 +98,16 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
         count += 1;
         bytes += size;
     }
-    for dir in cache.scratch_dirs()? {
+    for (dir, key) in cache.scratch_dirs()? {
         if young(&dir) {
+            continue;
+        }
+        let idle = match &key {
+            Some(key) => cache.try_lock_idle(key)?,
+            None => None,
+        };
+        if key.is_some() && idle.is_none() {
+            in_use += 1;
             continue;
         }
         let size = Cache::disk_usage(&dir);
@@ -87,8 +118,9 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
         count += 1;
         bytes += size;
     }
+    let busy = if in_use > 0 { format!("; {in_use} in use by a running pipe, left alone") } else { String::new() };
     reporter.line(&format!(
-        "{verb} {count} entries, {} (kept what the last {} runs use)",
+        "{verb} {count} entries, {} (kept what the last {} runs use{busy})",
         human_bytes(bytes),
         args.keep_runs
     ));

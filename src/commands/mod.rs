@@ -6,14 +6,28 @@ pub mod report;
 pub mod run;
 pub mod status;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use clap::Args;
 use pipe_steps::{runtime, Environment};
 
-use crate::cli::GlobalArgs;
 use crate::error::Error;
 use crate::graph::PipelineGraph;
 use crate::spec::{OverrideArg, PipelineSpec};
+
+/// Options every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Cache directory.
+    #[arg(long, global = true, env = "PIPE_CACHE_DIR", default_value = "cache", value_name = "DIR")]
+    pub cache_dir: PathBuf,
+    /// A folder consulted by file name before any URL is fetched (e.g. ../shared/nsmc).
+    #[arg(long, global = true, env = "PIPE_MIRROR", value_name = "DIR")]
+    pub mirror: Option<PathBuf>,
+    /// Compute threads for tokenizing and training (not part of any cache key).
+    #[arg(long, global = true, env = "PIPE_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
+}
 
 /// Reads, parses and checks a pipeline file with its overrides.
 pub fn load_pipeline(file: &Path, overrides: &[OverrideArg]) -> Result<(PipelineSpec, PipelineGraph), Error> {
@@ -35,7 +49,7 @@ pub fn environment(global: &GlobalArgs) -> Environment {
         if cancelled.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("interrupting: stopping after the current step (Ctrl-C again to quit at once)");
+        crate::reporter::interrupt_notice();
     });
     env
 }

@@ -10,8 +10,8 @@ use pipe_steps::report::{EvalMetrics, Format, Report, RunReport, TrainingMetrics
 use serde_json::Value as Json;
 
 use crate::cache::{Cache, Lookup};
-use crate::cli::GlobalArgs;
 use crate::commands::load_pipeline;
+use crate::commands::GlobalArgs;
 use crate::error::Error;
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, RunState, StepStatus};
@@ -136,16 +136,20 @@ fn metrics<T: for<'de> serde::Deserialize<'de>>(
             notes.push(format!(
                 "{} {}",
                 step.name,
-                if status == StepStatus::Pending { "did not finish" } else { status.as_str() }
+                if matches!(status, StepStatus::Pending | StepStatus::Running) {
+                    "did not finish"
+                } else {
+                    status.as_str()
+                }
             ));
             return None;
         }
     };
-    if !matches!(cache.lookup(key), Lookup::Hit(_)) {
+    let Lookup::Hit(manifest) = cache.lookup(key) else {
         notes.push(format!("{}'s result is no longer in the cache", step.name));
         return None;
-    }
-    let path = cache.output_path(key, "metrics");
+    };
+    let path = cache.output_path(&manifest, "metrics");
     match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
         Some(m) => Some(m),
         None => {

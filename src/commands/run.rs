@@ -9,7 +9,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::cache::Cache;
-use crate::cli::GlobalArgs;
+use crate::commands::GlobalArgs;
 use crate::commands::{environment, load_pipeline};
 use crate::error::Error;
 use crate::executor::{Executor, RunOptions};

@@ -8,14 +8,15 @@ use clap::Args;
 use serde_json::json;
 
 use crate::cache::Cache;
-use crate::cli::GlobalArgs;
+use crate::commands::GlobalArgs;
 use crate::commands::{environment, load_pipeline};
 use crate::dirty_reason::DirtyReason;
 use crate::error::Error;
-use crate::executor::{Executor, RunOptions, StepOutcome};
+use crate::executor::{Executor, RunOptions};
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, StepStatus};
 use crate::spec::OverrideArg;
+use crate::step_outcome::StepOutcome;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {

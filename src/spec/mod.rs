@@ -9,5 +9,5 @@ mod step_spec;
 
 pub use override_arg::OverrideArg;
 pub use pipeline_spec::{PipelineSpec, UnreadablePipeline};
-pub use spec_error::{did_you_mean, Location, SpecError, SpecErrors};
-pub use step_spec::{InputRef, Origin, RawParam, StepSpec};
+pub use spec_error::{did_you_mean, SpecError, SpecErrors};
+pub use step_spec::{Origin, StepSpec};

@@ -24,7 +24,6 @@ pub struct PipelineSpec {
     /// The file's directory: relative paths in parameters are relative to it.
     pub base_dir: PathBuf,
     pub source: String,
-    pub params: BTreeMap<String, Value>,
     /// In file order, which is display order.
     pub steps: Vec<StepSpec>,
 }
@@ -57,10 +56,6 @@ impl PipelineSpec {
             Some(spec) if parser.errors.is_empty() => Ok(spec),
             _ => Err(fail(parser.errors)),
         }
-    }
-
-    pub fn step(&self, name: &str) -> Option<&StepSpec> {
-        self.steps.iter().find(|s| s.name == name)
     }
 
     /// Where the key at `path` is in the file, for error messages.
@@ -187,7 +182,7 @@ impl Parser<'_> {
         self.apply_overrides(&mut steps, overrides);
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
-        Some(PipelineSpec { name, file: file.to_path_buf(), base_dir, source: source.to_string(), params, steps })
+        Some(PipelineSpec { name, file: file.to_path_buf(), base_dir, source: source.to_string(), steps })
     }
 
     fn step(&mut self, name: &str, value: &Value, shared: &BTreeMap<String, Value>) -> Option<StepSpec> {

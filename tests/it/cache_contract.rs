@@ -1,13 +1,12 @@
 //! The cache contract of DESIGN.md §4, each rule as run → change → run through the real binary
 //! against a real HTTP server on 127.0.0.1.
 
-
 use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::http::{Behavior, Server};
-use crate::support::{settings, Project};
+use crate::support::{settings, Project, Run};
 
 const TABLE: &str = "id\tdocument\tlabel\n1\tgood\t1\n2\tbad\t0\n3\tfine\t1\n4\tawful\t0\n5\tok\t1\n";
 
@@ -138,7 +137,7 @@ fn a_corrupt_artifact_is_detected_and_recomputed() {
     let (project, _server) = setup();
     let first = project.run(&["run", "p.yaml", "--json"]).expect_code(0).json();
     let head_key = first["steps"][1]["key"].as_str().unwrap().to_string();
-    let file = project.cache().join("steps").join(&head_key).join("out").join("file");
+    let file = project.output(&head_key, "file");
     let text = fs::read_to_string(&file).unwrap();
     fs::write(&file, &text[..text.len() / 2]).unwrap();
     let status = project.run(&["status", "--json"]).expect_code(0).json();
@@ -147,6 +146,7 @@ fn a_corrupt_artifact_is_detected_and_recomputed() {
     assert!(reason.starts_with("cached artifact missing or corrupt"), "{reason}");
     // Same content again: early cutoff keeps `tail` cached.
     assert_eq!(statuses(&project, &[]), pairs(&[("fetch", "cached"), ("head", "ran"), ("tail", "cached")]));
+    let file = project.output(&head_key, "file");
     assert_eq!(fs::read_to_string(&file).unwrap(), text);
 
     // A flipped byte of the same size is caught by blake3.
@@ -202,7 +202,7 @@ fn concurrent_runs_compute_a_shared_step_once() {
         project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let b =
         project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let (a, b) = (crate::support::Run::from(a.wait_with_output().unwrap()), crate::support::Run::from(b.wait_with_output().unwrap()));
+    let (a, b) = (Run::from(a.wait_with_output().unwrap()), Run::from(b.wait_with_output().unwrap()));
     let (a, b) = (a.expect_code(0), b.expect_code(0));
     assert_eq!(server.hits("/slow.tsv"), 1, "the shared download ran twice");
     let mut fetch = vec![a.status_of("fetch"), b.status_of("fetch")];
@@ -264,4 +264,110 @@ fn a_failed_step_exits_1_keeps_earlier_results_and_skips_later_steps() {
     );
     assert!(run.json()["steps"][3]["error"].as_str().unwrap().contains("HTTP 500"));
     assert_eq!(project.entries().len(), 3);
+}
+
+#[test]
+fn a_project_moved_with_its_cache_keeps_every_hit() {
+    // An unpinned local download and a local file are keyed by content, not by where they are.
+    let project = Project::new();
+    project.write("proj/data/table.tsv", TABLE);
+    project.write("proj/p.yaml", &pipeline("data/table.tsv"));
+    let run = |dir: &str| {
+        project
+            .command(&["run", "p.yaml", "--json"])
+            .current_dir(project.path().join(dir))
+            .env("PIPE_CACHE_DIR", project.path().join(dir).join("cache"))
+            .output()
+            .unwrap()
+    };
+    let first = Run::from(run("proj")).expect_code(0);
+    assert_eq!(first.statuses(), pairs(&[("fetch", "ran"), ("head", "ran"), ("tail", "ran")]));
+    fs::rename(project.path().join("proj"), project.path().join("moved")).unwrap();
+    let second = Run::from(run("moved")).expect_code(0);
+    assert_eq!(second.statuses(), pairs(&[("fetch", "cached"), ("head", "cached"), ("tail", "cached")]));
+    // Content still counts: editing the file reruns the download.
+    fs::write(project.path().join("moved/data/table.tsv"), TABLE.replace("good", "great")).unwrap();
+    let third = Run::from(run("moved")).expect_code(0);
+    assert_eq!(third.status_of("fetch"), "ran");
+}
+
+#[test]
+fn a_forced_rerun_that_fails_keeps_the_cached_result() {
+    let (project, server) = setup();
+    let first = project.run(&["run", "p.yaml", "--json"]).expect_code(0).json();
+    let key = first["steps"][0]["key"].as_str().unwrap().to_string();
+    let before = fs::read(project.output(&key, "file")).unwrap();
+    server.route("/data.tsv", Behavior::Status(500));
+    let forced = project.run(&["run", "p.yaml", "--json", "--force", "fetch", "--set", "fetch.retries=0"]);
+    let forced = forced.expect_code(1);
+    assert_eq!(forced.status_of("fetch"), "failed");
+    // The good result is still there, whole, and the next run uses it.
+    assert_eq!(fs::read(project.output(&key, "file")).unwrap(), before);
+    assert_eq!(statuses(&project, &[]), pairs(&[("fetch", "cached"), ("head", "cached"), ("tail", "cached")]));
+}
+
+#[test]
+fn a_forced_rerun_replaces_the_result_and_frees_the_old_files() {
+    let (project, server) = setup();
+    let first = project.run(&["run", "p.yaml", "--json"]).expect_code(0).json();
+    let key = first["steps"][0]["key"].as_str().unwrap().to_string();
+    server.route("/data.tsv", Behavior::Serve(TABLE.replace("good", "great").into_bytes()));
+    let forced = project.run(&["run", "p.yaml", "--json", "--force", "fetch"]).expect_code(0);
+    assert_eq!(forced.statuses(), pairs(&[("fetch", "ran"), ("head", "ran"), ("tail", "ran")]));
+    assert!(fs::read_to_string(project.output(&key, "file")).unwrap().contains("great"));
+    // One output directory per entry: the superseded one was removed (nobody was reading it).
+    let dirs: Vec<_> = fs::read_dir(project.cache().join("steps").join(&key))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("out-"))
+        .collect();
+    assert_eq!(dirs.len(), 1);
+}
+
+#[test]
+fn gc_leaves_alone_what_a_live_run_holds() {
+    let server = Server::start();
+    let body: Vec<u8> = TABLE.repeat(200).into_bytes();
+    server.route("/slow.tsv", Behavior::Slow { body, chunk: 512, delay: Duration::from_millis(30) });
+    let project = Project::new();
+    project.write("p.yaml", &pipeline(&server.url("/slow.tsv")));
+    let child = project.command(&["run", "p.yaml", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let child = child.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let scratch = loop {
+        let found = fs::read_dir(project.cache().join("tmp")).ok().and_then(|mut rd| rd.next()).and_then(Result::ok);
+        if let Some(entry) = found.filter(|_| server.hits("/slow.tsv") > 0) {
+            break entry.path();
+        }
+        assert!(Instant::now() < deadline, "download never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The key of the running step is on record before the step ends.
+    let runs: Vec<_> = fs::read_dir(project.cache().join("runs")).unwrap().flatten().collect();
+    let record: serde_json::Value = serde_json::from_slice(&fs::read(runs[0].path()).unwrap()).unwrap();
+    assert_eq!(record["steps"][0]["status"], "running");
+    let key = record["steps"][0]["key"].as_str().unwrap().to_string();
+    assert!(scratch.file_name().unwrap().to_string_lossy().starts_with(&key));
+    // No grace period: only the lock protects the running step.
+    let gc = project.run(&["gc", "--grace", "0s", "--keep-runs", "0"]).expect_code(0);
+    assert!(gc.stdout.contains("in use by a running pipe"), "{}", gc.stdout);
+    assert!(scratch.is_dir(), "gc removed the scratch directory of a running step");
+    let run = Run::from(child.wait_with_output().unwrap()).expect_code(0);
+    assert_eq!(run.statuses(), pairs(&[("fetch", "ran"), ("head", "ran"), ("tail", "ran")]));
+    // Once the run has ended, the same gc removes its results.
+    let gc = project.run(&["gc", "--grace", "0s", "--keep-runs", "0"]).expect_code(0);
+    assert!(gc.stdout.contains("removed 3 entries"), "{}", gc.stdout);
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let (project, _server) = setup();
+    project.run(&["run", "p.yaml"]).expect_code(0);
+    for args in [&["report"][..], &["kinds"], &["status"]] {
+        let mut child = project.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take()); // `| head -0`: the reader is gone before anything is written
+        let out = Run::from(child.wait_with_output().unwrap());
+        assert!(!out.stderr.contains("panicked"), "pipe {args:?}: {}", out.stderr);
+        assert_eq!(out.code, 0, "pipe {args:?}: {}", out.stderr);
+    }
 }

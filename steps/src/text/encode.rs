@@ -12,10 +12,10 @@
 //! per-call machinery at all. Other tokenizers fall back to one call per text.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
 use rayon::prelude::{IntoParallelIterator, IntoParallelRefIterator, ParallelIterator, ParallelSlice};
+use rustc_hash::FxBuildHasher;
 use tokenizers::{ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, Tokenizer};
 
 use super::fast_bert::FastBert;
@@ -33,7 +33,7 @@ pub struct Encoder {
     /// Tokenizes new pieces without the tokenizer, when it applies.
     fast: Option<FastBert>,
     /// Piece → its number; piece `n` has the ids `arena[ranges[n]]`.
-    cache: HashMap<Box<str>, u32, FxBuild>,
+    cache: HashMap<Box<str>, u32, FxBuildHasher>,
     ranges: Vec<Range<u32>>,
     arena: Vec<u32>,
 }
@@ -209,43 +209,4 @@ pub fn preview(text: &str) -> String {
         out.push('…');
     }
     out
-}
-
-pub(crate) type FxBuild = BuildHasherDefault<FxHasher>;
-
-/// The multiply-rotate hash of rustc (`FxHash`): fast on short keys, fine for local data.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher {
-    hash: u64,
-}
-
-impl FxHasher {
-    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-    fn add(&mut self, word: u64) {
-        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn finish(&self) -> u64 {
-        self.hash
-    }
 }

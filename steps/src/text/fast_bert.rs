@@ -13,12 +13,11 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxBuildHasher;
 use tokenizers::{
     ModelWrapper, NormalizedString, Normalizer, NormalizerWrapper, OffsetReferential, OffsetType, PreTokenizedString,
     PreTokenizer, Tokenizer,
 };
-
-use super::encode::FxBuild;
 
 /// What one character does to the text around it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,14 +32,14 @@ enum CharClass {
 
 /// The tables of the fast path for one tokenizer.
 pub struct FastBert {
-    vocab: HashMap<Box<str>, u32, FxBuild>,
+    vocab: HashMap<Box<str>, u32, FxBuildHasher>,
     unk_id: u32,
     prefix: String,
     max_chars: usize,
     added: Vec<String>,
     /// Class index of each BMP character (`u32::MAX`: not seen yet).
     bmp: Vec<u32>,
-    other_planes: HashMap<char, u32, FxBuild>,
+    other_planes: HashMap<char, u32, FxBuildHasher>,
     classes: Vec<CharClass>,
 }
 
@@ -57,7 +56,7 @@ impl FastBert {
         if added_tokens.values().any(|t| t.normalized || t.content.is_empty()) {
             return None;
         }
-        let vocab: HashMap<Box<str>, u32, FxBuild> =
+        let vocab: HashMap<Box<str>, u32, FxBuildHasher> =
             tokenizers::Model::get_vocab(model).into_iter().map(|(k, v)| (k.into_boxed_str(), v)).collect();
         let unk_id = *vocab.get(model.unk_token.as_str())?;
         Some(FastBert {

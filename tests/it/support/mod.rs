@@ -52,6 +52,14 @@ impl Project {
         Run::from(output)
     }
 
+    /// Where output `name` of the stored result `key` is (the manifest names its directory).
+    pub fn output(&self, key: &str, name: &str) -> PathBuf {
+        let entry = self.cache().join("steps").join(key);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.join("manifest.json")).expect("manifest")).expect("json");
+        entry.join(manifest["dir"].as_str().expect("dir")).join(name)
+    }
+
     /// The cache entry directories (`cache/steps/<key>`).
     pub fn entries(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = std::fs::read_dir(self.cache().join("steps"))

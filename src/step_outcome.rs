@@ -1,0 +1,55 @@
+//! What happened to one step in a run: decided by the [`crate::executor::Executor`], printed by
+//! the [`crate::reporter::Reporter`], recorded in the [`crate::run_record::RunRecord`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::dirty_reason::DirtyReason;
+use crate::fingerprint::Fingerprint;
+use crate::run_record::StepStatus;
+use crate::step_key::StepKey;
+
+/// Why a step failed.
+#[derive(Debug, Clone)]
+pub struct StepFailure {
+    pub message: String,
+    pub help: Option<String>,
+    /// Bad input (exit code 2) rather than a failure (exit code 1).
+    pub bad_input: bool,
+}
+
+/// What happened to one step.
+#[derive(Debug, Clone)]
+pub struct StepOutcome {
+    pub status: StepStatus,
+    pub key: Option<StepKey>,
+    pub fingerprint: Option<Fingerprint>,
+    pub reasons: Vec<DirtyReason>,
+    /// Output name → content hash (known once the step is cached or ran).
+    pub outputs: BTreeMap<String, String>,
+    /// The directory holding the outputs in the cache (known once the step is cached or ran).
+    pub artifact: Option<PathBuf>,
+    pub seconds: f64,
+    pub failure: Option<StepFailure>,
+}
+
+impl StepOutcome {
+    pub fn new(status: StepStatus) -> Self {
+        StepOutcome {
+            status,
+            key: None,
+            fingerprint: None,
+            reasons: Vec::new(),
+            outputs: BTreeMap::new(),
+            artifact: None,
+            seconds: 0.0,
+            failure: None,
+        }
+    }
+
+    pub fn failed(mut self, message: String, help: Option<String>, bad_input: bool) -> Self {
+        self.status = StepStatus::Failed;
+        self.failure = Some(StepFailure { message, help, bad_input });
+        self
+    }
+}

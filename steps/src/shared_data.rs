@@ -1,4 +1,6 @@
-//! Finding `../shared` (test data that lives beside the checkout, never inside it).
+//! Finding `../shared` (test data that lives beside the checkout, never inside it). A test
+//! helper: it prints its skip notice itself.
+#![allow(clippy::print_stderr)]
 
 use std::path::PathBuf;
 

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{CsvReadOptions, DataFrame, SerReader};
 
 use crate::error::{StepError, StepResult};
+use crate::suggest::did_you_mean;
 
 /// What to do with a line whose field count differs from the header's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +158,8 @@ impl Table {
     pub fn column(&self, name: &str, param: &str) -> StepResult<Vec<String>> {
         let names = self.column_names();
         let column = self.df.column(name).map_err(|_| {
-            let hint = did_you_mean(name, &names).map(|n| format!("; did you mean `{n}`?")).unwrap_or_default();
+            let hint =
+                did_you_mean(name, names.iter().map(String::as_str)).map(|h| format!("; {h}")).unwrap_or_default();
             StepError::input_with_help(
                 format!(
                     "{} has no column `{name}` (parameter `{param}`); its columns are {}{hint}",
@@ -176,42 +178,4 @@ impl Table {
 
 fn memchr_count(haystack: &[u8], needle: u8) -> usize {
     haystack.iter().filter(|&&b| b == needle).count()
-}
-
-/// The closest of `options` to `name` when it is close enough to be a typo.
-pub fn did_you_mean<'a>(name: &str, options: &'a [String]) -> Option<&'a str> {
-    let lower = name.to_lowercase();
-    options
-        .iter()
-        .map(|o| (edit_distance(&lower, &o.to_lowercase()), o))
-        .filter(|(d, o)| *d <= (o.chars().count().max(name.chars().count()) / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, o)| o.as_str())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn did_you_mean_finds_typos_only() {
-        let cols = vec!["id".to_string(), "document".to_string(), "label".to_string()];
-        assert_eq!(did_you_mean("documnet", &cols), Some("document"));
-        assert_eq!(did_you_mean("Label", &cols), Some("label"));
-        assert_eq!(did_you_mean("sentence", &cols), None);
-    }
 }

@@ -1,6 +1,9 @@
 //! The step kinds of `pipe`. Each kind declares its parameters, inputs and outputs and turns
 //! input files into output files; none knows of YAML, keys or the cache (see [`step`]).
 
+// Steps never print: they report through `Events` (shared_data.rs, a test helper, may).
+#![warn(clippy::print_stdout, clippy::print_stderr)]
+
 pub mod bert;
 pub mod download;
 pub mod error;
@@ -11,6 +14,7 @@ pub mod sample;
 #[doc(hidden)]
 pub mod shared_data;
 pub mod step;
+pub mod suggest;
 pub mod tensor_set;
 pub mod text;
 

@@ -263,15 +263,26 @@ pub struct Environment {
     pub mirror: Option<PathBuf>,
     /// Compute threads the step may use.
     pub threads: usize,
-    /// Directory for downloads of hub models and tokenizers (outside the step cache).
+    /// Directory for downloads of hub models and tokenizers (outside the step cache): the
+    /// hub cache itself (`models--owner--name/...` inside). `None`: `$HF_HOME/hub`, else
+    /// `~/.cache/huggingface/hub`.
     pub hub_cache: Option<PathBuf>,
+    /// The Hugging Face hub's address (e.g. `http://127.0.0.1:8080`). `None`: `$HF_ENDPOINT`,
+    /// else `https://huggingface.co`.
+    pub hub_endpoint: Option<String>,
     /// Set when the user interrupted the run; long steps should check it between batches.
     pub cancelled: Arc<AtomicBool>,
 }
 
 impl std::default::Default for Environment {
     fn default() -> Self {
-        Environment { mirror: None, threads: 1, hub_cache: None, cancelled: Arc::new(AtomicBool::new(false)) }
+        Environment {
+            mirror: None,
+            threads: 1,
+            hub_cache: None,
+            hub_endpoint: None,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        }
     }
 }
 

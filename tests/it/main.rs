@@ -3,6 +3,7 @@
 
 mod cache_contract;
 mod download;
+mod hub;
 mod nsmc_tiny;
 mod pipelines;
 mod report;

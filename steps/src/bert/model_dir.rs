@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::config::BertConfig;
 use crate::error::{StepError, StepResult};
+use crate::hub::{self, HubRef};
 use crate::step::Environment;
 use crate::tensor_set::TOKENIZER_FILE;
 
@@ -50,34 +51,40 @@ impl ModelDir {
         Ok(ModelDir { config, weights, tokenizer })
     }
 
-    /// A model on the Hugging Face hub (`owner/name`), fetched into the hub cache.
-    pub fn hub(id: &str, env: &Environment) -> StepResult<ModelDir> {
-        let mut builder = hf_hub::api::sync::ApiBuilder::new().with_progress(false);
-        if let Some(cache) = &env.hub_cache {
-            builder = builder.with_cache_dir(cache.clone());
-        }
-        let api = builder.build().map_err(|e| StepError::failed(format!("starting the hub client: {e}")))?;
-        let repo = api.model(id.to_string());
+    /// A model on the Hugging Face hub at a revision (`owner/name@<sha>` after
+    /// [`crate::hub::pin_param`]), fetched into the hub cache, or read from it without the
+    /// network when that commit's files are there. `tokenizer.json` is optional.
+    pub fn hub(hub_ref: &HubRef, env: &Environment) -> StepResult<ModelDir> {
         let fetch = |file: &str| {
-            repo.get(file).map_err(|e| {
-                StepError::input_with_help(
-                    format!("could not fetch `{file}` of hub model `{id}`: {e}"),
-                    "check the model id and the network, or download the model and give its local directory",
-                )
+            hub::fetch(hub_ref, file, env).map_err(|e| match e {
+                e @ hub::FetchError::NotFound { .. } if file == WEIGHTS => StepError::input_with_help(
+                    e.to_string(),
+                    "only safetensors checkpoints are read; pick a revision with model.safetensors, or convert \
+                     the model with `transformers` (save_pretrained(safe_serialization=True)) and give its directory",
+                ),
+                e => e.into_step_error("model"),
             })
         };
-        Ok(ModelDir { config: fetch(CONFIG)?, weights: fetch(WEIGHTS)?, tokenizer: fetch(TOKENIZER).ok() })
+        let config = fetch(CONFIG)?;
+        let weights = fetch(WEIGHTS)?;
+        let tokenizer = match hub::fetch(hub_ref, TOKENIZER, env) {
+            Ok(path) => Some(path),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(e.into_step_error("model")),
+        };
+        Ok(ModelDir { config, weights, tokenizer })
     }
 
-    /// From a step input (a model directory) or a `model` parameter (a local path or a hub id).
+    /// From a step input (a model directory) or a `model` parameter (a local path or a hub
+    /// reference `id[@revision]`).
     pub fn resolve(input: Option<&Path>, param: Option<&str>, env: &Environment) -> StepResult<ModelDir> {
         match (input, param) {
             (Some(dir), _) => ModelDir::local(dir),
             (None, Some(p)) if Path::new(p).exists() => ModelDir::local(Path::new(p)),
-            (None, Some(p)) if looks_like_hub_id(p) => ModelDir::hub(p, env),
-            (None, Some(p)) => {
-                Err(StepError::param("model", format!("`{p}` is neither an existing path nor a hub model id")))
-            }
+            (None, Some(p)) => match HubRef::parse(p) {
+                Some(hub_ref) => ModelDir::hub(&hub_ref, env),
+                None => Err(StepError::param("model", format!("`{p}` is neither an existing path nor a hub model id"))),
+            },
             (None, None) => Err(StepError::param("model", "give a `model` parameter or a `model` input")),
         }
     }
@@ -85,15 +92,6 @@ impl ModelDir {
     pub fn config(&self) -> StepResult<BertConfig> {
         BertConfig::load(&self.config)
     }
-}
-
-/// `owner/name` or `name`, made of the characters the hub allows.
-pub fn looks_like_hub_id(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('/').collect();
-    !s.is_empty()
-        && parts.len() <= 2
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
-        && !s.starts_with('.')
 }
 
 /// Writes `config.json` for a model head: `BertForSequenceClassification` with its labels, or

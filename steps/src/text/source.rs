@@ -6,20 +6,21 @@
 //! it, else a guess from the vocabulary (no ASCII upper-case letters outside `[...]` tokens:
 //! uncased).
 //!
-//! Hub ids are fetched with `hf-hub` into the run's hub cache (`tokenizer.json`, else
-//! `vocab.txt` and `tokenizer_config.json`); a file already in that cache is used without the
-//! network.
+//! Hub references (`id[@revision]`, pinned to a commit sha before the key is computed) are
+//! fetched with [`crate::hub::fetch`] into the run's hub cache (`tokenizer.json`, else
+//! `vocab.txt` and `tokenizer_config.json`, all of the same commit); a commit's file already in
+//! that cache is used without the network.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use hf_hub::api::sync::{ApiBuilder, ApiError};
-use hf_hub::{Cache, Repo, RepoType};
 use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::bert_tokenizer::{self, Normalization};
 use crate::error::{StepError, StepResult};
+use crate::hub::{self, HubRef};
+use crate::step::Environment;
 use crate::tensor_set::TOKENIZER_FILE;
 
 /// A tokenizer ready to use, with the `tokenizer.json` bytes to copy beside the tensors.
@@ -135,94 +136,43 @@ fn config_lowercase(vocab: &Path) -> StepResult<Option<bool>> {
     Ok(value.get("do_lower_case").and_then(Value::as_bool))
 }
 
-/// Whether `s` reads as a hub model id (`name` or `owner/name`) rather than a path.
-pub fn looks_like_hub_id(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('/').collect();
-    !s.is_empty()
-        && parts.len() <= 2
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && !p.starts_with('.')
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        })
-}
-
-/// Fetches the tokenizer of hub model `id` into `hub_cache` (the default Hugging Face cache
-/// when `None`) and loads it.
-pub fn load_hub(id: &str, hub_cache: Option<&Path>, lowercase: Option<bool>) -> StepResult<LoadedTokenizer> {
-    let fetch = |file: &str| -> Result<PathBuf, ApiError> {
-        let repo = Repo::new(id.to_string(), RepoType::Model);
-        let cache = match hub_cache {
-            Some(dir) => Cache::new(dir.to_path_buf()),
-            None => Cache::from_env(),
-        };
-        if let Some(path) = cache.repo(repo.clone()).get(file) {
-            return Ok(path);
-        }
-        let builder = match hub_cache {
-            Some(dir) => ApiBuilder::from_env().with_cache_dir(dir.to_path_buf()),
-            None => ApiBuilder::from_env(),
-        };
-        builder.with_progress(false).with_retries(2).build()?.repo(repo).get(file)
-    };
-    let unreachable = |file: &str, e: ApiError| {
-        StepError::failed_with_help(
-            format!("could not fetch {file} of hub model `{id}`: {e}"),
-            "the Hugging Face hub is unreachable from here: download the model where it is reachable \
-             and give its local directory as `tokenizer`",
-        )
-    };
+/// Fetches the tokenizer of the hub model `value` (`id[@revision]`, pinned to a sha by the
+/// runner) with [`hub::fetch`] and loads it: `tokenizer.json`, else `vocab.txt` with the
+/// optional `tokenizer_config.json` of the same commit.
+pub fn load_hub(value: &str, env: &Environment, lowercase: Option<bool>) -> StepResult<LoadedTokenizer> {
+    let hub_ref = HubRef::parse(value).ok_or_else(|| {
+        StepError::param("tokenizer", format!("`{value}` is neither an existing path nor a hub model id"))
+    })?;
+    let fetch = |file: &str| hub::fetch(&hub_ref, file, env);
     match fetch(TOKENIZER_FILE) {
         Ok(path) => {
             if lowercase.is_some() {
                 return Err(StepError::param(
                     "lowercase",
-                    format!("only applies to a vocab.txt; hub model `{id}` has a tokenizer.json"),
+                    format!("only applies to a vocab.txt; hub model `{hub_ref}` has a tokenizer.json"),
                 ));
             }
             let mut loaded = load_json(&path)?;
-            loaded.description = format!("hub model {id} ({})", path.display());
+            loaded.description = format!("hub model {hub_ref} ({})", path.display());
             Ok(loaded)
         }
-        Err(e) if is_not_found(&e) => match fetch("vocab.txt") {
+        Err(e) if e.is_not_found() => match fetch("vocab.txt") {
             Ok(vocab) => {
                 // tokenizer_config.json is optional; it lands beside vocab.txt in the cache.
                 if let Err(e) = fetch("tokenizer_config.json") {
-                    if !is_not_found(&e) {
-                        return Err(unreachable("tokenizer_config.json", e));
+                    if !e.is_not_found() {
+                        return Err(e.into_step_error("tokenizer"));
                     }
                 }
                 let mut loaded = load_vocab(&vocab, lowercase)?;
-                loaded.description = format!("hub model {id}: {}", loaded.description);
+                loaded.description = format!("hub model {hub_ref}: {}", loaded.description);
                 Ok(loaded)
             }
-            Err(e) if is_not_found(&e) => Err(StepError::input(format!(
-                "hub model `{id}` has neither {TOKENIZER_FILE} nor vocab.txt (or does not exist)"
+            Err(e) if e.is_not_found() => Err(StepError::input(format!(
+                "hub model `{hub_ref}` has neither {TOKENIZER_FILE} nor vocab.txt (or does not exist)"
             ))),
-            Err(e) => Err(unreachable("vocab.txt", e)),
+            Err(e) => Err(e.into_step_error("tokenizer")),
         },
-        Err(e) => Err(unreachable(TOKENIZER_FILE, e)),
-    }
-}
-
-fn is_not_found(e: &ApiError) -> bool {
-    match e {
-        ApiError::RequestError(inner) => matches!(**inner, ureq::Error::Status(404 | 401, _)),
-        ApiError::TooManyRetries(inner) => is_not_found(inner),
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hub_ids_and_paths_are_told_apart() {
-        assert!(looks_like_hub_id("bert-base-multilingual-cased"));
-        assert!(looks_like_hub_id("sentence-transformers/all-MiniLM-L6-v2"));
-        assert!(!looks_like_hub_id("./vocab.txt"));
-        assert!(!looks_like_hub_id("/abs/path"));
-        assert!(!looks_like_hub_id("a/b/c"));
+        Err(e) => Err(e.into_step_error("tokenizer")),
     }
 }

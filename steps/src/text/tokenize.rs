@@ -304,8 +304,8 @@ fn load_tokenizer(ctx: &StepContext<'_>) -> StepResult<LoadedTokenizer> {
             let path = Path::new(value);
             if path.exists() {
                 source::load_path(path, lowercase)
-            } else if source::looks_like_hub_id(value) {
-                source::load_hub(value, ctx.env.hub_cache.as_deref(), lowercase)
+            } else if crate::hub::looks_like_hub_id(value) {
+                source::load_hub(value, ctx.env, lowercase)
             } else {
                 Err(StepError::param("tokenizer", format!("`{value}` is neither an existing path nor a hub model id")))
             }

@@ -421,9 +421,13 @@ fn bad_parameters_are_refused_before_running() {
 fn an_unreachable_hub_is_a_clear_failure() {
     let (_dir, path) = small_table();
     let cache = tempfile::tempdir().unwrap();
-    let env = Environment { hub_cache: Some(cache.path().to_path_buf()), ..Environment::default() };
-    // An endpoint that refuses connections at once, so the test does not depend on DNS.
-    std::env::set_var("HF_ENDPOINT", "http://127.0.0.1:9");
+    // An endpoint that refuses connections at once, so the test does not depend on DNS; set in
+    // the environment, not process-wide, so it cannot reach other tests of this binary.
+    let env = Environment {
+        hub_cache: Some(cache.path().to_path_buf()),
+        hub_endpoint: Some("http://127.0.0.1:9".into()),
+        ..Environment::default()
+    };
     let e =
         run_env(&Tokenize, json!({"tokenizer": "bert-base-multilingual-cased"}), &[("data", &path)], &env).unwrap_err();
     assert!(!e.is_bad_input());

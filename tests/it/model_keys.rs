@@ -1,0 +1,112 @@
+//! Keys of the model steps through the real binary: `device: auto` is keyed as the device it
+//! resolves to, and `--force` trains from scratch instead of resuming an earlier attempt.
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::Project;
+
+/// A labelled table whose two classes use different words, so a tiny BERT learns something.
+fn table(rows: usize) -> String {
+    let words = [["good", "great", "fine", "nice", "love"], ["bad", "awful", "poor", "dull", "hate"]];
+    let mut state = 12345u64;
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    let mut out = String::from("id\tdocument\tlabel\n");
+    for i in 0..rows {
+        let label = i % 2;
+        let text: Vec<&str> = (0..4 + next(4)).map(|_| words[if next(5) == 0 { 1 - label } else { label }][next(5)]).collect();
+        out.push_str(&format!("{i}\t{}\t{label}\n", text.join(" ")));
+    }
+    out
+}
+
+const PIPELINE: &str = "name: keys
+steps:
+  data:
+    kind: download
+    url: data.tsv
+  vocab:
+    kind: train-tokenizer
+    inputs: { data: data }
+    vocab_size: 200
+  encode:
+    kind: tokenize
+    inputs: { data: data, tokenizer: vocab }
+    max_len: 16
+  pretrain:
+    kind: pretrain
+    inputs: { data: encode }
+    layers: 1
+    hidden: 16
+    heads: 2
+    intermediate: 32
+    epochs: 1
+    log_every: 0
+  finetune:
+    kind: fine-tune
+    inputs: { train: encode, model: pretrain.model }
+    epochs: EPOCHS
+    batch_size: 8
+    lr: 1e-3
+    log_every: 0
+";
+
+fn project(epochs: usize) -> Project {
+    let project = Project::new();
+    project.write("data.tsv", &table(400));
+    project.write("p.yaml", &PIPELINE.replace("EPOCHS", &epochs.to_string()));
+    project
+}
+
+#[test]
+fn device_auto_is_keyed_as_the_device_it_picks() {
+    let project = project(1);
+    let first = project.run(&["run", "p.yaml", "--json"]).expect_code(0);
+    assert_eq!(first.status_of("finetune"), "ran");
+    // This build has no GPU backend: `auto` is the CPU, so the CPU result is a hit...
+    let auto = project.run(&["run", "p.yaml", "--json", "--set", "finetune.device=auto"]).expect_code(0);
+    assert_eq!(auto.status_of("finetune"), "cached");
+    let record = latest_record(&project);
+    let finetune = record["steps"].as_array().unwrap().iter().find(|s| s["name"] == "finetune").unwrap();
+    // ...recorded with what the user wrote and keyed by what it resolved to.
+    assert_eq!(finetune["params"]["device"], "auto");
+    assert_eq!(finetune["fingerprint"]["params"]["device"], "cpu");
+}
+
+#[test]
+fn force_trains_from_scratch_instead_of_resuming() {
+    let project = project(200);
+    let mut child = project.command(&["run", "p.yaml"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Interrupt (Ctrl-C) once the first epoch's checkpoint is written.
+    let checkpoints = project.cache().join("checkpoints");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let written = fs::read_dir(&checkpoints)
+            .map(|rd| rd.flatten().any(|d| fs::read_dir(d.path()).map(|f| f.count() > 0).unwrap_or(false)))
+            .unwrap_or(false);
+        if written {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no checkpoint was written");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    // A plain rerun would resume; a forced one starts over (and is not told to resume).
+    let forced = project.run(&["run", "p.yaml", "--force", "finetune", "--set", "finetune.epochs=200"]);
+    let forced = forced.expect_code(0);
+    assert!(!forced.stderr.contains("resuming after epoch"), "{}", forced.stderr);
+    assert!(forced.stderr.contains("[Epoch 1]"), "{}", forced.stderr);
+}
+
+fn latest_record(project: &Project) -> serde_json::Value {
+    let mut runs: Vec<_> = fs::read_dir(project.cache().join("runs")).unwrap().flatten().map(|e| e.path()).collect();
+    runs.sort();
+    serde_json::from_slice(&fs::read(runs.last().unwrap()).unwrap()).unwrap()
+}

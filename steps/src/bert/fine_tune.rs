@@ -25,7 +25,7 @@ pub struct FineTune;
 
 static SPEC: StepSpec = StepSpec {
     kind: "fine-tune",
-    version: 2,
+    version: 3,
     summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
     params: &[
         ParamSpec::optional(
@@ -224,7 +224,7 @@ impl Step for FineTune {
         weights.save(&out.join(WEIGHTS), &[])?;
         write_config(&out, &config, Some(&labels))?;
         let tokenizer = tensor_set_tokenizer(train_dir).or(source.tokenizer.clone());
-        write_tokenizer(&out, tokenizer.as_deref())?;
+        write_tokenizer(&out, tokenizer.as_deref(), &train.meta)?;
         write_metrics(&ctx.output("metrics"), &metrics)
     }
 }

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod optimizer;
 pub mod pretrain;
 pub mod shard;
+pub mod tokenizer_files;
 pub mod train;
 pub mod weights;
 

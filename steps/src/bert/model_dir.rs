@@ -2,16 +2,16 @@
 //! found in a step's output, a local directory, or on the Hugging Face hub, and written by the
 //! training steps.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
 use super::config::BertConfig;
+use super::tokenizer_files;
 use crate::error::{StepError, StepResult};
 use crate::hub::{self, HubRef};
 use crate::step::Environment;
-use crate::tensor_set::TOKENIZER_FILE;
+use crate::tensor_set::{TensorSetMeta, TOKENIZER_FILE};
 
 pub const CONFIG: &str = "config.json";
 pub const WEIGHTS: &str = "model.safetensors";
@@ -117,19 +117,13 @@ pub fn write_config(dir: &Path, config: &BertConfig, labels: Option<&[i64]>) -> 
     config.save(&dir.join(CONFIG))
 }
 
-/// Copies the tokenizer of a tensor set (or of the source model) next to a written model, with
-/// a `tokenizer_config.json` so `AutoTokenizer.from_pretrained` finds it.
-pub fn write_tokenizer(dir: &Path, tokenizer: Option<&Path>) -> StepResult<()> {
+/// Writes the tokenizer of a tensor set (or of the source model) next to a written model:
+/// `tokenizer.json` with `tokenizer_config.json`, `special_tokens_map.json` and `vocab.txt`
+/// that make `AutoTokenizer.from_pretrained` tokenize as `tokenize` did for `meta`'s set
+/// ([`super::tokenizer_files`]). Nothing is written without a tokenizer.
+pub fn write_tokenizer(dir: &Path, tokenizer: Option<&Path>, meta: &TensorSetMeta) -> StepResult<()> {
     let Some(source) = tokenizer.filter(|p| p.is_file()) else { return Ok(()) };
-    let target = dir.join(TOKENIZER);
-    fs::copy(source, &target).map_err(StepError::io("copying", source))?;
-    let tokenizer_config = json!({
-        "tokenizer_class": "BertTokenizerFast",
-        "model_max_length": 512,
-        "clean_up_tokenization_spaces": false
-    });
-    let path = dir.join("tokenizer_config.json");
-    fs::write(&path, tokenizer_config.to_string()).map_err(StepError::io("writing", &path))
+    tokenizer_files::write(dir, source, meta)
 }
 
 /// The tokenizer stored beside a tensor set.

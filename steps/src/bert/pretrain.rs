@@ -27,7 +27,7 @@ pub struct Pretrain;
 
 static SPEC: StepSpec = StepSpec {
     kind: "pretrain",
-    version: 2,
+    version: 3,
     summary: "masked-language-model pre-training of a BERT from a config on tokenized text",
     params: &[
         ParamSpec::optional("layers", ParamType::Uint, Default::Int(4), "transformer layers"),
@@ -273,7 +273,7 @@ impl Step for Pretrain {
         fs::create_dir_all(&out).map_err(StepError::io("creating", &out))?;
         weights.save(&out.join(WEIGHTS), &model.tied_aliases())?;
         write_config(&out, &config, None)?;
-        write_tokenizer(&out, tensor_set_tokenizer(data_dir).as_deref())?;
+        write_tokenizer(&out, tensor_set_tokenizer(data_dir).as_deref(), &set.meta)?;
         let path = ctx.output("metrics");
         let text = serde_json::to_vec_pretty(&history).map_err(|e| StepError::failed(e.to_string()))?;
         fs::write(&path, text).map_err(StepError::io("writing", &path))

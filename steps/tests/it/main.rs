@@ -4,6 +4,7 @@
 mod bert_model;
 mod bert_optimizer;
 mod bert_steps;
+mod hf_tokenizer;
 mod hub;
 mod text_encode;
 mod text_nsmc;

@@ -2,6 +2,10 @@
 //! comparison of runs, rendered as a terminal table, Markdown, CSV, JSON or one self-contained
 //! HTML file with an SVG chart. The `report` step kind writes them for one run; `pipe report`
 //! renders the same for the runs recorded in the cache.
+//!
+//! A run is summarised by one epoch, chosen by validation accuracy (the last epoch without a
+//! validation set; [`TrainingMetrics::chosen`]), never by test accuracy: test accuracy is shown
+//! for every epoch and for the chosen one, but choosing on it would overstate it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,15 +41,62 @@ pub struct EpochMetrics {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingMetrics {
     pub epochs: Vec<EpochMetrics>,
+    /// The epoch with the highest validation accuracy; absent without a validation set. Reports
+    /// recompute it ([`TrainingMetrics::chosen`]): files from before version 3 of `fine-tune`
+    /// chose by test accuracy.
     #[serde(default)]
     pub best_epoch: Option<usize>,
 }
 
+/// How a run's reported epoch was chosen. Never by test accuracy: the test set only measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChosenBy {
+    /// The highest validation accuracy (the earliest epoch on ties).
+    ValidAccuracy,
+    /// The last epoch, because no epoch has a validation accuracy.
+    LastEpoch,
+}
+
+impl ChosenBy {
+    /// How the choice is named in tables.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ChosenBy::ValidAccuracy => "valid acc",
+            ChosenBy::LastEpoch => "last (no valid set)",
+        }
+    }
+}
+
+/// The reported epoch of a run and how it was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChosenEpoch {
+    pub epoch: usize,
+    pub by: ChosenBy,
+}
+
 impl TrainingMetrics {
-    /// The epoch with the best test accuracy (else validation accuracy).
-    pub fn best(&self) -> Option<&EpochMetrics> {
-        let score = |e: &EpochMetrics| e.test_accuracy.or(e.valid_accuracy).unwrap_or(f64::NEG_INFINITY);
-        self.epochs.iter().max_by(|a, b| score(a).total_cmp(&score(b)))
+    /// The epoch to report: the one with the highest validation accuracy (the earliest on ties),
+    /// else the last. Test accuracy never takes part, so it stays an unbiased estimate.
+    pub fn chosen(&self) -> Option<(&EpochMetrics, ChosenBy)> {
+        let mut best: Option<(&EpochMetrics, f64)> = None;
+        for e in &self.epochs {
+            if let Some(acc) = e.valid_accuracy {
+                // Strictly greater: ties keep the earlier epoch.
+                if best.is_none_or(|(_, b)| acc > b) {
+                    best = Some((e, acc));
+                }
+            }
+        }
+        match best {
+            Some((e, _)) => Some((e, ChosenBy::ValidAccuracy)),
+            None => self.epochs.last().map(|e| (e, ChosenBy::LastEpoch)),
+        }
+    }
+
+    /// [`TrainingMetrics::chosen`] without the metrics.
+    pub fn chosen_epoch(&self) -> Option<ChosenEpoch> {
+        self.chosen().map(|(e, by)| ChosenEpoch { epoch: e.epoch, by })
     }
 }
 
@@ -148,10 +199,25 @@ fn epoch_rows(t: &TrainingMetrics) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Says how the comparison's epoch columns were chosen (below the table).
+const CHOICE_NOTE: &str = "chosen epoch: the highest validation accuracy (the earliest on ties), or the last epoch \
+     without a validation set; test accuracy is shown, never used to choose";
+
 fn comparison_header(report: &Report) -> Vec<String> {
     let mut header = vec!["run".to_string(), "state".to_string()];
     header.extend(param_columns(report));
-    header.extend(["best test acc", "best epoch", "last test acc", "final acc", "macro F1"].map(String::from));
+    header.extend(
+        [
+            "chosen epoch",
+            "chosen by",
+            "valid acc (chosen)",
+            "test acc (chosen)",
+            "last test acc",
+            "final acc",
+            "macro F1",
+        ]
+        .map(String::from),
+    );
     header
 }
 
@@ -170,16 +236,34 @@ fn comparison_rows(report: &Report) -> Vec<Vec<String>> {
         .map(|r| {
             let mut row = vec![r.label.clone(), r.state.clone()];
             row.extend(cols.iter().map(|c| r.params.get(c).cloned().unwrap_or_else(|| "-".into())));
-            let best = r.training.as_ref().and_then(TrainingMetrics::best);
+            let chosen = r.training.as_ref().and_then(TrainingMetrics::chosen);
             let last = r.training.as_ref().and_then(|t| t.epochs.last());
-            row.push(pct(best.and_then(|e| e.test_accuracy.or(e.valid_accuracy))));
-            row.push(best.map(|e| e.epoch.to_string()).unwrap_or_else(|| "-".into()));
+            row.push(chosen.map(|(e, _)| e.epoch.to_string()).unwrap_or_else(|| "-".into()));
+            row.push(chosen.map(|(_, by)| by.describe().to_string()).unwrap_or_else(|| "-".into()));
+            row.push(pct(chosen.and_then(|(e, _)| e.valid_accuracy)));
+            row.push(pct(chosen.and_then(|(e, _)| e.test_accuracy)));
             row.push(pct(last.and_then(|e| e.test_accuracy)));
             row.push(pct(r.evaluation.as_ref().map(|e| e.accuracy)));
             row.push(pct(r.evaluation.as_ref().map(|e| e.macro_f1)));
             row
         })
         .collect()
+}
+
+/// One line on a run's chosen epoch (below its per-epoch table, and the `report` step's log).
+fn chosen_line(t: &TrainingMetrics) -> Option<String> {
+    let (e, by) = t.chosen()?;
+    Some(match by {
+        ChosenBy::ValidAccuracy => format!(
+            "chosen epoch {} by validation accuracy (valid {}, test {}); the test set is never used to choose",
+            e.epoch,
+            pct(e.valid_accuracy),
+            pct(e.test_accuracy)
+        ),
+        ChosenBy::LastEpoch => {
+            format!("chosen epoch {}: the last (no validation set; test {})", e.epoch, pct(e.test_accuracy))
+        }
+    })
 }
 
 fn text_table(header: &[String], rows: &[Vec<String>], markdown: bool) -> String {
@@ -244,7 +328,7 @@ impl Report {
             Format::Table => self.text(false),
             Format::Markdown => self.text(true),
             Format::Csv => self.csv(),
-            Format::Json => serde_json::to_string_pretty(self).unwrap_or_default() + "\n",
+            Format::Json => serde_json::to_string_pretty(&JsonReport::of(self)).unwrap_or_default() + "\n",
             Format::Html => self.html(),
         }
     }
@@ -269,6 +353,9 @@ impl Report {
                 let header: Vec<String> = EPOCH_HEADER.iter().map(|s| s.to_string()).collect();
                 out.push_str(&text_table(&header, &epoch_rows(t), markdown));
                 out.push('\n');
+                if let Some(line) = chosen_line(t) {
+                    let _ = writeln!(out, "{line}\n");
+                }
             }
             _ => {
                 let _ = writeln!(
@@ -286,12 +373,14 @@ impl Report {
         if self.comparison.len() > 1 {
             out.push_str(&h(2, "Runs compared"));
             out.push_str(&text_table(&comparison_header(self), &comparison_rows(self), markdown));
+            let _ = writeln!(out, "\n{CHOICE_NOTE}");
         }
         out
     }
 
     fn csv(&self) -> String {
-        let mut out = String::from("run,state,epoch,train_loss,train_accuracy,valid_accuracy,test_accuracy,lr,seconds");
+        let mut out =
+            String::from("run,state,epoch,train_loss,train_accuracy,valid_accuracy,test_accuracy,lr,seconds,chosen");
         let cols = param_columns(self);
         for c in &cols {
             out.push(',');
@@ -302,10 +391,19 @@ impl Report {
             if self.comparison.is_empty() { vec![&self.latest] } else { self.comparison.iter().collect() };
         for r in runs {
             let Some(t) = &r.training else { continue };
+            let chosen = t.chosen_epoch();
             for e in &t.epochs {
+                // The chosen epoch's row says how it was chosen; the others are empty.
+                let by = match chosen {
+                    Some(c) if c.epoch == e.epoch => match c.by {
+                        ChosenBy::ValidAccuracy => "valid_accuracy",
+                        ChosenBy::LastEpoch => "last_epoch",
+                    },
+                    _ => "",
+                };
                 let _ = write!(
                     out,
-                    "{},{},{},{},{},{},{},{},{:.3}",
+                    "{},{},{},{},{},{},{},{},{:.3},{by}",
                     csv_cell(&r.label),
                     csv_cell(&r.state),
                     e.epoch,
@@ -345,6 +443,9 @@ impl Report {
             let _ = writeln!(out, "<h3>Latest run: {} ({})</h3>", esc(&self.latest.label), esc(&self.latest.state));
             let header: Vec<String> = EPOCH_HEADER.iter().map(|s| s.to_string()).collect();
             out.push_str(&html_table(&header, &epoch_rows(t)));
+            if let Some(line) = chosen_line(t) {
+                let _ = writeln!(out, "<p>{}</p>", esc(&line));
+            }
         } else if let Some(note) = &self.latest.note {
             let _ = writeln!(out, "<p>No training metrics: {}</p>", esc(note));
         }
@@ -360,9 +461,38 @@ impl Report {
         if self.comparison.len() > 1 {
             out.push_str("<h2>Runs compared</h2>\n");
             out.push_str(&html_table(&comparison_header(self), &comparison_rows(self)));
+            let _ = writeln!(out, "<p>{}</p>", esc(CHOICE_NOTE));
         }
         out.push_str("</body></html>\n");
         out
+    }
+}
+
+/// The JSON form of a report: the report with each run's chosen epoch beside its metrics (so
+/// readers need not repeat the rule).
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    pipeline: &'a str,
+    latest: JsonRun<'a>,
+    comparison: Vec<JsonRun<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonRun<'a> {
+    #[serde(flatten)]
+    run: &'a RunReport,
+    chosen: Option<ChosenEpoch>,
+}
+
+impl<'a> JsonReport<'a> {
+    fn of(report: &'a Report) -> Self {
+        let run =
+            |r: &'a RunReport| JsonRun { run: r, chosen: r.training.as_ref().and_then(TrainingMetrics::chosen_epoch) };
+        JsonReport {
+            pipeline: &report.pipeline,
+            latest: run(&report.latest),
+            comparison: report.comparison.iter().map(run).collect(),
+        }
     }
 }
 
@@ -484,7 +614,8 @@ pub struct ReportStep;
 
 static SPEC: StepSpec = StepSpec {
     kind: "report",
-    version: 1,
+    // 2: the epoch is chosen by validation accuracy, not test accuracy.
+    version: 2,
     summary: "assemble the accuracy-per-epoch table and the final evaluation (Markdown, CSV, JSON, HTML)",
     params: &[],
     inputs: &[
@@ -519,13 +650,8 @@ impl Step for ReportStep {
             },
             comparison: Vec::new(),
         };
-        let summary = match report.latest.training.as_ref().and_then(TrainingMetrics::best) {
-            Some(best) => format!(
-                "best epoch {} (test accuracy {}, valid accuracy {})",
-                best.epoch,
-                pct(best.test_accuracy),
-                pct(best.valid_accuracy)
-            ),
+        let summary = match report.latest.training.as_ref().and_then(chosen_line) {
+            Some(line) => line,
             None => "no epochs in the training metrics".to_string(),
         };
         let dir = ctx.output("report");
@@ -606,15 +732,95 @@ mod tests {
             .skip_while(|l| !l.starts_with("Runs compared"))
             .map(|l| l.split_whitespace().collect())
             .collect();
-        // run, state, the differing parameter, best test acc, best epoch, last test acc.
+        // run, state, the differing parameter, chosen epoch, chosen by ("valid acc"), its valid
+        // and test accuracy, last test acc.
+        fn row<'a>(c: &[&'a str]) -> Vec<&'a str> {
+            c.iter().take(9).copied().collect()
+        }
         assert!(
-            compared.iter().any(|c| c.len() >= 6 && c[..6] == ["run-a", "succeeded", "5e-5", "0.8400", "2", "0.8300"]),
+            compared
+                .iter()
+                .map(|c| row(c))
+                .any(|c| c == ["run-a", "succeeded", "5e-5", "2", "valid", "acc", "0.8300", "0.8400", "0.8300"]),
             "{text}"
         );
         assert!(
-            compared.iter().any(|c| c.len() >= 6 && c[..6] == ["run-b", "succeeded", "3e-5", "0.8500", "3", "0.8500"]),
+            compared
+                .iter()
+                .map(|c| row(c))
+                .any(|c| c == ["run-b", "succeeded", "3e-5", "3", "valid", "acc", "0.8400", "0.8500", "0.8500"]),
             "{text}"
         );
+        assert!(
+            text.contains("chosen epoch  chosen by  valid acc (chosen)  test acc (chosen)  last test acc"),
+            "{text}"
+        );
+        assert!(text.contains("test accuracy is shown, never used to choose"), "{text}");
+        assert!(text.contains("chosen epoch 3 by validation accuracy (valid 0.8400, test 0.8500)"), "{text}");
+    }
+
+    fn metrics(valid: &[Option<f64>], test: &[f64]) -> TrainingMetrics {
+        TrainingMetrics {
+            epochs: test
+                .iter()
+                .zip(valid)
+                .enumerate()
+                .map(|(i, (t, v))| EpochMetrics { valid_accuracy: *v, test_accuracy: Some(*t), ..epoch(i + 1, *t) })
+                .collect(),
+            best_epoch: None,
+        }
+    }
+
+    #[test]
+    fn the_epoch_is_chosen_by_validation_accuracy_never_by_test_accuracy() {
+        // Test accuracy peaks at epoch 3, validation accuracy at epoch 2.
+        let m = metrics(&[Some(0.70), Some(0.80), Some(0.75)], &[0.60, 0.65, 0.90]);
+        assert_eq!(m.chosen_epoch(), Some(ChosenEpoch { epoch: 2, by: ChosenBy::ValidAccuracy }));
+        // Ties go to the earliest epoch.
+        let m = metrics(&[Some(0.70), Some(0.80), Some(0.80)], &[0.60, 0.65, 0.90]);
+        assert_eq!(m.chosen_epoch(), Some(ChosenEpoch { epoch: 2, by: ChosenBy::ValidAccuracy }));
+        // Without a validation set: the last epoch, whatever the test accuracy.
+        let m = metrics(&[None, None, None], &[0.90, 0.65, 0.60]);
+        assert_eq!(m.chosen_epoch(), Some(ChosenEpoch { epoch: 3, by: ChosenBy::LastEpoch }));
+        assert_eq!(metrics(&[], &[]).chosen_epoch(), None);
+    }
+
+    #[test]
+    fn every_format_says_how_the_epoch_was_chosen() {
+        let with_valid = run("run-a", "5e-5", &[0.80, 0.84, 0.83]);
+        let mut without = run("run-b", "3e-5", &[0.81, 0.82, 0.85]);
+        without.training = Some(metrics(&[None, None, None], &[0.90, 0.82, 0.85]));
+        let report = Report { pipeline: "p".into(), latest: without.clone(), comparison: vec![with_valid, without] };
+
+        let text = report.render(Format::Table);
+        assert!(text.contains("chosen epoch 3: the last (no validation set; test 0.8500)"), "{text}");
+        let b = text.lines().find(|l| l.starts_with("run-b")).unwrap();
+        let cells: Vec<&str> = b.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        // The first epoch has the best test accuracy (0.90); the last is reported.
+        assert_eq!(cells[3..7], ["3", "last (no valid set)", "-", "0.8500"], "{text}");
+
+        let csv = report.render(Format::Csv);
+        let chosen: Vec<(&str, &str)> = csv
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let c: Vec<&str> = l.split(',').collect();
+                (!c[9].is_empty()).then(|| (c[0], c[9]))
+            })
+            .collect();
+        assert_eq!(chosen, [("run-a", "valid_accuracy"), ("run-b", "last_epoch")], "{csv}");
+        assert!(csv.lines().any(|l| l.starts_with("run-a,succeeded,2,") && l.contains(",valid_accuracy,")), "{csv}");
+
+        let json: serde_json::Value = serde_json::from_str(&report.render(Format::Json)).unwrap();
+        assert_eq!(json["comparison"][0]["chosen"], serde_json::json!({"epoch": 2, "by": "valid_accuracy"}));
+        assert_eq!(json["latest"]["chosen"], serde_json::json!({"epoch": 3, "by": "last_epoch"}));
+        // The JSON still reads back as a report.
+        let back: Report = serde_json::from_value(json).unwrap();
+        assert_eq!((back.latest.label, back.comparison.len()), ("run-b".to_string(), 2));
+
+        let html = report.render(Format::Html);
+        assert!(html.contains("<th>chosen epoch</th><th>chosen by</th>"), "{html}");
+        assert!(html.contains("never used to choose"), "{html}");
     }
 
     #[test]

@@ -2,11 +2,10 @@
 //! published NSMC files in `../shared/nsmc` (via `--mirror`): a run, a rerun with another
 //! learning rate that reuses everything up to fine-tuning, and `pipe report` comparing the two.
 
-
 use std::path::PathBuf;
 
-use pipe_steps::shared_data::shared_path;
 use crate::support::{settings, Project};
+use pipe_steps::shared_data::shared_path;
 
 fn pipeline() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/nsmc-tiny.yaml").display().to_string()
@@ -61,6 +60,10 @@ fn tiny_pipeline_runs_reuses_upstream_steps_and_reports_the_comparison() {
         let acc = e["test_accuracy"].as_f64().expect("test accuracy per epoch");
         assert!((0.0..=1.0).contains(&acc));
     }
+    // The reported epoch is chosen by validation accuracy (the earliest best), never by test.
+    let valid: Vec<f64> = epochs.iter().map(|e| e["valid_accuracy"].as_f64().expect("valid accuracy")).collect();
+    let best_valid = (0..valid.len()).fold(0, |b, i| if valid[i] > valid[b] { i } else { b }) + 1;
+    assert_eq!(report["latest"]["chosen"], serde_json::json!({"epoch": best_valid, "by": "valid_accuracy"}));
     let runs = report["comparison"].as_array().expect("comparison");
     assert_eq!(runs.len(), 2, "two learning rates compared: {report:#}");
     let lrs: Vec<&str> = runs.iter().map(|r| r["params"]["finetune.lr"].as_str().unwrap_or("?")).collect();
@@ -80,6 +83,10 @@ fn tiny_pipeline_runs_reuses_upstream_steps_and_reports_the_comparison() {
     let table = project.run(&["report"]).expect_code(0).stdout;
     assert!(table.contains("finetune.lr"), "comparison has the differing parameter as a column:\n{table}");
     assert!(table.contains("macro F1"), "final evaluation is shown:\n{table}");
+    assert!(
+        table.contains("chosen epoch  chosen by") && table.contains("test accuracy is shown, never used to choose"),
+        "the comparison says how its epoch was chosen:\n{table}"
+    );
 
     let status = project.run(&["status", "--json"]).expect_code(0).json();
     for step in status["steps"].as_array().expect("steps") {

@@ -2,7 +2,6 @@
 //! references and decides, without network or training. (`nsmc-mbert.yaml` needs the hub and
 //! a GPU to run, `nsmc.yaml` an hour; `nsmc_tiny.rs` runs the tiny one.)
 
-
 use std::path::PathBuf;
 
 use crate::support::Project;
@@ -69,4 +68,32 @@ fn nsmc_tiny_validates() {
             "report",
         ],
     );
+}
+
+/// Pre-training must not see the rows that choose the fine-tuned epoch (validation) or measure
+/// it (test), not even as unlabelled text: with `valid: split.valid`, `pretrain` reads
+/// `split.train`, not the split's input.
+#[test]
+fn no_pipeline_pretrains_on_its_validation_or_test_rows() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut checked = 0;
+    for file in ["nsmc.yaml", "nsmc-tiny.yaml", "nsmc-mbert.yaml"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        let spec: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let steps = &spec["steps"];
+        let input = |step: &str, name: &str| steps[step]["inputs"][name].as_str().map(str::to_string);
+        let Some(pretrained_on) = input("pretrain", "data") else { continue };
+        let mut forbidden: Vec<String> = input("finetune", "test").into_iter().collect();
+        if let Some(valid) = input("finetune", "valid") {
+            let split = valid.split('.').next().unwrap_or_default().to_string();
+            forbidden.push(valid.clone());
+            forbidden.extend(input(&split, "data"));
+        }
+        assert!(
+            !forbidden.contains(&pretrained_on),
+            "{file}: pretrain reads `{pretrained_on}`, a source of validation or test rows ({forbidden:?})"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "nsmc.yaml and nsmc-tiny.yaml pre-train");
 }

@@ -12,10 +12,10 @@ use super::classify::{check_fits, classes_of, load_classifier, predict};
 use super::device;
 use super::model::{BertClassifier, Pass};
 use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, ModelDir, WEIGHTS};
-use super::train::{batch_seed, BatchOutcome, TrainConfig, Trainer};
+use super::train::{batch_seed, params as train, BatchOutcome, TrainConfig, Trainer};
 use super::weights::Checkpoint;
 use crate::error::{StepError, StepResult};
-use crate::report::{EpochMetrics, TrainingMetrics};
+use crate::report::{ChosenBy, EpochMetrics, TrainingMetrics};
 use crate::step::{
     Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
@@ -34,38 +34,32 @@ static SPEC: StepSpec = StepSpec {
             Default::Absent,
             "pre-trained BERT: a local directory in Hugging Face layout or a hub id (else the `model` input)",
         ),
-        ParamSpec::optional("epochs", ParamType::Uint, Default::Int(4), "passes over the training set"),
-        ParamSpec::optional("batch_size", ParamType::Uint, Default::Int(32), "rows per update"),
-        ParamSpec::optional("lr", ParamType::Float, Default::Float(5e-5), "peak learning rate"),
-        ParamSpec::optional(
-            "warmup_ratio",
-            ParamType::Float,
-            Default::Float(0.1),
-            "fraction of updates with linear warm-up (then linear decay to 0)",
-        ),
-        ParamSpec::optional(
-            "weight_decay",
-            ParamType::Float,
-            Default::Float(0.01),
-            "AdamW weight decay (not on biases and LayerNorm)",
-        ),
-        ParamSpec::optional(
-            "max_grad_norm",
-            ParamType::Float,
-            Default::Float(1.0),
-            "clip the global gradient norm to this (0: no clipping)",
-        ),
+        train::epochs(4),
+        train::batch_size(32),
+        train::lr(5e-5),
+        train::warmup_ratio(0.1),
+        train::WEIGHT_DECAY,
+        train::MAX_GRAD_NORM,
         ParamSpec::optional("dropout", ParamType::Float, Default::Float(0.1), "dropout before the classifier"),
-        ParamSpec::optional("seed", ParamType::Uint, Default::Int(42), "seed of initialisation, shuffling and dropout"),
-        ParamSpec::optional("device", ParamType::Str, Default::Str("cpu"), "cpu, auto, cuda, cuda:N or metal"),
-        ParamSpec::optional("eval_batch_size", ParamType::Uint, Default::Int(128), "rows per evaluation batch")
-            .not_in_key(),
-        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(50), "log every N batches (0: never)")
-            .not_in_key(),
+        train::SEED,
+        train::DEVICE,
+        // In the key: evaluation batches change the float summation order, so the per-epoch
+        // valid/test losses and (rarely) accuracies (measured: a row's logits differ in their
+        // last bits with the number of rows computed beside it).
+        ParamSpec::optional(
+            "eval_batch_size",
+            ParamType::Uint,
+            Default::Int(128),
+            "rows per evaluation batch (in the key: it changes the last digits of the metrics)",
+        ),
+        train::log_every(50),
     ],
     inputs: &[
         InputSpec::required("train", "tensor set to train on"),
-        InputSpec::optional("valid", "tensor set evaluated after every epoch"),
+        InputSpec::optional(
+            "valid",
+            "tensor set evaluated after every epoch; its accuracy chooses `best_epoch` (the model is the last epoch's)",
+        ),
         InputSpec::optional("test", "tensor set evaluated after every epoch (reported, never used to choose)"),
         InputSpec::optional("model", "a model directory from `pretrain` or another step"),
     ],
@@ -78,45 +72,6 @@ static SPEC: StepSpec = StepSpec {
     ],
 };
 
-/// The training settings shared by `fine-tune` and `pretrain`.
-pub fn train_config(params: &Params) -> StepResult<TrainConfig> {
-    Ok(TrainConfig {
-        epochs: params.usize("epochs")?,
-        batch_size: params.usize("batch_size")?,
-        lr: params.f64("lr")?,
-        warmup_ratio: params.f64("warmup_ratio")?,
-        weight_decay: params.f64("weight_decay")?,
-        max_grad_norm: params.f64("max_grad_norm")?,
-        seed: params.usize("seed")? as u64,
-        log_every: params.opt_usize("log_every")?.unwrap_or(0),
-    })
-}
-
-/// Range checks shared by `fine-tune` and `pretrain`.
-pub fn validate_training(params: &Params) -> StepResult<()> {
-    if params.usize("epochs")? == 0 {
-        return Err(StepError::param("epochs", "must be at least 1"));
-    }
-    if params.usize("batch_size")? == 0 {
-        return Err(StepError::param("batch_size", "must be at least 1"));
-    }
-    let lr = params.f64("lr")?;
-    if !(lr > 0.0 && lr < 1.0) {
-        return Err(StepError::param("lr", format!("must be in (0, 1), got {lr}")));
-    }
-    let warmup = params.f64("warmup_ratio")?;
-    if !(0.0..1.0).contains(&warmup) {
-        return Err(StepError::param("warmup_ratio", format!("must be in [0, 1), got {warmup}")));
-    }
-    if params.f64("weight_decay")? < 0.0 {
-        return Err(StepError::param("weight_decay", "must not be negative"));
-    }
-    if params.f64("max_grad_norm")? < 0.0 {
-        return Err(StepError::param("max_grad_norm", "must not be negative"));
-    }
-    device::check(params.str("device")?)
-}
-
 impl Step for FineTune {
     fn spec(&self) -> &'static StepSpec {
         &SPEC
@@ -127,7 +82,7 @@ impl Step for FineTune {
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {
-        validate_training(params)?;
+        TrainConfig::validate(params)?;
         let dropout = params.f64("dropout")?;
         if !(0.0..1.0).contains(&dropout) {
             return Err(StepError::param("dropout", format!("must be in [0, 1), got {dropout}")));
@@ -137,7 +92,7 @@ impl Step for FineTune {
 
     fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
         let params = ctx.params;
-        let cfg = train_config(params)?;
+        let cfg = TrainConfig::from_params(params)?;
         let device = device::open(params.str("device")?)?;
         let train_dir = ctx.input("train")?;
         let train = TensorSet::load(train_dir)?;
@@ -183,8 +138,8 @@ impl Step for FineTune {
         let mut trainer = Trainer::new(cfg.clone(), vars, batches_per_epoch, ctx.events, ctx.env)?;
         let checkpoints = EpochCheckpoints::new(ctx.checkpoint_dir);
         let mut metrics = TrainingMetrics { epochs: Vec::new(), best_epoch: None };
-        if let Some((epoch, dir)) = checkpoints.latest() {
-            metrics = EpochCheckpoints::restore(&dir, &weights, &mut trainer.optimizer)?;
+        if let Some((epoch, state)) = checkpoints.resume(&weights, &mut trainer.optimizer, ctx.events)? {
+            metrics = state;
             ctx.events.log(&format!("resuming after epoch {epoch} from its checkpoint"));
         }
         let eval_batch = params.usize("eval_batch_size")?.max(1);
@@ -217,7 +172,7 @@ impl Step for FineTune {
             metrics.epochs.push(row);
             checkpoints.save(epoch, &weights, &trainer.optimizer, &metrics)?;
         }
-        metrics.best_epoch = metrics.best().map(|e| e.epoch);
+        metrics.best_epoch = metrics.chosen_epoch().filter(|c| c.by == ChosenBy::ValidAccuracy).map(|c| c.epoch);
 
         let out = ctx.output("model");
         fs::create_dir_all(&out).map_err(StepError::io("creating", &out))?;

@@ -12,10 +12,9 @@ use super::batch::{Batches, PaddedRows};
 use super::checkpoint::EpochCheckpoints;
 use super::config::BertConfig;
 use super::device;
-use super::fine_tune::{train_config, validate_training};
 use super::model::{BertMaskedLm, Pass};
 use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, WEIGHTS};
-use super::train::{batch_seed, BatchOutcome, Trainer};
+use super::train::{batch_seed, params as train, BatchOutcome, TrainConfig, Trainer};
 use super::weights::Weights;
 use crate::error::{StepError, StepResult};
 use crate::step::{
@@ -40,43 +39,22 @@ static SPEC: StepSpec = StepSpec {
             Default::Int(128),
             "position embeddings (longest row the model accepts)",
         ),
-        ParamSpec::optional("epochs", ParamType::Uint, Default::Int(1), "passes over the text"),
+        train::epochs(1),
         ParamSpec::optional(
             "max_steps",
             ParamType::Uint,
             Default::Int(0),
             "stop after this many updates (0: no limit)",
         ),
-        ParamSpec::optional("batch_size", ParamType::Uint, Default::Int(64), "rows per update"),
-        ParamSpec::optional("lr", ParamType::Float, Default::Float(5e-4), "peak learning rate"),
-        ParamSpec::optional(
-            "warmup_ratio",
-            ParamType::Float,
-            Default::Float(0.06),
-            "fraction of updates with linear warm-up",
-        ),
-        ParamSpec::optional(
-            "weight_decay",
-            ParamType::Float,
-            Default::Float(0.01),
-            "AdamW weight decay (not on biases and LayerNorm)",
-        ),
-        ParamSpec::optional(
-            "max_grad_norm",
-            ParamType::Float,
-            Default::Float(1.0),
-            "clip the global gradient norm (0: no clipping)",
-        ),
+        train::batch_size(64),
+        train::lr(5e-4),
+        train::warmup_ratio(0.06),
+        train::WEIGHT_DECAY,
+        train::MAX_GRAD_NORM,
         ParamSpec::optional("mask_prob", ParamType::Float, Default::Float(0.15), "fraction of tokens to predict"),
-        ParamSpec::optional(
-            "seed",
-            ParamType::Uint,
-            Default::Int(42),
-            "seed of initialisation, shuffling, masking and dropout",
-        ),
-        ParamSpec::optional("device", ParamType::Str, Default::Str("cpu"), "cpu, auto, cuda, cuda:N or metal"),
-        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(100), "log every N batches (0: never)")
-            .not_in_key(),
+        train::SEED,
+        train::DEVICE,
+        train::log_every(100),
     ],
     inputs: &[InputSpec::required("data", "tokenized text (a tensor set; labels are ignored)")],
     outputs: &[
@@ -171,7 +149,7 @@ impl Step for Pretrain {
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {
-        validate_training(params)?;
+        TrainConfig::validate(params)?;
         let (hidden, heads) = (params.usize("hidden")?, params.usize("heads")?);
         if heads == 0 || hidden % heads != 0 {
             return Err(StepError::param("heads", format!("must divide `hidden` ({hidden}), got {heads}")));
@@ -190,7 +168,7 @@ impl Step for Pretrain {
 
     fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
         let params = ctx.params;
-        let cfg = train_config(params)?;
+        let cfg = TrainConfig::from_params(params)?;
         let device = device::open(params.str("device")?)?;
         let data_dir = ctx.input("data")?;
         let set = TensorSet::load(data_dir)?;
@@ -236,8 +214,8 @@ impl Step for Pretrain {
         trainer.schedule.warmup = (total as f64 * cfg.warmup_ratio).floor() as u64;
         let checkpoints = EpochCheckpoints::new(ctx.checkpoint_dir);
         let mut history: Vec<PretrainEpoch> = Vec::new();
-        if let Some((epoch, dir)) = checkpoints.latest() {
-            history = EpochCheckpoints::restore(&dir, &weights, &mut trainer.optimizer)?;
+        if let Some((epoch, state)) = checkpoints.resume(&weights, &mut trainer.optimizer, ctx.events)? {
+            history = state;
             ctx.events.log(&format!("resuming after epoch {epoch} from its checkpoint"));
         }
         let mask_prob = params.f64("mask_prob")?;

@@ -9,13 +9,69 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
 
+use super::device;
 use super::gradients::Gradients;
 use super::model::Pass;
 use super::optimizer::{clip_scale, grad_norm, AdamW, LrSchedule};
 use super::shard;
 use super::weights::candle_err;
 use crate::error::{StepError, StepResult};
-use crate::step::{Environment, Events};
+use crate::step::{Environment, Events, Params};
+
+/// The parameters of a training run that `fine-tune` and `pretrain` share: one name, type and
+/// help for each, so the two steps cannot drift apart. Defaults that differ between the steps
+/// (they train different things) are arguments. [`TrainConfig::from_params`] reads them and
+/// [`TrainConfig::validate`] checks them.
+pub mod params {
+    use crate::step::{Default, ParamSpec, ParamType};
+
+    /// The names, for tests and docs.
+    pub const NAMES: [&str; 9] =
+        ["epochs", "batch_size", "lr", "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "device", "log_every"];
+
+    pub const fn epochs(default: i64) -> ParamSpec {
+        ParamSpec::optional("epochs", ParamType::Uint, Default::Int(default), "passes over the training data")
+    }
+    pub const fn batch_size(default: i64) -> ParamSpec {
+        ParamSpec::optional("batch_size", ParamType::Uint, Default::Int(default), "rows per update")
+    }
+    pub const fn lr(default: f64) -> ParamSpec {
+        ParamSpec::optional("lr", ParamType::Float, Default::Float(default), "peak learning rate")
+    }
+    pub const fn warmup_ratio(default: f64) -> ParamSpec {
+        ParamSpec::optional(
+            "warmup_ratio",
+            ParamType::Float,
+            Default::Float(default),
+            "fraction of updates with linear warm-up (then linear decay to 0)",
+        )
+    }
+    pub const WEIGHT_DECAY: ParamSpec = ParamSpec::optional(
+        "weight_decay",
+        ParamType::Float,
+        Default::Float(0.01),
+        "AdamW weight decay (not on biases and LayerNorm)",
+    );
+    pub const MAX_GRAD_NORM: ParamSpec = ParamSpec::optional(
+        "max_grad_norm",
+        ParamType::Float,
+        Default::Float(1.0),
+        "clip the global gradient norm to this (0: no clipping)",
+    );
+    pub const SEED: ParamSpec = ParamSpec::optional(
+        "seed",
+        ParamType::Uint,
+        Default::Int(42),
+        "seed of every random draw (initialisation, shuffling, dropout and any masking)",
+    );
+    pub const DEVICE: ParamSpec =
+        ParamSpec::optional("device", ParamType::Str, Default::Str("cpu"), "cpu, auto, cuda, cuda:N or metal");
+    /// How often to log: not in the key (it changes no byte of the output).
+    pub const fn log_every(default: i64) -> ParamSpec {
+        ParamSpec::optional("log_every", ParamType::Uint, Default::Int(default), "log every N batches (0: never)")
+            .not_in_key()
+    }
+}
 
 /// The optimisation settings of a training run.
 #[derive(Debug, Clone)]
@@ -29,6 +85,47 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Log every N batches (0: never).
     pub log_every: usize,
+}
+
+impl TrainConfig {
+    /// The settings from the [`params`] of a step.
+    pub fn from_params(params: &Params) -> StepResult<TrainConfig> {
+        Ok(TrainConfig {
+            epochs: params.usize("epochs")?,
+            batch_size: params.usize("batch_size")?,
+            lr: params.f64("lr")?,
+            warmup_ratio: params.f64("warmup_ratio")?,
+            weight_decay: params.f64("weight_decay")?,
+            max_grad_norm: params.f64("max_grad_norm")?,
+            seed: params.usize("seed")? as u64,
+            log_every: params.opt_usize("log_every")?.unwrap_or(0),
+        })
+    }
+
+    /// Range checks of the [`params`], before anything runs.
+    pub fn validate(params: &Params) -> StepResult<()> {
+        if params.usize("epochs")? == 0 {
+            return Err(StepError::param("epochs", "must be at least 1"));
+        }
+        if params.usize("batch_size")? == 0 {
+            return Err(StepError::param("batch_size", "must be at least 1"));
+        }
+        let lr = params.f64("lr")?;
+        if !(lr > 0.0 && lr < 1.0) {
+            return Err(StepError::param("lr", format!("must be in (0, 1), got {lr}")));
+        }
+        let warmup = params.f64("warmup_ratio")?;
+        if !(0.0..1.0).contains(&warmup) {
+            return Err(StepError::param("warmup_ratio", format!("must be in [0, 1), got {warmup}")));
+        }
+        if params.f64("weight_decay")? < 0.0 {
+            return Err(StepError::param("weight_decay", "must not be negative"));
+        }
+        if params.f64("max_grad_norm")? < 0.0 {
+            return Err(StepError::param("max_grad_norm", "must not be negative"));
+        }
+        device::check(params.str("device")?)
+    }
 }
 
 /// What one shard of a batch contributed: the *sum* of its per-prediction losses (a scalar
@@ -185,4 +282,20 @@ fn shard_step(
     let value = outcome.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     let grads = Gradients::new(outcome.loss.backward()?, pass.take_lookups());
     Ok((value, grads, outcome.correct, outcome.count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::params::NAMES;
+    use crate::bert::{FineTune, Pretrain};
+    use crate::step::Step;
+
+    #[test]
+    fn fine_tune_and_pretrain_declare_the_training_parameters_alike() {
+        for name in NAMES {
+            let (f, p) = (FineTune.spec().param(name), Pretrain.spec().param(name));
+            let (Some(f), Some(p)) = (f, p) else { panic!("`{name}` missing: fine-tune {f:?}, pretrain {p:?}") };
+            assert_eq!((f.ty, f.help, f.in_key), (p.ty, p.help, p.in_key), "`{name}` differs");
+        }
+    }
 }

@@ -190,6 +190,29 @@ impl Events for StopInEpoch2 {
     fn progress_finish(&self) {}
 }
 
+/// Keeps every log line.
+struct Record(Mutex<Vec<String>>);
+
+impl Events for Record {
+    fn log(&self, line: &str) {
+        self.0.lock().unwrap().push(line.to_string());
+    }
+    fn progress_start(&self, _: &str, _: Option<u64>, _: &str) {}
+    fn progress_inc(&self, _: u64) {}
+    fn progress_message(&self, _: &str) {}
+    fn progress_finish(&self) {}
+}
+
+/// Metrics without the timings, which differ from run to run.
+fn untimed(dir: &Path) -> Value {
+    let mut v: Value = serde_json::from_slice(&std::fs::read(dir.join("metrics")).unwrap()).unwrap();
+    for e in v["epochs"].as_array_mut().unwrap() {
+        e["seconds"] = json!(0);
+        e["samples_per_second"] = json!(0);
+    }
+    v
+}
+
 #[test]
 fn an_interrupted_fine_tune_resumes_at_the_epoch_and_matches_an_uninterrupted_run() {
     let root = tempfile::tempdir().unwrap();
@@ -221,16 +244,6 @@ fn an_interrupted_fine_tune_resumes_at_the_epoch_and_matches_an_uninterrupted_ru
     resumed_events.env.cancelled.store(false, Ordering::SeqCst);
     let resumed = root.path().join("resumed");
     let never = Environment::default();
-    struct Record(Mutex<Vec<String>>);
-    impl Events for Record {
-        fn log(&self, line: &str) {
-            self.0.lock().unwrap().push(line.to_string());
-        }
-        fn progress_start(&self, _: &str, _: Option<u64>, _: &str) {}
-        fn progress_inc(&self, _: u64) {}
-        fn progress_message(&self, _: &str) {}
-        fn progress_finish(&self) {}
-    }
     let record = Record(Mutex::new(Vec::new()));
     run(&FineTune, &fine_tune_params(3), &inputs, &resumed, &ck, &never, &record).unwrap();
     let lines = record.0.lock().unwrap().clone();
@@ -252,6 +265,59 @@ fn an_interrupted_fine_tune_resumes_at_the_epoch_and_matches_an_uninterrupted_ru
         std::fs::read(whole.join("model/model.safetensors")).unwrap(),
         std::fs::read(resumed.join("model/model.safetensors")).unwrap()
     );
+}
+
+#[test]
+fn a_damaged_checkpoint_is_set_aside_and_the_rerun_matches_an_uninterrupted_run() {
+    let root = tempfile::tempdir().unwrap();
+    let model = pretrained(root.path());
+    let train = toy_set(&root.path().join("train"), 48, 2);
+    let valid = toy_set(&root.path().join("valid"), 16, 3);
+    let inputs = [("train", train.as_path()), ("valid", valid.as_path()), ("model", model.as_path())];
+    let whole = root.path().join("whole");
+    let env = Environment::default();
+    run(&FineTune, &fine_tune_params(3), &inputs, &whole, &root.path().join("ck-whole"), &env, &NoEvents).unwrap();
+
+    let ck = root.path().join("ck");
+    let events = StopInEpoch2 { env: Environment::default(), lines: Mutex::new(Vec::new()) };
+    let err =
+        run(&FineTune, &fine_tune_params(3), &inputs, &root.path().join("cut"), &ck, &events.env, &events).unwrap_err();
+    assert!(matches!(err, StepError::Cancelled), "{err}");
+    // A disk error or a stray write: the weights are cut short.
+    let weights = ck.join("epoch-1/weights.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+
+    let rerun = root.path().join("rerun");
+    let record = Record(Mutex::new(Vec::new()));
+    run(&FineTune, &fine_tune_params(3), &inputs, &rerun, &ck, &env, &record).unwrap();
+    let lines = record.0.into_inner().unwrap();
+    assert!(
+        lines.iter().any(|l| l.starts_with("warning: the checkpoint of epoch 1 cannot be restored")
+            && l.contains("epoch-1.corrupt-1")
+            && l.contains("training starts from the beginning")),
+        "{lines:?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("resuming")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.starts_with("[Epoch 1 ")), "epoch 1 was not trained again: {lines:?}");
+    assert!(ck.join("epoch-1.corrupt-1").is_dir() && ck.join("epoch-3").is_dir());
+    // A fresh start with the same seed: the bytes of an uninterrupted run.
+    assert!(
+        std::fs::read(whole.join("model/model.safetensors")).unwrap()
+            == std::fs::read(rerun.join("model/model.safetensors")).unwrap(),
+        "the rerun trained different weights"
+    );
+    assert_eq!(untimed(&whole), untimed(&rerun));
+}
+
+#[test]
+fn batch_sizes_of_evaluation_are_in_the_key() {
+    // A row's logits differ in their last bits with the number of rows computed beside it, so
+    // the evaluation batch size changes the metrics' bytes: it must be in the key (which the
+    // runner computes from the parameters marked `in_key`).
+    assert!(FineTune.spec().param("eval_batch_size").unwrap().in_key);
+    assert!(Evaluate.spec().param("batch_size").unwrap().in_key);
+    assert!(!FineTune.spec().param("log_every").unwrap().in_key);
 }
 
 #[test]

@@ -33,6 +33,8 @@ pub struct StatusArgs {
 /// A step's state as `status` names it.
 pub fn state(outcome: &StepOutcome) -> &'static str {
     match outcome.status {
+        // Deciding failed (a hub that cannot be asked which commit `main` is): unknown.
+        StepStatus::Failed => "unknown",
         StepStatus::WouldUseCache | StepStatus::Cached => "up-to-date",
         _ if outcome.reasons == [DirtyReason::NeverRun] => "never-run",
         _ => "stale",
@@ -74,6 +76,7 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
                     "state": state(o),
                     "key": o.key.as_ref().map(|k| k.as_str()),
                     "reasons": o.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect::<Vec<_>>(),
+                    "error": o.failure.as_ref().map(|f| f.message.as_str()),
                 })
             })
             .collect();
@@ -92,10 +95,16 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     reporter.line(&format!("pipeline {} ({}), {last_text}", graph.name, file.display()));
     let width = graph.steps.iter().map(|s| s.name.len()).max().unwrap_or(4);
     for (s, o) in graph.steps.iter().zip(&outcomes) {
-        let reasons: Vec<String> =
+        let mut reasons: Vec<String> =
             o.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect();
+        if let Some(failure) = &o.failure {
+            reasons.push(failure.message.clone());
+        }
         let line = format!("  {:<width$}  {:<10}  {}", s.name, state(o), reasons.join("; "));
         reporter.line(line.trim_end());
+        if let Some(help) = o.failure.as_ref().and_then(|f| f.help.as_deref()) {
+            reporter.line(&format!("  {:<width$}  {:<10}  help: {help}", "", ""));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -125,7 +125,19 @@ pub fn pin_param(params: &mut Params, name: &str, env: &Environment) -> StepResu
     let Some(hub_ref) = HubRef::parse(value) else { return Ok(()) };
     let pinned = match hub_ref.sha() {
         Some(sha) => hub_ref.pinned(&sha),
-        None => hub_ref.pinned(&resolve_revision(&hub_ref, name, env)?),
+        None => {
+            let asked = format!("{}@{}", hub_ref.id, hub_ref.revision());
+            let known = env.hub_pins.lock().unwrap_or_else(|e| e.into_inner()).get(&asked).cloned();
+            let sha = match known {
+                Some(sha) => sha,
+                None => {
+                    let sha = resolve_revision(&hub_ref, name, env)?;
+                    env.hub_pins.lock().unwrap_or_else(|e| e.into_inner()).insert(asked, sha.clone());
+                    sha
+                }
+            };
+            hub_ref.pinned(&sha)
+        }
     };
     params.set(name, pinned.to_string().into());
     Ok(())

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -270,6 +270,9 @@ pub struct Environment {
     /// The Hugging Face hub's address (e.g. `http://127.0.0.1:8080`). `None`: `$HF_ENDPOINT`,
     /// else `https://huggingface.co`.
     pub hub_endpoint: Option<String>,
+    /// Hub revisions resolved so far (`id@revision` → commit sha): every step of a run that
+    /// names the same model gets the same commit, and the hub is asked once.
+    pub hub_pins: Arc<Mutex<BTreeMap<String, String>>>,
     /// Set when the user interrupted the run; long steps should check it between batches.
     pub cancelled: Arc<AtomicBool>,
 }
@@ -281,6 +284,7 @@ impl std::default::Default for Environment {
             threads: 1,
             hub_cache: None,
             hub_endpoint: None,
+            hub_pins: Arc::default(),
             cancelled: Arc::new(AtomicBool::new(false)),
         }
     }

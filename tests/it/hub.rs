@@ -78,6 +78,10 @@ fn a_hub_tokenizer_is_keyed_by_its_commit_and_reruns_when_the_hub_moves() {
         out.contains("help: download the model where the hub is reachable and give its local directory as `tokenizer`"),
         "{out}"
     );
+    // `pipe status` says the key cannot be known, and why, instead of a bare "stale".
+    let status = run(&["status", "p.yaml", "--json"]).expect_code(0).json();
+    assert_eq!(status["steps"][1]["state"], "unknown", "{status}");
+    assert!(status["steps"][1]["error"].as_str().unwrap().contains("could not ask the hub"), "{status}");
     assert_eq!(run(&["run", "p.yaml", "--json", "--set", &pinned]).expect_code(0).status_of("tok"), "cached");
 }
 

@@ -73,6 +73,11 @@ fn a_new_commit_on_the_hub_changes_the_pinned_value() {
     assert_eq!(pin(ID, &env).unwrap(), format!("{ID}@{first}"));
     let second = vocab_commit(&hub, VOCAB_2);
     assert_ne!(first, second);
+    // Within one run (one Environment) every step gets the commit resolved first...
+    assert_eq!(pin(ID, &env).unwrap(), format!("{ID}@{first}"));
+    assert_eq!(hub.requests().len(), 1, "the hub was asked twice in one run");
+    // ...and the next run sees the new one.
+    let env = self::env(&hub.endpoint(), &cache);
     assert_eq!(pin(ID, &env).unwrap(), format!("{ID}@{second}"));
     // The old commit stays reachable by its sha.
     assert_eq!(pin(&format!("{ID}@{first}"), &env).unwrap(), format!("{ID}@{first}"));

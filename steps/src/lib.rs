@@ -5,12 +5,12 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bert;
-pub mod download;
+pub(crate) mod download;
 pub mod error;
 pub mod hub;
 pub mod report;
 pub mod runtime;
-pub mod sample;
+pub(crate) mod sample;
 #[doc(hidden)]
 pub mod shared_data;
 pub mod step;

@@ -8,21 +8,21 @@
 //! over shards of a batch ([`shard`]) and sparse word-embedding gradients ([`gradients`]).
 
 pub mod batch;
-pub mod checkpoint;
-pub mod classify;
+pub(crate) mod checkpoint;
+pub(crate) mod classify;
 pub mod config;
-pub mod dense_ops;
-pub mod device;
-pub mod evaluate;
-pub mod fine_tune;
+pub(crate) mod dense_ops;
+pub(crate) mod device;
+pub(crate) mod evaluate;
+pub(crate) mod fine_tune;
 pub mod gradients;
 pub mod model;
 pub mod model_dir;
-pub mod ops;
+pub(crate) mod ops;
 pub mod optimizer;
-pub mod pretrain;
-pub mod shard;
-pub mod tokenizer_files;
+pub(crate) mod pretrain;
+pub(crate) mod shard;
+pub(crate) mod tokenizer_files;
 pub mod train;
 pub mod weights;
 

@@ -9,15 +9,15 @@
 
 pub mod bert_tokenizer;
 pub mod encode;
-pub mod fast_bert;
+pub(crate) mod fast_bert;
 pub mod sentence_transform;
-pub mod source;
+pub(crate) mod source;
 pub mod split;
-pub mod stats;
+pub(crate) mod stats;
 pub mod table;
-pub mod tokenize;
+pub(crate) mod tokenize;
 pub mod train_tokenizer;
-pub mod wordpiece;
+pub(crate) mod wordpiece;
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 

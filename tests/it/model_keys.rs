@@ -18,7 +18,8 @@ fn table(rows: usize) -> String {
     let mut out = String::from("id\tdocument\tlabel\n");
     for i in 0..rows {
         let label = i % 2;
-        let text: Vec<&str> = (0..4 + next(4)).map(|_| words[if next(5) == 0 { 1 - label } else { label }][next(5)]).collect();
+        let text: Vec<&str> =
+            (0..4 + next(4)).map(|_| words[if next(5) == 0 { 1 - label } else { label }][next(5)]).collect();
         out.push_str(&format!("{i}\t{}\t{label}\n", text.join(" ")));
     }
     out
@@ -109,4 +110,24 @@ fn latest_record(project: &Project) -> serde_json::Value {
     let mut runs: Vec<_> = fs::read_dir(project.cache().join("runs")).unwrap().flatten().map(|e| e.path()).collect();
     runs.sort();
     serde_json::from_slice(&fs::read(runs.last().unwrap()).unwrap()).unwrap()
+}
+
+#[test]
+fn a_sweep_of_learning_rates_shares_pretraining_and_the_report_compares_the_variants() {
+    let project = Project::new();
+    project.write("data.tsv", &table(400));
+    let yaml = PIPELINE.replace("EPOCHS", "2")
+        + "  evaluate:\n    kind: evaluate\n    inputs: { data: encode, model: finetune.model }\n";
+    project.write("p.yaml", &yaml);
+    let run = project.run(&["run", "p.yaml", "--json", "--sweep", "finetune.lr=1e-3,3e-3"]).expect_code(0);
+    let statuses = run.statuses();
+    let ran = |name: &str| statuses.iter().filter(|(n, s)| n.starts_with(name) && s == "ran").count();
+    assert_eq!((ran("pretrain"), ran("finetune["), ran("evaluate[")), (1, 2, 2), "{statuses:?}");
+    let report = project.run(&["report", "--format", "json"]).expect_code(0).json();
+    let rows = report["comparison"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{report}");
+    let lrs: Vec<&str> = rows.iter().map(|r| r["params"]["finetune.lr"].as_str().unwrap()).collect();
+    assert_eq!(lrs, ["0.001", "0.003"]);
+    assert!(rows.iter().all(|r| r["evaluation"]["accuracy"].as_f64().is_some()), "{report}");
+    assert!(rows[0]["label"].as_str().unwrap().ends_with("[lr=1e-3]"), "{report}");
 }

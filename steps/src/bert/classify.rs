@@ -9,7 +9,7 @@ use rand::SeedableRng;
 
 use super::batch::{make_batch, Batches};
 use super::config::BertConfig;
-use super::model::{BertClassifier, Pass};
+use super::model::{BertClassifier, Pass, Precision};
 use super::shard;
 use super::weights::{candle_err, Checkpoint, Weights};
 use crate::error::{StepError, StepResult};
@@ -91,13 +91,14 @@ pub struct Predictions {
     pub loss: f64,
 }
 
-/// Runs `model` over `set` without gradients, in batches of similar length (several batches at
-/// once on CPU, see [`super::shard`]).
+/// Runs `model` over `set` without gradients in `precision`, in batches of similar length
+/// (several batches at once on CPU, see [`super::shard`]).
 pub fn predict(
     model: &BertClassifier,
     set: &TensorSet,
     classes: &[u32],
     batch_size: usize,
+    precision: Precision,
     device: &Device,
     env: &Environment,
 ) -> StepResult<Predictions> {
@@ -108,7 +109,7 @@ pub fn predict(
         }
         let run = || -> candle_core::Result<(Vec<Vec<f32>>, f64)> {
             let batch = make_batch(set, rows, None, DType::F32, device)?;
-            let logits = model.forward(&batch, &Pass::eval())?;
+            let logits = model.forward(&batch, &Pass::eval().with_precision(precision))?;
             let log_p = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
             let target = Tensor::from_vec(rows.iter().map(|&i| classes[i]).collect::<Vec<u32>>(), rows.len(), device)?;
             let nll = log_p.gather(&target.unsqueeze(1)?, 1)?.sum_all()?.to_scalar::<f32>()?;

@@ -1,4 +1,11 @@
 //! Choosing the compute device from a step's `device` parameter.
+//!
+//! candle's `cuda_is_available()` only says whether CUDA was compiled in; `auto` also needs a
+//! device that opens, so a CUDA build on a machine without a GPU (or driver) still picks the
+//! CPU. Opened GPUs are kept for the process: every step of a run shares one CUDA context,
+//! its loaded kernels and its cuBLAS handle.
+
+use std::sync::{Mutex, OnceLock};
 
 use candle_core::utils::{cuda_is_available, metal_is_available};
 use candle_core::Device;
@@ -24,17 +31,46 @@ pub fn check(value: &str) -> StepResult<()> {
 /// values are already explicit.
 pub fn resolve(value: &str) -> String {
     match value {
-        "auto" if cuda_is_available() => "cuda".into(),
-        "auto" if metal_is_available() => "metal".into(),
+        "auto" if cuda_present() => "cuda".into(),
+        "auto" if metal_present() => "metal".into(),
         "auto" => "cpu".into(),
         other => other.to_string(),
     }
 }
 
-/// The parameters with `device` resolved (see [`resolve`]) and hub model ids in `model`
-/// pinned to a revision: [`crate::step::Step::resolve`] of the BERT steps.
+/// Whether CUDA is compiled in and its first device opens (asked once per process).
+pub fn cuda_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    *PRESENT.get_or_init(|| cuda_is_available() && opened("cuda", 0).is_ok())
+}
+
+/// Whether Metal is compiled in and its first device opens (asked once per process).
+pub fn metal_present() -> bool {
+    static PRESENT: OnceLock<bool> = OnceLock::new();
+    *PRESENT.get_or_init(|| metal_is_available() && opened("metal", 0).is_ok())
+}
+
+/// GPU `ordinal` of `kind` (`cuda` or `metal`), opened once per process.
+fn opened(kind: &'static str, ordinal: usize) -> candle_core::Result<Device> {
+    static OPENED: Mutex<Vec<(&'static str, usize, Device)>> = Mutex::new(Vec::new());
+    let mut all = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, device)) = all.iter().find(|(k, n, _)| *k == kind && *n == ordinal) {
+        return Ok(device.clone());
+    }
+    let device = if kind == "metal" { Device::new_metal(ordinal)? } else { Device::new_cuda(ordinal)? };
+    all.push((kind, ordinal, device.clone()));
+    Ok(device)
+}
+
+/// The parameters with `device` resolved (see [`resolve`]), `precision: f32` dropped (it is
+/// the default: keyed as absent, as results from before the parameter existed are) and hub
+/// model ids in `model` pinned to a revision: [`crate::step::Step::resolve`] of the BERT steps.
 pub fn resolve_params(params: &Params, env: &Environment) -> StepResult<Params> {
-    let mut out = params.clone();
+    let mut values = params.values().clone();
+    if params.opt_str("precision")? == Some("f32") {
+        values.remove("precision");
+    }
+    let mut out = Params::new(values);
     if let Some(value) = params.opt_str("device")? {
         out.set("device", resolve(value).into());
     }
@@ -55,14 +91,14 @@ pub fn open(value: &str) -> StepResult<Device> {
     };
     match value {
         "cpu" => Ok(Device::Cpu),
-        "auto" if cuda_is_available() => Device::new_cuda(0).map_err(|e| unavailable("cuda", "cuda", e)),
-        "auto" if metal_is_available() => Device::new_metal(0).map_err(|e| unavailable("metal", "metal", e)),
+        "auto" if cuda_present() => opened("cuda", 0).map_err(|e| unavailable("cuda", "cuda", e)),
+        "auto" if metal_present() => opened("metal", 0).map_err(|e| unavailable("metal", "metal", e)),
         "auto" => Ok(Device::Cpu),
-        "metal" => Device::new_metal(0).map_err(|e| unavailable("metal", "metal", e)),
-        "cuda" => Device::new_cuda(0).map_err(|e| unavailable("cuda", "cuda", e)),
+        "metal" => opened("metal", 0).map_err(|e| unavailable("metal", "metal", e)),
+        "cuda" => opened("cuda", 0).map_err(|e| unavailable("cuda", "cuda", e)),
         other => {
             let n = other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0);
-            Device::new_cuda(n).map_err(|e| unavailable(other, "cuda", e))
+            opened("cuda", n).map_err(|e| unavailable(other, "cuda", e))
         }
     }
 }

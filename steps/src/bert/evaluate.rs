@@ -31,6 +31,7 @@ static SPEC: StepSpec = StepSpec {
             "a fine-tuned model directory or hub id (else the `model` input)",
         ),
         ParamSpec::optional("device", ParamType::Str, Default::Str("cpu"), "cpu, auto, cuda, cuda:N or metal"),
+        crate::bert::train::params::PRECISION,
         // In the key: the batch changes the float summation order, so the loss and, rarely, a
         // prediction (measured: a row's logits differ in their last bits with the number of rows
         // computed beside it, though not with its padding).
@@ -94,6 +95,7 @@ impl Step for Evaluate {
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {
+        crate::bert::train::precision(params)?;
         device::check(params.str("device")?)
     }
 
@@ -107,7 +109,9 @@ impl Step for Evaluate {
         let classes = classes_of(&set, &labels, "data")?;
         let checkpoint = Checkpoint::load(&source.weights)?;
         let (model, _weights, _) = load_classifier(&config, labels.len(), &checkpoint, true, 0, &device)?;
-        let predictions = predict(&model, &set, &classes, ctx.params.usize("batch_size")?.max(1), &device, ctx.env)?;
+        let precision = crate::bert::train::precision(ctx.params)?;
+        let batch_size = ctx.params.usize("batch_size")?.max(1);
+        let predictions = predict(&model, &set, &classes, batch_size, precision, &device, ctx.env)?;
         let metrics = predictions.metrics(&labels);
         ctx.events.log(&format!(
             "{} rows: accuracy={:.4}, macro F1={:.4}, loss={:.4}",

@@ -12,7 +12,7 @@ use super::classify::{check_fits, classes_of, load_classifier, predict};
 use super::device;
 use super::model::{BertClassifier, Pass};
 use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, ModelDir, WEIGHTS};
-use super::train::{batch_seed, params as train, BatchOutcome, TrainConfig, Trainer};
+use super::train::{batch_seed, count_equal, params as train, BatchOutcome, TrainConfig, Trainer};
 use super::weights::Checkpoint;
 use crate::error::{StepError, StepResult};
 use crate::report::{ChosenBy, EpochMetrics, TrainingMetrics};
@@ -43,6 +43,7 @@ static SPEC: StepSpec = StepSpec {
         ParamSpec::optional("dropout", ParamType::Float, Default::Float(0.1), "dropout before the classifier"),
         train::SEED,
         train::DEVICE,
+        train::PRECISION,
         // In the key: evaluation batches change the float summation order, so the per-epoch
         // valid/test losses and (rarely) accuracies (measured: a row's logits differ in their
         // last bits with the number of rows computed beside it).
@@ -161,11 +162,11 @@ impl Step for FineTune {
                 samples_per_second: Some(stats.samples as f64 / stats.seconds.max(1e-9)),
             };
             if let (Some(set), Some(classes)) = (&valid, &valid_classes) {
-                let p = predict(&model, set, classes, eval_batch, &device, ctx.env)?;
+                let p = predict(&model, set, classes, eval_batch, cfg.precision, &device, ctx.env)?;
                 (row.valid_loss, row.valid_accuracy) = (Some(p.loss), Some(p.accuracy()));
             }
             if let (Some(set), Some(classes)) = (&test, &test_classes) {
-                let p = predict(&model, set, classes, eval_batch, &device, ctx.env)?;
+                let p = predict(&model, set, classes, eval_batch, cfg.precision, &device, ctx.env)?;
                 (row.test_loss, row.test_accuracy) = (Some(p.loss), Some(p.accuracy()));
             }
             ctx.events.log(&epoch_line(&row));
@@ -196,10 +197,9 @@ pub fn classify_batch(
     let batch = make_batch(set, rows, None, DType::F32, device)?;
     let logits = model.forward(&batch, pass)?;
     let wanted: Vec<u32> = rows.iter().map(|&i| classes[i]).collect();
-    let target = Tensor::from_vec(wanted.clone(), rows.len(), device)?;
+    let target = Tensor::from_vec(wanted, rows.len(), device)?;
     let loss = (candle_nn::loss::cross_entropy(&logits, &target)? * rows.len() as f64)?;
-    let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
-    let correct = predicted.iter().zip(&wanted).filter(|(p, w)| p == w).count();
+    let correct = count_equal(&logits.argmax(1)?, &target)?;
     Ok(BatchOutcome { loss, correct, count: rows.len() })
 }
 

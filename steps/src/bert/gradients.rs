@@ -106,6 +106,10 @@ impl ParamGrad {
 
     /// The summed gradient as one tensor shaped like `var` (for devices other than the CPU).
     pub fn to_tensor(&self, var: &Var) -> Result<Tensor> {
+        // One shard (always the case off the CPU): the gradient itself, without a zeroed sum.
+        if let ([only], None) = (self.dense.as_slice(), &self.sparse) {
+            return Ok(only.clone());
+        }
         let mut sum = var.as_tensor().zeros_like()?;
         for part in &self.dense {
             sum = (sum + part)?;

@@ -7,7 +7,18 @@
 //! differentiable LayerNorm and softmax and real dropout whose masks come from a seeded RNG
 //! (the CPU device cannot be seeded); inference passes use candle's fused LayerNorm. On CPU the
 //! dense layers, the head split/merge and the attention softmax are our fused ops in every pass
-//! (`ops.rs`, `dense_ops.rs`); other devices use candle's composites.
+//! (`ops.rs`, `dense_ops.rs`); other devices use candle's composites ([`Kernels`]), which also
+//! run on the CPU when a pass asks for them, so tests check the GPU's code path against the
+//! fused one.
+//!
+//! Mixed precision ([`Precision::Bf16`]) follows PyTorch's autocast: the dense layers and the
+//! two attention products compute in bf16 (f32 accumulation), GELU runs on their bf16 output;
+//! LayerNorm, the softmax, dropout, the residual stream and the logits are f32; the parameters
+//! stay f32 (cast per use, so their gradients come back in f32).
+//!
+//! Dropout masks: on the CPU from the pass's seeded RNG; on a GPU from the device's generator
+//! (the trainer seeds it), since drawing tens of millions of values a step on the host and
+//! copying them over would cost more than the step itself.
 //!
 //! The model takes tensors and a [`Pass`]; loading and saving happen in the step kinds.
 
@@ -41,22 +52,112 @@ pub struct Lookup {
     pub rows: Var,
 }
 
+/// Which kernels a pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// Our fused kernels where they apply (CPU tensors of f32 or f64 in an f32 pass), candle's
+    /// composites elsewhere.
+    #[default]
+    Auto,
+    /// candle's composites everywhere: what CUDA and Metal run. On the CPU, for tests of that path.
+    Composite,
+}
+
+/// The precision a pass computes in (the `precision` parameter of the BERT steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Everything in the parameters' type.
+    #[default]
+    F32,
+    /// Mixed precision as PyTorch's autocast does it (see the module doc).
+    Bf16,
+}
+
+impl Precision {
+    pub const NAMES: [&'static str; 2] = ["f32", "bf16"];
+
+    pub fn parse(value: &str) -> Option<Precision> {
+        match value {
+            "f32" => Some(Precision::F32),
+            "bf16" => Some(Precision::Bf16),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
 /// How a forward pass runs: inference, or training with dropout.
 pub struct Pass {
     rng: Option<RefCell<StdRng>>,
     seed: u64,
     /// Set in passes whose word-embedding gradient comes back as rows ([`Pass::sparse`]).
     lookups: Option<RefCell<Vec<Lookup>>>,
+    kernels: Kernels,
+    precision: Precision,
 }
 
 impl Pass {
     pub fn eval() -> Pass {
-        Pass { rng: None, seed: 0, lookups: None }
+        Pass { rng: None, seed: 0, lookups: None, kernels: Kernels::Auto, precision: Precision::F32 }
     }
 
-    /// A training pass whose dropout masks are drawn from an RNG seeded with `seed`.
+    /// A training pass whose dropout masks are drawn from an RNG seeded with `seed` (on the
+    /// CPU; see the module doc for GPUs).
     pub fn train(seed: u64) -> Pass {
-        Pass { rng: Some(RefCell::new(StdRng::seed_from_u64(seed))), seed, lookups: None }
+        Pass {
+            rng: Some(RefCell::new(StdRng::seed_from_u64(seed))),
+            seed,
+            lookups: None,
+            kernels: Kernels::Auto,
+            precision: Precision::F32,
+        }
+    }
+
+    /// This pass with the given kernels.
+    pub fn with_kernels(mut self, kernels: Kernels) -> Pass {
+        self.kernels = kernels;
+        self
+    }
+
+    /// This pass in the given precision.
+    pub fn with_precision(mut self, precision: Precision) -> Pass {
+        self.precision = precision;
+        self
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Whether `x` goes through our fused CPU kernels.
+    fn fused(&self, x: &Tensor) -> bool {
+        self.kernels == Kernels::Auto
+            && self.precision == Precision::F32
+            && x.device().is_cpu()
+            && matches!(x.dtype(), DType::F32 | DType::F64)
+    }
+
+    /// `x` in f32 if it is bf16 (the precision of everything but the matrix products).
+    fn widen(&self, x: &Tensor) -> Result<Tensor> {
+        if x.dtype() == DType::BF16 {
+            x.to_dtype(DType::F32)
+        } else {
+            Ok(x.clone())
+        }
+    }
+
+    /// `x` as a matrix-product operand: bf16 in a mixed-precision pass.
+    fn narrow(&self, x: &Tensor) -> Result<Tensor> {
+        match self.precision {
+            Precision::Bf16 => x.to_dtype(DType::BF16),
+            Precision::F32 => Ok(x.clone()),
+        }
     }
 
     /// This pass, with word-embedding lookups recorded as [`Lookup`]s instead of differentiating
@@ -98,6 +199,9 @@ impl Pass {
         if p <= 0.0 {
             return Ok(None);
         }
+        if !x.device().is_cpu() {
+            return device_mask(x, p).map(Some);
+        }
         let keep = 1.0 - p;
         let threshold = (keep * 4_294_967_296.0) as u64;
         let scale = (1.0 / keep) as f32;
@@ -111,18 +215,18 @@ impl Pass {
     /// `1 / (1 - p)`. The identity in inference passes.
     pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
         match self.mask(x, p)? {
-            Some(mask) if x.device().is_cpu() => x.contiguous()?.apply_op1(Dropout { mask }),
+            Some(mask) if self.fused(x) => x.contiguous()?.apply_op1(Dropout { mask }),
             Some(mask) => x * mask,
             None => Ok(x.clone()),
         }
     }
 
-    /// `dropout(x) + residual`, fused on CPU.
+    /// `dropout(x) + residual`, fused on CPU. In mixed precision `x` (a dense layer's bf16
+    /// output) is widened first: the residual stream is f32.
     fn dropout_add(&self, x: &Tensor, residual: &Tensor, p: f64) -> Result<Tensor> {
+        let x = &x.to_dtype(residual.dtype())?;
         match self.mask(x, p)? {
-            Some(mask) if x.device().is_cpu() => {
-                x.contiguous()?.apply_op2(&residual.contiguous()?, DropoutAdd { mask })
-            }
+            Some(mask) if self.fused(x) => x.contiguous()?.apply_op2(&residual.contiguous()?, DropoutAdd { mask }),
             Some(mask) => (x * mask)? + residual,
             None => x + residual,
         }
@@ -130,12 +234,15 @@ impl Pass {
 
     /// Attention probabilities `dropout(softmax(scale * scores + bias))` from scores
     /// `(batch, heads, queries, keys)` and an additive padding bias `(batch, keys)`; one fused
-    /// kernel on CPU.
+    /// kernel on CPU. In mixed precision the softmax is f32 (as in autocast) and the
+    /// probabilities come back in the scores' bf16 for the product with the values.
     fn attention_probs(&self, scores: &Tensor, bias: &Tensor, scale: f64, p: f64) -> Result<Tensor> {
-        if scores.device().is_cpu() {
+        if self.fused(scores) {
             let mask = self.mask(scores, p)?;
             return scores.contiguous()?.apply_op2(&bias.contiguous()?, AttentionSoftmax { scale, mask });
         }
+        let dtype = scores.dtype();
+        let scores = self.widen(scores)?;
         let (b, _, _, l) = scores.dims4()?;
         let scores = (scores * scale)?.broadcast_add(&bias.reshape((b, 1, 1, l))?)?;
         let probs = if self.is_train() || scores.dtype() == DType::F64 {
@@ -143,20 +250,29 @@ impl Pass {
         } else {
             candle_nn::ops::softmax_last_dim(&scores)?
         };
-        self.dropout(&probs, p)
+        self.dropout(&probs, p)?.to_dtype(dtype)
     }
 
     /// Training (and f64) needs differentiable kernels: our fused ones on CPU, candle's
-    /// composites elsewhere; inference in f32 uses candle's fused forward-only kernels.
+    /// composites elsewhere; inference in f32 uses candle's fused forward-only kernels. Always
+    /// in f32 (or f64): a bf16 input is widened, as autocast does.
     fn layer_norm(&self, x: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
+        let x = &self.widen(x)?;
         if !(self.is_train() || x.dtype() == DType::F64) {
             candle_nn::ops::layer_norm(&x.contiguous()?, &ln.weight, &ln.bias, ln.eps)
-        } else if x.device().is_cpu() {
+        } else if self.fused(x) {
             x.contiguous()?.apply_op1(Normalize { eps: f64::from(ln.eps) })?.apply_op3(&ln.weight, &ln.bias, ScaleShift)
         } else {
             candle_nn::ops::layer_norm_slow(x, &ln.weight, &ln.bias, ln.eps)
         }
     }
+}
+
+/// An inverted-dropout mask shaped like `x` from the device's own generator (off the CPU).
+pub fn device_mask(x: &Tensor, p: f64) -> Result<Tensor> {
+    let keep = 1.0 - p;
+    let draws = Tensor::rand(0f32, 1f32, x.shape(), x.device())?;
+    draws.lt(keep)?.to_dtype(x.dtype())? * (1.0 / keep)
 }
 
 /// A dense layer `y = x Wᵀ + b` with a PyTorch-layout weight `(out, in)`.
@@ -173,14 +289,16 @@ impl Linear {
         })
     }
 
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() {
+    /// `x Wᵀ + b`; in bf16 (from bf16 copies of `x`, `W` and `b`) in a mixed-precision pass.
+    pub fn forward(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+        if pass.fused(x) {
             return x.contiguous()?.apply_op3(&self.weight, &self.bias, Dense);
         }
         let dims = x.dims().to_vec();
         let inputs = dims[dims.len() - 1];
         let rows = x.elem_count() / inputs;
-        let y = x.reshape((rows, inputs))?.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?;
+        let (x, weight, bias) = (pass.narrow(x)?, pass.narrow(&self.weight)?, pass.narrow(&self.bias)?);
+        let y = x.reshape((rows, inputs))?.matmul(&weight.t()?)?.broadcast_add(&bias)?;
         let mut out_dims = dims;
         let last = out_dims.len() - 1;
         out_dims[last] = self.weight.dim(0)?;
@@ -272,11 +390,11 @@ impl BertModel {
         &self.embeddings.word
     }
 
-    fn activation(&self, x: &Tensor) -> Result<Tensor> {
+    fn activation(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         match self.config.hidden_act.as_str() {
             "relu" => x.relu(),
             "gelu_new" | "gelu_pytorch_tanh" => x.gelu(),
-            _ if x.device().is_cpu() => x.contiguous()?.apply_op1(GeluErf),
+            _ if pass.fused(x) => x.contiguous()?.apply_op1(GeluErf),
             _ => x.gelu_erf(),
         }
     }
@@ -299,10 +417,9 @@ impl BertModel {
         let scale = 1.0 / (dh as f64).sqrt();
         let hidden_p = self.config.hidden_dropout_prob;
         let attention_p = self.config.attention_probs_dropout_prob;
-        let cpu = x.device().is_cpu();
         // (batch, len, hidden) → (batch, heads, len, head_dim), or (…, head_dim, len) for keys.
         let split = |t: Tensor, transposed: bool| -> Result<Tensor> {
-            if cpu {
+            if pass.fused(&t) {
                 return t.apply_op1(SplitHeads { heads, transposed });
             }
             let t = t.reshape((b, l, heads, dh))?.transpose(1, 2)?;
@@ -313,30 +430,35 @@ impl BertModel {
             }
         };
         let merge = |t: Tensor| -> Result<Tensor> {
-            if cpu {
+            if pass.fused(&t) {
                 return t.contiguous()?.apply_op1(MergeHeads { heads, transposed: false });
             }
             t.transpose(1, 2)?.reshape((b, l, h))
         };
         for layer in &self.layers {
-            let q = split(layer.query.forward(&x)?, false)?;
-            let k = split(layer.key.forward(&x)?, true)?;
-            let v = split(layer.value.forward(&x)?, false)?;
+            let q = split(layer.query.forward(&x, pass)?, false)?;
+            let k = split(layer.key.forward(&x, pass)?, true)?;
+            let v = split(layer.value.forward(&x, pass)?, false)?;
             let probs = pass.attention_probs(&q.matmul(&k)?, &bias, scale, attention_p)?;
             let context = merge(probs.matmul(&v)?)?;
-            let attended = pass.dropout_add(&layer.attention_out.forward(&context)?, &x, hidden_p)?;
+            let attended = pass.dropout_add(&layer.attention_out.forward(&context, pass)?, &x, hidden_p)?;
             let x1 = pass.layer_norm(&attended, &layer.attention_norm)?;
-            let inner = self.activation(&layer.intermediate.forward(&x1)?)?;
-            let out = pass.dropout_add(&layer.output.forward(&inner)?, &x1, hidden_p)?;
+            let inner = self.activation(&layer.intermediate.forward(&x1, pass)?, pass)?;
+            let out = pass.dropout_add(&layer.output.forward(&inner, pass)?, &x1, hidden_p)?;
             x = pass.layer_norm(&out, &layer.output_norm)?;
         }
         Ok(x)
     }
 
-    /// The pooled output: dense + tanh on the `[CLS]` hidden state, `(batch, hidden)`.
+    /// The pooled output: dense + tanh on the `[CLS]` hidden state, `(batch, hidden)`, in f32.
     pub fn pool(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.pool_in(hidden, &Pass::eval())
+    }
+
+    /// [`BertModel::pool`] with the kernels and precision of `pass` (the result widened to f32).
+    pub fn pool_in(&self, hidden: &Tensor, pass: &Pass) -> Result<Tensor> {
         let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        self.pooler.forward(&cls)?.tanh()
+        pass.widen(&self.pooler.forward(&cls, pass)?.tanh()?)
     }
 }
 
@@ -356,11 +478,11 @@ impl BertClassifier {
         Ok(BertClassifier { bert, classifier, dropout: config.hidden_dropout_prob, num_classes })
     }
 
-    /// Class logits, `(batch, num_classes)`.
+    /// Class logits, `(batch, num_classes)` (f32 in a mixed-precision pass).
     pub fn forward(&self, batch: &Batch, pass: &Pass) -> Result<Tensor> {
         let hidden = self.bert.forward(batch, pass)?;
-        let pooled = pass.dropout(&self.bert.pool(&hidden)?, self.dropout)?;
-        self.classifier.forward(&pooled)
+        let pooled = pass.dropout(&self.bert.pool_in(&hidden, pass)?, self.dropout)?;
+        pass.widen(&self.classifier.forward(&pooled, pass)?)
     }
 }
 
@@ -383,14 +505,17 @@ impl BertMaskedLm {
         Ok(BertMaskedLm { bert, transform, transform_norm, decoder_bias })
     }
 
-    /// Vocabulary logits at the given flat positions (`row * len + column`), `(positions, vocab)`.
+    /// Vocabulary logits at the given flat positions (`row * len + column`), `(positions, vocab)`
+    /// (f32 in a mixed-precision pass; the decoder product itself is bf16).
     pub fn forward(&self, batch: &Batch, positions: &Tensor, pass: &Pass) -> Result<Tensor> {
         let hidden = self.bert.forward(batch, pass)?;
         let (b, l, h) = hidden.dims3()?;
         let picked = hidden.reshape((b * l, h))?.index_select(positions, 0)?;
-        let t = self.bert.activation(&self.transform.forward(&picked)?)?;
+        let t = self.bert.activation(&self.transform.forward(&picked, pass)?, pass)?;
         let t = pass.layer_norm(&t, &self.transform_norm)?;
-        t.matmul(&self.bert.word_embeddings().t()?)?.broadcast_add(&self.decoder_bias)
+        let (t, table, bias) =
+            (pass.narrow(&t)?, pass.narrow(self.bert.word_embeddings())?, pass.narrow(&self.decoder_bias)?);
+        pass.widen(&t.matmul(&table.t()?)?.broadcast_add(&bias)?)
     }
 
     /// Tensors written besides the parameters so Hugging Face finds the tied decoder.

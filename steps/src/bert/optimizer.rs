@@ -5,6 +5,11 @@
 //! The update is PyTorch's `torch.optim.AdamW`:
 //! `p ← p − lr·wd·p; m ← β1·m + (1−β1)·g; v ← β2·v + (1−β2)·g²;
 //!  p ← p − lr · (m / (1−β1ᵗ)) / (√(v / (1−β2ᵗ)) + ε)`.
+//!
+//! Two implementations: on the CPU one fused in-place pass per parameter over host moments
+//! ([`AdamW::step_scaled`]); on a GPU the same formula as tensor operations on moments kept on
+//! the device, with the gradient scale (clipping) a device scalar, so an update never waits for
+//! the device ([`AdamW::step_device`], [`grad_norm_tensor`], [`clip_scale_tensor`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -28,9 +33,23 @@ pub fn decays(name: &str) -> bool {
 enum Moments {
     F32(Vec<f32>, Vec<f32>),
     F64(Vec<f64>, Vec<f64>),
+    /// On the parameter's device, shaped like it (the device path).
+    Tensors(Tensor, Tensor),
 }
 
 impl Moments {
+    /// The moments as tensors on `var`'s device and in its type (moving host moments there).
+    fn on_device(&mut self, var: &Var) -> Result<(Tensor, Tensor)> {
+        if let Moments::Tensors(m, v) = self {
+            return Ok((m.clone(), v.clone()));
+        }
+        let (m, v) = self.tensors(var.shape())?;
+        let to = |t: Tensor| t.to_dtype(var.dtype()).and_then(|t| t.to_device(var.device()));
+        let (m, v) = (to(m)?, to(v)?);
+        *self = Moments::Tensors(m.clone(), v.clone());
+        Ok((m, v))
+    }
+
     fn zeros(dtype: DType, n: usize) -> Moments {
         match dtype {
             DType::F64 => Moments::F64(vec![0.0; n], vec![0.0; n]),
@@ -47,15 +66,26 @@ impl Moments {
             Moments::F64(m, v) => {
                 (Tensor::from_slice(m, shape, &Device::Cpu)?, Tensor::from_slice(v, shape, &Device::Cpu)?)
             }
+            Moments::Tensors(m, v) => {
+                let host = |t: &Tensor| t.to_device(&Device::Cpu).and_then(|t| t.reshape(shape));
+                (host(m)?, host(v)?)
+            }
         })
     }
 
-    /// Moments of the same precision as `self` from checkpoint tensors.
+    /// Moments of the same precision as `self` from checkpoint tensors (in host memory: the
+    /// device path moves them on its next update).
     fn from_tensors(&self, m: &Tensor, v: &Tensor) -> Result<Moments> {
         let flat = |t: &Tensor, dtype: DType| t.flatten_all().and_then(|t| t.to_dtype(dtype));
-        Ok(match self {
-            Moments::F32(..) => Moments::F32(flat(m, DType::F32)?.to_vec1()?, flat(v, DType::F32)?.to_vec1()?),
-            Moments::F64(..) => Moments::F64(flat(m, DType::F64)?.to_vec1()?, flat(v, DType::F64)?.to_vec1()?),
+        let f64s = match self {
+            Moments::F32(..) => false,
+            Moments::F64(..) => true,
+            Moments::Tensors(t, _) => t.dtype() == DType::F64,
+        };
+        Ok(if f64s {
+            Moments::F64(flat(m, DType::F64)?.to_vec1()?, flat(v, DType::F64)?.to_vec1()?)
+        } else {
+            Moments::F32(flat(m, DType::F32)?.to_vec1()?, flat(v, DType::F32)?.to_vec1()?)
         })
     }
 }
@@ -103,6 +133,28 @@ impl Update {
         }
     }
 
+    /// [`Update::apply`] as tensor operations on `p`'s device: the new `(p, m, v)`. `scale`,
+    /// a scalar tensor, multiplies the gradient on top of `self.scale`.
+    fn apply_tensors(
+        &self,
+        p: &Tensor,
+        g: &Tensor,
+        (m, v): (&Tensor, &Tensor),
+        scale: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let g = g.to_dtype(p.dtype())?;
+        let g = match scale {
+            Some(s) => g.broadcast_mul(&s.to_dtype(p.dtype())?)?.affine(self.scale, 0.0)?,
+            None => g.affine(self.scale, 0.0)?,
+        };
+        let m = (m.affine(self.beta1, 0.0)? + g.affine(1.0 - self.beta1, 0.0)?)?;
+        let v = (v.affine(self.beta2, 0.0)? + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
+        let denominator = v.affine(1.0 / self.c2, 0.0)?.sqrt()?.affine(1.0, self.eps)?;
+        let step = m.affine(self.lr / self.c1, 0.0)?.div(&denominator)?;
+        let p = (p.affine(1.0 - self.lr * self.decay, 0.0)? - step)?;
+        Ok((p, m, v))
+    }
+
     /// [`Update::apply`] with the gradient read from `grad` block by block, in chunks of
     /// [`CHUNK`] elements on rayon's pool.
     fn apply_view<T: Real>(&self, p: &mut [T], grad: &View<'_, T>, m: &mut [T], v: &mut [T]) {
@@ -146,7 +198,7 @@ impl InplaceOp1 for InPlace<'_> {
             (CpuStorage::F64(p), Moments::F64(m, v)) => {
                 self.update.apply_view(&mut p[p0..p1], &self.grad.view::<f64>(&guards)?, m, v)
             }
-            _ => candle_core::bail!("adamw: parameters must be f32 or f64"),
+            _ => candle_core::bail!("adamw: parameters must be f32 or f64 with host moments"),
         }
         Ok(())
     }
@@ -180,45 +232,62 @@ impl AdamW {
         self.step_scaled(&[Gradients::from(grads)], lr, 1.0)
     }
 
+    /// The scalars of update number `self.step` for `slot`.
+    fn update(&self, decay: bool, lr: f64, scale: f64) -> Update {
+        let t = self.step as i32;
+        Update {
+            lr,
+            decay: if decay { self.weight_decay } else { 0.0 },
+            beta1: self.beta1,
+            beta2: self.beta2,
+            c1: 1.0 - self.beta1.powi(t),
+            c2: 1.0 - self.beta2.powi(t),
+            eps: self.eps,
+            scale,
+        }
+    }
+
     /// One update from the sum of the gradients in `grads` (one store per shard of the batch),
     /// multiplied by `scale` (see [`clip_scale`]). Parameters without a gradient are left as
-    /// they are.
+    /// they are. CPU parameters are updated in place; others as in [`AdamW::step_device`].
     pub fn step_scaled(&mut self, grads: &[Gradients], lr: f64, scale: f64) -> Result<()> {
         self.step += 1;
-        let t = self.step as i32;
-        for slot in &mut self.slots {
+        for i in 0..self.slots.len() {
+            let update = self.update(self.slots[i].decay, lr, scale);
+            let slot = &mut self.slots[i];
             let Some(grad) = ParamGrad::collect(grads, &slot.var)? else { continue };
-            let update = Update {
-                lr,
-                decay: if slot.decay { self.weight_decay } else { 0.0 },
-                beta1: self.beta1,
-                beta2: self.beta2,
-                c1: 1.0 - self.beta1.powi(t),
-                c2: 1.0 - self.beta2.powi(t),
-                eps: self.eps,
-                scale,
-            };
-            if slot.var.device().is_cpu() && grad.is_cpu() && slot.var.as_tensor().is_contiguous() {
+            let host_moments = matches!(slot.moments, Moments::F32(..) | Moments::F64(..));
+            if slot.var.device().is_cpu() && grad.is_cpu() && slot.var.as_tensor().is_contiguous() && host_moments {
                 let op = InPlace { update, grad: &grad, moments: RefCell::new(&mut slot.moments) };
                 slot.var.as_tensor().inplace_op1(&op)?;
             } else {
-                let host = |t: &Tensor, dtype: DType| t.flatten_all().and_then(|t| t.to_dtype(dtype));
-                let (p, g) = (slot.var.as_tensor(), grad.to_tensor(&slot.var)?);
-                let p = match &mut slot.moments {
-                    Moments::F32(m, v) => {
-                        let mut p = host(p, DType::F32)?.to_vec1::<f32>()?;
-                        update.apply(&mut p, &host(&g, DType::F32)?.to_vec1::<f32>()?, m, v);
-                        Tensor::from_vec(p, slot.var.shape(), slot.var.device())?
-                    }
-                    Moments::F64(m, v) => {
-                        let mut p = host(p, DType::F64)?.to_vec1::<f64>()?;
-                        update.apply(&mut p, &host(&g, DType::F64)?.to_vec1::<f64>()?, m, v);
-                        Tensor::from_vec(p, slot.var.shape(), slot.var.device())?
-                    }
-                };
-                slot.var.set(&p.to_dtype(slot.var.dtype())?)?;
+                Self::update_on_device(slot, &grad, update, None)?;
             }
         }
+        Ok(())
+    }
+
+    /// One update as tensor operations on the parameters' device, the gradient multiplied by
+    /// `scale`, a scalar tensor there (clipping and the mean over the batch, see
+    /// [`clip_scale_tensor`]): nothing is read back to the host. Parameters without a gradient
+    /// are left as they are.
+    pub fn step_device(&mut self, grads: &[Gradients], lr: f64, scale: &Tensor) -> Result<()> {
+        self.step += 1;
+        for i in 0..self.slots.len() {
+            let update = self.update(self.slots[i].decay, lr, 1.0);
+            let slot = &mut self.slots[i];
+            let Some(grad) = ParamGrad::collect(grads, &slot.var)? else { continue };
+            Self::update_on_device(slot, &grad, update, Some(scale))?;
+        }
+        Ok(())
+    }
+
+    fn update_on_device(slot: &mut Slot, grad: &ParamGrad, update: Update, scale: Option<&Tensor>) -> Result<()> {
+        let g = grad.to_tensor(&slot.var)?;
+        let (m, v) = slot.moments.on_device(&slot.var)?;
+        let (p, m, v) = update.apply_tensors(slot.var.as_tensor(), &g, (&m, &v), scale)?;
+        slot.var.set(&p)?;
+        slot.moments = Moments::Tensors(m, v);
         Ok(())
     }
 
@@ -299,6 +368,30 @@ pub fn grad_norm(grads: &[Gradients], vars: &[&Var]) -> Result<f64> {
         }
     }
     Ok(total.sqrt())
+}
+
+/// [`grad_norm`] as a scalar f32 tensor on the parameters' device, computed there without
+/// reading anything back (`None` when no parameter has a gradient).
+pub fn grad_norm_tensor(grads: &[Gradients], vars: &[&Var]) -> Result<Option<Tensor>> {
+    let mut squares = Vec::with_capacity(vars.len());
+    for var in vars {
+        let Some(grad) = ParamGrad::collect(grads, var)? else { continue };
+        squares.push(grad.to_tensor(var)?.to_dtype(DType::F32)?.sqr()?.sum_all()?);
+    }
+    if squares.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Tensor::stack(&squares, 0)?.sum_all()?.sqrt()?))
+}
+
+/// [`clip_scale`] of a scalar norm tensor, as a scalar tensor on its device.
+pub fn clip_scale_tensor(norm: &Tensor, max_norm: f64) -> Result<Tensor> {
+    let one = norm.ones_like()?;
+    if max_norm <= 0.0 {
+        return Ok(one);
+    }
+    let clipped = (norm.affine(1.0, 1e-6)?.recip()? * max_norm)?;
+    norm.gt(max_norm)?.where_cond(&clipped, &one)
 }
 
 /// The factor that brings a gradient of norm `norm` down to `max_norm` (1 when it is already

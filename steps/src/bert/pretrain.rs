@@ -14,7 +14,7 @@ use super::config::BertConfig;
 use super::device;
 use super::model::{BertMaskedLm, Pass};
 use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, WEIGHTS};
-use super::train::{batch_seed, params as train, BatchOutcome, TrainConfig, Trainer};
+use super::train::{batch_seed, count_equal, params as train, BatchOutcome, TrainConfig, Trainer};
 use super::weights::Weights;
 use crate::error::{StepError, StepResult};
 use crate::step::{
@@ -52,8 +52,16 @@ static SPEC: StepSpec = StepSpec {
         train::WEIGHT_DECAY,
         train::MAX_GRAD_NORM,
         ParamSpec::optional("mask_prob", ParamType::Float, Default::Float(0.15), "fraction of tokens to predict"),
+        // No default value: keyed only when set, so results from before it existed keep their keys.
+        ParamSpec::optional(
+            "dropout",
+            ParamType::Float,
+            Default::Absent,
+            "dropout of the encoder, hidden and attention (0.1 when absent); written to the model's config",
+        ),
         train::SEED,
         train::DEVICE,
+        train::PRECISION,
         train::log_every(100),
     ],
     inputs: &[InputSpec::required("data", "tokenized text (a tensor set; labels are ignored)")],
@@ -134,8 +142,7 @@ fn mlm_batch(
     let batch = masked.rows.into_batch(DType::F32, device)?;
     let logits = model.forward(&batch, &positions, pass)?;
     let loss = (candle_nn::loss::cross_entropy(&logits, &targets)? * count as f64)?;
-    let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
-    let correct = predicted.iter().zip(&masked.targets).filter(|(p, t)| p == t).count();
+    let correct = count_equal(&logits.argmax(1)?, &targets)?;
     Ok(BatchOutcome { loss, correct, count })
 }
 
@@ -163,6 +170,11 @@ impl Step for Pretrain {
         if !(p > 0.0 && p < 1.0) {
             return Err(StepError::param("mask_prob", format!("must be in (0, 1), got {p}")));
         }
+        if let Some(p) = params.opt_f64("dropout")? {
+            if !(0.0..1.0).contains(&p) {
+                return Err(StepError::param("dropout", format!("must be in [0, 1), got {p}")));
+            }
+        }
         Ok(())
     }
 
@@ -175,7 +187,7 @@ impl Step for Pretrain {
         let mask_id = set.meta.mask_id.ok_or_else(|| {
             StepError::input("the tokenizer of the data has no [MASK] token; masked-language modelling needs one")
         })?;
-        let config = BertConfig::new(
+        let mut config = BertConfig::new(
             set.meta.vocab_size,
             params.usize("layers")?,
             params.usize("hidden")?,
@@ -183,6 +195,9 @@ impl Step for Pretrain {
             params.usize("intermediate")?,
             params.usize("max_positions")?,
         );
+        if let Some(p) = params.opt_f64("dropout")? {
+            (config.hidden_dropout_prob, config.attention_probs_dropout_prob) = (p, p);
+        }
         let longest = set.valid_length.iter().copied().max().unwrap_or(0) as usize;
         if longest > config.max_position_embeddings {
             return Err(StepError::param(

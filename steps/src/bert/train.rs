@@ -4,6 +4,14 @@
 //! the GluonNLP recipe does and stops on a non-finite loss. Dropout masks and shuffling are
 //! functions of `(seed, epoch, batch, shard)`, so a resumed run draws exactly what an
 //! uninterrupted one would.
+//!
+//! On a GPU (or with [`Kernels::Composite`]) a step never waits for the device: the loss and
+//! the accuracy stay device scalars until they are read back together once per log interval
+//! (at most every [`READBACK_EVERY`] batches, and at the end of the epoch), the gradient norm
+//! and the clipping factor are computed there, and AdamW updates there. A non-finite loss is
+//! therefore noticed at the next read-back rather than at its batch (the error names its batch).
+//! Dropout masks come from the device's generator, seeded at the start of each epoch (resumed
+//! runs restart at an epoch, so they still draw what an uninterrupted run would).
 
 use std::time::Instant;
 
@@ -11,8 +19,8 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use super::device;
 use super::gradients::Gradients;
-use super::model::Pass;
-use super::optimizer::{clip_scale, grad_norm, AdamW, LrSchedule};
+use super::model::{Kernels, Pass, Precision};
+use super::optimizer::{clip_scale, clip_scale_tensor, grad_norm, grad_norm_tensor, AdamW, LrSchedule};
 use super::shard;
 use super::weights::candle_err;
 use crate::error::{StepError, StepResult};
@@ -26,8 +34,18 @@ pub mod params {
     use crate::step::{Default, ParamSpec, ParamType};
 
     /// The names, for tests and docs.
-    pub const NAMES: [&str; 9] =
-        ["epochs", "batch_size", "lr", "warmup_ratio", "weight_decay", "max_grad_norm", "seed", "device", "log_every"];
+    pub const NAMES: [&str; 10] = [
+        "epochs",
+        "batch_size",
+        "lr",
+        "warmup_ratio",
+        "weight_decay",
+        "max_grad_norm",
+        "seed",
+        "device",
+        "precision",
+        "log_every",
+    ];
 
     pub const fn epochs(default: i64) -> ParamSpec {
         ParamSpec::optional("epochs", ParamType::Uint, Default::Int(default), "passes over the training data")
@@ -66,6 +84,15 @@ pub mod params {
     );
     pub const DEVICE: ParamSpec =
         ParamSpec::optional("device", ParamType::Str, Default::Str("cpu"), "cpu, auto, cuda, cuda:N or metal");
+    /// No default value on purpose: `f32` is keyed as an absent parameter (see
+    /// [`super::super::device::resolve_params`]), so results cached before the parameter existed
+    /// keep their keys.
+    pub const PRECISION: ParamSpec = ParamSpec::optional(
+        "precision",
+        ParamType::Str,
+        Default::Absent,
+        "f32 (when absent) or bf16: mixed precision as PyTorch autocast (bf16 products, f32 weights and AdamW)",
+    );
     /// How often to log: not in the key (it changes no byte of the output).
     pub const fn log_every(default: i64) -> ParamSpec {
         ParamSpec::optional("log_every", ParamType::Uint, Default::Int(default), "log every N batches (0: never)")
@@ -85,6 +112,7 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Log every N batches (0: never).
     pub log_every: usize,
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -99,6 +127,7 @@ impl TrainConfig {
             max_grad_norm: params.f64("max_grad_norm")?,
             seed: params.usize("seed")? as u64,
             log_every: params.opt_usize("log_every")?.unwrap_or(0),
+            precision: precision(params)?,
         })
     }
 
@@ -124,17 +153,34 @@ impl TrainConfig {
         if params.f64("max_grad_norm")? < 0.0 {
             return Err(StepError::param("max_grad_norm", "must not be negative"));
         }
+        precision(params)?;
         device::check(params.str("device")?)
     }
 }
 
+/// The `precision` parameter (f32 when absent).
+pub fn precision(params: &Params) -> StepResult<Precision> {
+    let Some(value) = params.opt_str("precision")? else { return Ok(Precision::F32) };
+    Precision::parse(value).ok_or_else(|| {
+        StepError::param("precision", format!("`{value}` is not a precision ({})", Precision::NAMES.join(", ")))
+    })
+}
+
+/// Batches whose device-side loss and accuracy may wait to be read back (see the module doc).
+pub const READBACK_EVERY: usize = 200;
+
 /// What one shard of a batch contributed: the *sum* of its per-prediction losses (a scalar
 /// tensor to differentiate; the trainer divides by the batch's `count`), and how many of its
-/// predictions were right out of how many.
+/// predictions were right (a scalar tensor, so a GPU need not be waited for) out of how many.
 pub struct BatchOutcome {
     pub loss: Tensor,
-    pub correct: usize,
+    pub correct: Tensor,
     pub count: usize,
+}
+
+/// How many of `predicted` equal `wanted` (both `(n,)` u32), as a scalar f32 tensor.
+pub fn count_equal(predicted: &Tensor, wanted: &Tensor) -> candle_core::Result<Tensor> {
+    predicted.eq(wanted)?.to_dtype(DType::F32)?.sum_all()
 }
 
 /// Totals of one epoch of training.
@@ -160,9 +206,31 @@ pub struct Trainer<'a> {
     pub config: TrainConfig,
     pub optimizer: AdamW,
     pub schedule: LrSchedule,
+    /// [`Kernels::Composite`] runs the GPU's code path on the CPU (tests).
+    pub kernels: Kernels,
     vars: Vec<Var>,
     events: &'a dyn Events,
     env: &'a Environment,
+}
+
+/// A batch trained on the device path whose loss and accuracy are not read back yet.
+struct Pending {
+    batch: usize,
+    /// Per shard: the summed loss and the number right, as f64 scalars on the device.
+    values: Vec<Tensor>,
+    count: usize,
+}
+
+/// The running sums of an epoch and of the current log window.
+#[derive(Default)]
+struct Totals {
+    loss_sum: f64,
+    correct: usize,
+    count: usize,
+    window_loss: f64,
+    window_correct: usize,
+    window_count: usize,
+    window_batches: usize,
 }
 
 impl<'a> Trainer<'a> {
@@ -177,7 +245,13 @@ impl<'a> Trainer<'a> {
         let optimizer = AdamW::new(vars.iter().map(|(n, v)| (n.as_str(), v)), config.weight_decay)
             .map_err(candle_err("creating the optimizer"))?;
         let schedule = LrSchedule::new(config.lr, config.warmup_ratio, (batches_per_epoch * config.epochs) as u64);
-        Ok(Trainer { config, optimizer, schedule, vars: vars.into_iter().map(|(_, v)| v).collect(), events, env })
+        let vars = vars.into_iter().map(|(_, v)| v).collect();
+        Ok(Trainer { config, optimizer, schedule, kernels: Kernels::Auto, vars, events, env })
+    }
+
+    /// What the passes of this trainer's shards are made of.
+    fn pass_kind(&self) -> (Kernels, Precision) {
+        (self.kernels, self.config.precision)
     }
 
     /// Trains one epoch (1-based) over `batches`, calling `loss(rows, pass)` for each shard of
@@ -201,6 +275,9 @@ impl<'a> Trainer<'a> {
         let mut lr = 0.0;
         let var_refs: Vec<&Var> = self.vars.iter().collect();
         let device = self.vars.first().map_or(Device::Cpu, |v| v.device().clone());
+        if !device.is_cpu() || self.kernels == Kernels::Composite {
+            return self.epoch_on_device(epoch, batches, loss, &device, start);
+        }
         for (b, rows) in batches.iter().enumerate() {
             if self.env.is_cancelled() {
                 self.events.progress_finish();
@@ -209,8 +286,10 @@ impl<'a> Trainer<'a> {
             let at = |e: candle_core::Error| StepError::failed(format!("epoch {epoch} batch {}: {e}", b + 1));
             let seed = batch_seed(self.config.seed, epoch, b);
             let shards = shard::split(rows, &device);
-            let outcomes =
-                shard::map(&shards, &device, |s, rows| shard_step(&loss, rows, batch_seed(seed, 0, s), &device));
+            let kind = self.pass_kind();
+            let outcomes = shard::map(&shards, &device, |s, rows| {
+                shard_step(&loss, rows, pass(batch_seed(seed, 0, s), &device, kind))
+            });
             let (mut sum, mut grads, mut outcome) = (0.0, Vec::with_capacity(shards.len()), (0, 0));
             for result in outcomes {
                 let (value, store, right, of) = result.map_err(at)?;
@@ -269,19 +348,164 @@ impl<'a> Trainer<'a> {
     }
 }
 
+impl Trainer<'_> {
+    /// [`Trainer::epoch`] on the device path (see the module doc): the same updates, logs and
+    /// totals, with nothing read back between log intervals.
+    fn epoch_on_device(
+        &mut self,
+        epoch: usize,
+        batches: &[Vec<usize>],
+        loss: impl Fn(&[usize], &Pass) -> candle_core::Result<BatchOutcome> + Sync + Send,
+        device: &Device,
+        start: Instant,
+    ) -> StepResult<EpochStats> {
+        if !device.is_cpu() {
+            device
+                .set_seed(batch_seed(self.config.seed, epoch, usize::MAX - 1))
+                .map_err(candle_err("seeding the device's generator"))?;
+        }
+        let var_refs: Vec<&Var> = self.vars.iter().collect();
+        let (mut totals, mut pending, mut samples, mut lr) = (Totals::default(), Vec::new(), 0usize, 0.0);
+        for (b, rows) in batches.iter().enumerate() {
+            if self.env.is_cancelled() {
+                self.events.progress_finish();
+                return Err(StepError::Cancelled);
+            }
+            let at = |e: candle_core::Error| StepError::failed(format!("epoch {epoch} batch {}: {e}", b + 1));
+            let seed = batch_seed(self.config.seed, epoch, b);
+            let shards = shard::split(rows, device);
+            let kind = self.pass_kind();
+            let outcomes = shard::map(&shards, device, |s, rows| {
+                let pass = pass(batch_seed(seed, 0, s), device, kind);
+                let outcome = loss(rows, &pass)?;
+                let grads = Gradients::new(outcome.loss.backward()?, pass.take_lookups());
+                let value =
+                    Tensor::stack(&[outcome.loss.to_dtype(DType::F64)?, outcome.correct.to_dtype(DType::F64)?], 0)?;
+                Ok::<_, candle_core::Error>((value, grads, outcome.count))
+            });
+            let (mut values, mut grads, mut count) = (Vec::with_capacity(shards.len()), Vec::new(), 0);
+            for result in outcomes {
+                let (value, store, of) = result.map_err(at)?;
+                values.push(value);
+                grads.push(store);
+                count += of;
+            }
+            lr = self.schedule.lr(self.optimizer.step + 1);
+            device_update(&mut self.optimizer, &grads, &var_refs, lr, count, self.config.max_grad_norm).map_err(at)?;
+            pending.push(Pending { batch: b, values, count });
+            samples += rows.len();
+            self.events.progress_inc(rows.len() as u64);
+            let log_now = self.config.log_every > 0 && (b + 1) % self.config.log_every == 0;
+            if log_now || pending.len() >= READBACK_EVERY {
+                self.read_back(epoch, &mut pending, &mut totals)?;
+            }
+            if log_now {
+                self.log_window(epoch, b, batches.len(), lr, &mut totals);
+            }
+        }
+        self.read_back(epoch, &mut pending, &mut totals)?;
+        self.events.progress_finish();
+        Ok(EpochStats {
+            loss: totals.loss_sum / totals.count.max(1) as f64,
+            accuracy: totals.correct as f64 / totals.count.max(1) as f64,
+            samples,
+            seconds: start.elapsed().as_secs_f64(),
+            lr,
+        })
+    }
+
+    /// Reads the pending batches' losses and counts back in one transfer and adds them up as
+    /// [`Trainer::epoch`] does; stops on a non-finite loss.
+    fn read_back(&self, epoch: usize, pending: &mut Vec<Pending>, totals: &mut Totals) -> StepResult<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<Tensor> = pending.iter().flat_map(|p| p.values.iter().cloned()).collect();
+        let values = Tensor::stack(&all, 0)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f64>())
+            .map_err(candle_err(&format!("epoch {epoch}: reading the losses back")))?;
+        let mut at = 0;
+        for p in pending.drain(..) {
+            let (mut sum, mut right) = (0.0, 0usize);
+            for _ in 0..p.values.len() {
+                sum += values[at];
+                right += values[at + 1] as usize;
+                at += 2;
+            }
+            let value = sum / p.count.max(1) as f64;
+            if !value.is_finite() {
+                self.events.progress_finish();
+                return Err(StepError::failed_with_help(
+                    format!("the loss became {value} at epoch {epoch} batch {}", p.batch + 1),
+                    "lower `lr`, or set `max_grad_norm` to clip gradients",
+                ));
+            }
+            totals.loss_sum += value * p.count as f64;
+            totals.correct += right;
+            totals.count += p.count;
+            totals.window_loss += value;
+            totals.window_correct += right;
+            totals.window_count += p.count;
+            totals.window_batches += 1;
+        }
+        Ok(())
+    }
+
+    /// The log line of a window, as [`Trainer::epoch`] writes it.
+    fn log_window(&self, epoch: usize, b: usize, batches: usize, lr: f64, totals: &mut Totals) {
+        let mean = totals.window_loss / totals.window_batches.max(1) as f64;
+        let line = format!(
+            "[Epoch {epoch} Batch {}/{batches}] loss={mean:.4}, lr={lr:.7}, acc={:.3}",
+            b + 1,
+            totals.window_correct as f64 / totals.window_count.max(1) as f64
+        );
+        self.events.progress_message(&format!("loss={mean:.4}"));
+        self.events.log(&line);
+        (totals.window_loss, totals.window_correct, totals.window_count, totals.window_batches) = (0.0, 0, 0, 0);
+    }
+}
+
+/// The training pass of one shard: sparse word-embedding gradients on the CPU.
+fn pass(seed: u64, device: &Device, (kernels, precision): (Kernels, Precision)) -> Pass {
+    let pass = if device.is_cpu() { Pass::train(seed).sparse() } else { Pass::train(seed) };
+    pass.with_kernels(kernels).with_precision(precision)
+}
+
+/// One AdamW update on the device path: the gradient of the batch's mean loss (`count`
+/// predictions), clipped to `max_norm`, all in device scalars.
+fn device_update(
+    optimizer: &mut AdamW,
+    grads: &[Gradients],
+    vars: &[&Var],
+    lr: f64,
+    count: usize,
+    max_norm: f64,
+) -> candle_core::Result<()> {
+    let mean = 1.0 / count.max(1) as f64;
+    let scale = match grad_norm_tensor(grads, vars)? {
+        Some(norm) => (clip_scale_tensor(&norm.affine(mean, 0.0)?, max_norm)? * mean)?,
+        None => {
+            // No parameter has a gradient: an update that changes nothing, as on the CPU.
+            optimizer.step += 1;
+            return Ok(());
+        }
+    };
+    optimizer.step_device(grads, lr, &scale)
+}
+
 /// One shard's forward and backward pass: its summed loss, gradients and prediction counts.
 /// On CPU the word-embedding gradient comes back as rows ([`Pass::sparse`]).
 fn shard_step(
     loss: &(impl Fn(&[usize], &Pass) -> candle_core::Result<BatchOutcome> + Sync),
     rows: &[usize],
-    seed: u64,
-    device: &Device,
+    pass: Pass,
 ) -> candle_core::Result<(f64, Gradients, usize, usize)> {
-    let pass = if device.is_cpu() { Pass::train(seed).sparse() } else { Pass::train(seed) };
     let outcome = loss(rows, &pass)?;
     let value = outcome.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let correct = outcome.correct.to_dtype(DType::F64)?.to_scalar::<f64>()? as usize;
     let grads = Gradients::new(outcome.loss.backward()?, pass.take_lookups());
-    Ok((value, grads, outcome.correct, outcome.count))
+    Ok((value, grads, correct, outcome.count))
 }
 
 #[cfg(test)]

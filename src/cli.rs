@@ -17,7 +17,7 @@ use crate::reporter::Reporter;
         A YAML file describes steps (download, train-tokenizer, tokenize, split, pretrain, fine-tune, \
         evaluate, report). Every result is cached under a key made of the step's kind, the parameters \
         that affect its output and the content of its inputs, so a rerun repeats only what changed.",
-    after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe status\n  pipe report --format html --output report.html\n  pipe kinds tokenize\n\nExit codes: 0 success, 1 a step failed, 2 bad input or usage (nothing was run)."
+    after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe status\n  pipe report --format html --output report.html\n  pipe kinds tokenize\n  pipe run pipelines/nsmc.yaml --remote s3://team-bucket/pipe\n\nExit codes: 0 success, 1 a step or the remote cache failed, 2 bad input, usage or remote configuration (nothing was run)."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
@@ -34,8 +34,12 @@ pub(crate) enum Command {
     Status(commands::status::StatusArgs),
     /// Accuracy per epoch of the latest run, its final evaluation, and runs compared.
     Report(commands::report::ReportArgs),
-    /// Remove cached results that no recent run references.
+    /// Remove cached results that no recent run references (`--remote`: on the remote).
     Gc(commands::gc::GcArgs),
+    /// Upload the pipeline's cached results and run records to the remote cache.
+    Push(commands::push::PushArgs),
+    /// Download the pipeline's results (or STEPs and what they need) from the remote cache.
+    Pull(commands::pull::PullArgs),
     /// List the step kinds, or describe one: parameters, inputs, outputs.
     Kinds(commands::kinds::KindsArgs),
 }
@@ -46,6 +50,7 @@ pub fn main() -> ExitCode {
     let json = match &cli.command {
         Command::Run(a) => a.json,
         Command::Status(a) => a.json,
+        Command::Pull(a) => a.json,
         _ => false,
     };
     let reporter = Reporter::new(json);
@@ -54,6 +59,8 @@ pub fn main() -> ExitCode {
         Command::Status(args) => commands::status::execute(&args, &cli.global, &reporter),
         Command::Report(args) => commands::report::execute(&args, &cli.global, &reporter),
         Command::Gc(args) => commands::gc::execute(&args, &cli.global, &reporter),
+        Command::Push(args) => commands::push::execute(&args, &cli.global, &reporter),
+        Command::Pull(args) => commands::pull::execute(&args, &cli.global, &reporter),
         Command::Kinds(args) => commands::kinds::execute(&args, &reporter),
     };
     match result {
@@ -62,6 +69,7 @@ pub fn main() -> ExitCode {
             match &e {
                 Error::Spec(errors) => reporter.note(errors.render().trim_end()),
                 Error::Usage { message, help } => reporter.error(message, help.as_deref()),
+                Error::Remote(e) => reporter.error(&e.to_string(), e.help.as_deref()),
                 other => reporter.error(&other.to_string(), None),
             }
             ExitCode::from(e.exit_code())

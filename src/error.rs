@@ -1,6 +1,7 @@
 //! Errors a command ends with, and their exit codes.
 
 use crate::cache::CacheError;
+use crate::remote::RemoteError;
 use crate::spec::{SpecErrors, UnreadablePipeline};
 
 #[derive(Debug, thiserror::Error)]
@@ -16,6 +17,9 @@ pub enum Error {
     /// The cache could not be read or written (exit 1).
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// The remote cache is misconfigured (exit 2) or failing (exit 1).
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     /// A file the command writes could not be written (exit 1).
     #[error("writing {}: {source}", path.display())]
     Write { path: std::path::PathBuf, source: std::io::Error },
@@ -29,7 +33,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Spec(_) | Error::Unreadable(_) | Error::Usage { .. } => 2,
-            Error::Cache(_) | Error::Write { .. } => 1,
+            Error::Remote(e) if e.config => 2,
+            Error::Cache(_) | Error::Remote(_) | Error::Write { .. } => 1,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::dirty_reason::DirtyReason;
 use crate::fingerprint::{local_paths, Fingerprint};
 use crate::graph::PipelineGraph;
 use crate::manifest::Manifest;
+use crate::remote::Remote;
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, StepRecord, StepStatus};
 use crate::step_key::StepKey;
@@ -37,6 +38,8 @@ pub struct Executor<'a> {
     pub reporter: &'a Reporter,
     /// Earlier runs of this pipeline, newest first: where the reasons come from.
     pub history: &'a [RunRecord],
+    /// The remote cache: asked after a local miss, given what runs (see remote.rs).
+    pub remote: Option<&'a Remote>,
 }
 
 impl Executor<'_> {
@@ -99,6 +102,7 @@ impl Executor<'_> {
             seconds: outcome.seconds,
             reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
             error: outcome.failure.as_ref().map(|f| f.message.clone()),
+            remote: outcome.from_remote.is_some(),
         }
     }
 
@@ -133,10 +137,13 @@ impl Executor<'_> {
                     );
                     return outcome;
                 }
+                // A dry run knows the outputs of a result only the remote holds, not their path.
                 Some(u) => match (u.outputs.get(r.output), &u.key, &u.artifact) {
-                    (Some(hash), Some(key), Some(dir)) => {
+                    (Some(hash), Some(key), dir) if dir.is_some() || dry_run => {
                         input_hashes.insert(name.clone(), hash.clone());
-                        input_paths.insert(name.clone(), dir.join(r.output));
+                        if let Some(dir) = dir {
+                            input_paths.insert(name.clone(), dir.join(r.output));
+                        }
                         input_keys.insert(key.clone());
                     }
                     _ => outcome
@@ -202,6 +209,24 @@ impl Executor<'_> {
                     outcome.reasons.push(DirtyReason::ArtifactMissing { detail: detail.clone() })
                 }
                 Lookup::Missing => outcome.reasons = self.reasons(&step.name, &fingerprint, &key),
+            }
+        }
+        if let (true, false, Some(remote)) = (dry_run, forced, self.remote) {
+            match remote.peek_for_step(&key, &step_outputs(step), &step.name, self.reporter) {
+                Ok(Some((manifest, note))) => {
+                    outcome.status = StepStatus::WouldUseCache;
+                    outcome.reasons.clear();
+                    outcome.outputs = output_hashes(&manifest);
+                    outcome.from_remote = Some(note);
+                    self.reporter.step_decided(position, total, &step.name, &outcome);
+                    return outcome;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let outcome = outcome.failed(e.to_string(), e.help.clone(), e.config);
+                    self.reporter.step_failed(position, total, &step.name, &outcome);
+                    return outcome;
+                }
             }
         }
         if dry_run {
@@ -275,6 +300,21 @@ impl Executor<'_> {
                 }
             }
         }
+        if let (false, Some(remote)) = (run.forced, self.remote) {
+            match remote.fetch_for_step(self.cache, &key, &step_outputs(step), &step.name, self.reporter) {
+                Ok(Some((manifest, note))) => {
+                    outcome.status = StepStatus::Cached;
+                    outcome.reasons.clear();
+                    outcome.outputs = output_hashes(&manifest);
+                    outcome.artifact = Some(self.cache.out_dir(&manifest));
+                    outcome.from_remote = Some(note);
+                    self.reporter.step_decided(position, total, &step.name, &outcome);
+                    return outcome;
+                }
+                Ok(None) => {}
+                Err(e) => return report_failure(outcome.failed(e.to_string(), e.help.clone(), e.config)),
+            }
+        }
         let mut held: Vec<KeyLock> = Vec::new();
         for input in &run.input_keys {
             match self.cache.hold(input) {
@@ -329,7 +369,7 @@ impl Executor<'_> {
             };
             return report_failure(outcome.failed(message, help, bad_input));
         }
-        let outputs: Vec<&str> = step.kind.spec().outputs.iter().map(|o| o.name).collect();
+        let outputs = step_outputs(step);
         let manifest = Manifest {
             format: 0,
             key: key.clone(),
@@ -341,9 +381,23 @@ impl Executor<'_> {
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
         match self.cache.commit(scratch, manifest, &outputs) {
-            Ok(manifest) => {
+            Ok(mut manifest) => {
                 self.cache.clear_checkpoints(&key);
                 outcome.status = StepStatus::Ran;
+                if let Some(remote) = self.remote {
+                    // Pushed once committed; another machine's result for the key is adopted.
+                    match remote.publish_for_step(self.cache, &manifest, &outputs, &step.name, self.reporter) {
+                        Ok(Some(adopted)) => manifest = adopted,
+                        Ok(None) => {}
+                        Err(e) => {
+                            let help = Some(format!(
+                                "the result is in the local cache; push it with `pipe push` once the remote works{}",
+                                e.help.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
+                            ));
+                            return report_failure(outcome.failed(format!("{e} (while pushing)"), help, e.config));
+                        }
+                    }
+                }
                 outcome.outputs = output_hashes(&manifest);
                 outcome.artifact = Some(self.cache.out_dir(&manifest));
                 self.reporter.step_done(position, total, &step.name, &outcome);
@@ -368,6 +422,11 @@ struct Run {
     /// The results it reads, held in use while it runs.
     input_keys: BTreeSet<StepKey>,
     forced: bool,
+}
+
+/// The outputs `step`'s kind declares.
+fn step_outputs(step: &crate::graph::GraphStep) -> Vec<&'static str> {
+    step.kind.spec().outputs.iter().map(|o| o.name).collect()
 }
 
 fn output_hashes(manifest: &Manifest) -> BTreeMap<String, String> {

@@ -96,11 +96,13 @@ impl Reporter {
     }
 
     pub fn step_decided(&self, position: usize, total: usize, name: &str, outcome: &StepOutcome) {
-        let what = match outcome.status {
-            StepStatus::Cached => format!("cached      {}", short_key(outcome)),
-            StepStatus::WouldUseCache => format!("would-use-cache  {}", short_key(outcome)),
-            StepStatus::WouldRun => format!("would-run   {}", reasons_text(outcome)),
-            other => other.as_str().to_string(),
+        let what = match (outcome.status, &outcome.from_remote) {
+            (StepStatus::Cached, Some(note)) => format!("cached (remote) {}  {note}", short_key(outcome)),
+            (StepStatus::WouldUseCache, Some(note)) => format!("would-use-cache  {}  {note}", short_key(outcome)),
+            (StepStatus::Cached, None) => format!("cached      {}", short_key(outcome)),
+            (StepStatus::WouldUseCache, None) => format!("would-use-cache  {}", short_key(outcome)),
+            (StepStatus::WouldRun, _) => format!("would-run   {}", reasons_text(outcome)),
+            (other, _) => other.as_str().to_string(),
         };
         self.step_line(position, total, name, &what);
     }
@@ -192,6 +194,7 @@ pub fn step_json(name: &str, kind: &str, outcome: &StepOutcome) -> serde_json::V
         "seconds": (outcome.seconds * 1000.0).round() / 1000.0,
         "reason": reason,
         "error": outcome.failure.as_ref().map(|f| f.message.as_str()),
+        "remote": outcome.from_remote.is_some(),
     })
 }
 

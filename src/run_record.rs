@@ -61,6 +61,9 @@ pub struct StepRecord {
     pub reasons: Vec<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The result was taken from the remote cache.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remote: bool,
 }
 
 /// Where a run stands.
@@ -94,6 +97,10 @@ pub struct RunRecord {
     pub seconds: f64,
     /// The `--set` arguments as typed.
     pub overrides: Vec<String>,
+    /// The machine it ran on (`PIPE_HOST`, else the hostname): runs are shared through the
+    /// remote cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub steps: Vec<StepRecord>,
 }
 

@@ -31,6 +31,8 @@ pub struct StepOutcome {
     pub artifact: Option<PathBuf>,
     pub seconds: f64,
     pub failure: Option<StepFailure>,
+    /// Taken from the remote cache (a dry run: found there): what was transferred from where.
+    pub from_remote: Option<String>,
 }
 
 impl StepOutcome {
@@ -44,6 +46,7 @@ impl StepOutcome {
             artifact: None,
             seconds: 0.0,
             failure: None,
+            from_remote: None,
         }
     }
 

@@ -2,6 +2,11 @@
 //! most recent runs references. Nothing a live run holds is removed: a key some run computes
 //! or reads has its lock taken (see cache.rs), and gc skips any key whose locks it cannot take
 //! at once; the young-file grace period is a second guard for runs of older versions.
+//!
+//! `pipe gc --remote [URL] --older-than 30d` collects the remote cache instead (see
+//! [`crate::remote::Remote::gc`]): results no run used for that long, manifests before files,
+//! never a file a kept manifest names, nothing younger than the grace period (default 1 day
+//! there: a push uploads its files before its manifest, and a large one takes a while).
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -12,6 +17,7 @@ use clap::Args;
 use crate::cache::{Cache, Lookup};
 use crate::commands::GlobalArgs;
 use crate::error::Error;
+use crate::remote::{Remote, RemoteMode};
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, RunState};
 use crate::step_key::StepKey;
@@ -24,13 +30,30 @@ pub struct GcArgs {
     /// Report what would be removed and how many bytes, remove nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Keep anything modified more recently than this (e.g. 10m, 2h, 0s). What a live run
-    /// holds is kept whatever its age: gc skips keys whose locks it cannot take.
-    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub grace: Duration,
+    /// Keep anything modified more recently than this (e.g. 10m, 2h, 0s; default 10m, 1d
+    /// with --remote). What a live run holds is kept whatever its age: gc skips keys whose
+    /// locks it cannot take.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub grace: Option<Duration>,
+    /// Collect the remote cache (URL, default PIPE_REMOTE) instead of the local one.
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
+    pub remote: Option<String>,
+    /// With --remote: remove the results that no run used for this long (default 30d).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub older_than: Option<Duration>,
 }
 
 pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
+    if let Some(url) = &args.remote {
+        return remote_gc(args, url, reporter);
+    }
+    if args.older_than.is_some() {
+        return Err(Error::usage(
+            "--older-than applies to the remote cache",
+            Some("add --remote, or use --keep-runs for the local cache".into()),
+        ));
+    }
+    let grace = args.grace.unwrap_or(Duration::from_secs(600));
     let cache = Cache::at(&global.cache_dir);
     if !cache.runs_dir().is_dir() {
         reporter.line(&format!("nothing to collect: no cache at {}", global.cache_dir.display()));
@@ -48,7 +71,7 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
     let young = |path: &std::path::Path| {
         std::fs::metadata(path)
             .and_then(|m| m.modified())
-            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < args.grace)
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() < grace)
     };
     let verb = if args.dry_run { "would remove" } else { "removed" };
     let (mut count, mut bytes) = (0usize, 0u64);
@@ -123,6 +146,34 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
         "{verb} {count} entries, {} (kept what the last {} runs use{busy})",
         human_bytes(bytes),
         args.keep_runs
+    ));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pipe gc --remote`.
+fn remote_gc(args: &GcArgs, url: &str, reporter: &Reporter) -> Result<ExitCode, Error> {
+    let from_env = std::env::var("PIPE_REMOTE").ok();
+    let Some(url) = Some(url).filter(|u| !u.is_empty()).or(from_env.as_deref().filter(|u| !u.is_empty())) else {
+        return Err(Error::usage(
+            "--remote without a URL and no PIPE_REMOTE",
+            Some("name it: `pipe gc --remote s3://BUCKET/PREFIX --older-than 30d`".into()),
+        ));
+    };
+    let remote = Remote::open(url, RemoteMode::ReadWrite)?;
+    remote.check()?;
+    let older_than = args.older_than.unwrap_or(Duration::from_secs(30 * 86400));
+    let grace = args.grace.unwrap_or(Duration::from_secs(86400));
+    let verb = if args.dry_run { "would remove" } else { "removed" };
+    let report = remote.gc(older_than, grace, args.dry_run, &mut |line| reporter.line(&line))?;
+    reporter.line(&format!(
+        "{verb} {} manifest{} and {} file{}, {} from {} (kept what runs used in the last {})",
+        report.manifests,
+        if report.manifests == 1 { "" } else { "s" },
+        report.files,
+        if report.files == 1 { "" } else { "s" },
+        human_bytes(report.bytes),
+        remote.url(),
+        humantime::format_duration(older_than)
     ));
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,8 @@
 
 pub mod gc;
 pub mod kinds;
+pub mod pull;
+pub mod push;
 pub mod report;
 pub mod run;
 pub mod status;
@@ -13,6 +15,8 @@ use pipe_steps::{runtime, Environment};
 
 use crate::error::Error;
 use crate::graph::PipelineGraph;
+use crate::remote::{Remote, RemoteMode};
+use crate::reporter::Reporter;
 use crate::spec::{OverrideArg, PipelineSpec};
 
 /// Options every command takes.
@@ -27,6 +31,38 @@ pub struct GlobalArgs {
     /// Compute threads for tokenizing and training (not part of any cache key).
     #[arg(long, global = true, env = "PIPE_THREADS", value_name = "N")]
     pub threads: Option<usize>,
+}
+
+/// Where the remote cache is, for the commands that use one.
+#[derive(Debug, Clone, Args)]
+pub struct RemoteArgs {
+    /// Remote cache shared between machines: s3://BUCKET/PREFIX or file:///PATH (default: the
+    /// pipeline's `remote:`). Credentials come from the AWS environment variables or profile.
+    #[arg(long, env = "PIPE_REMOTE", value_name = "URL")]
+    pub remote: Option<String>,
+    /// read-write: pull what is missing, push what runs; read-only: pull only; fallback:
+    /// read-write, but an unreachable remote is a warning and the work is local; off.
+    #[arg(long, env = "PIPE_REMOTE_MODE", value_enum, default_value = "read-write", value_name = "MODE")]
+    pub remote_mode: RemoteMode,
+}
+
+/// The remote named by `--remote`/`PIPE_REMOTE`, else by the pipeline (`configured`), checked
+/// to answer. `None` when there is none, it is off, or it cannot be reached in fallback mode
+/// (with a warning).
+pub fn open_remote(args: &RemoteArgs, configured: Option<&str>, reporter: &Reporter) -> Result<Option<Remote>, Error> {
+    let Some(url) = args.remote.as_deref().filter(|u| !u.is_empty()).or(configured) else { return Ok(None) };
+    if args.remote_mode == RemoteMode::Off {
+        return Ok(None);
+    }
+    let remote = Remote::open(url, args.remote_mode)?;
+    match remote.check() {
+        Ok(()) => Ok(Some(remote)),
+        Err(e) if args.remote_mode == RemoteMode::Fallback => {
+            reporter.warning(&format!("{e}; working locally (--remote-mode fallback)"));
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Reads, parses and checks a pipeline file with its overrides.

@@ -10,9 +10,10 @@ use pipe_steps::report::{EvalMetrics, Format, Report, RunReport, TrainingMetrics
 use serde_json::Value as Json;
 
 use crate::cache::{Cache, Lookup};
-use crate::commands::load_pipeline;
 use crate::commands::GlobalArgs;
+use crate::commands::{load_pipeline, open_remote, RemoteArgs};
 use crate::error::Error;
+use crate::remote::Remote;
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, RunState, StepStatus};
 
@@ -26,21 +27,52 @@ pub struct ReportArgs {
     /// Write the report to FILE instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// With a remote cache, the runs recorded there (by every machine) are compared too.
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Where runs' results are read from: the local cache, then the remote.
+struct Results<'a> {
+    cache: &'a Cache,
+    remote: Option<&'a Remote>,
+    /// Label runs with the machine they ran on (runs of more than one machine are compared).
+    hosts: bool,
 }
 
 pub fn execute(args: &ReportArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
     let cache = Cache::at(&global.cache_dir);
-    let name = match &args.pipeline {
-        Some(file) => load_pipeline(file, &[])?.1.name,
+    let (name, configured) = match &args.pipeline {
+        Some(file) => {
+            let (spec, graph) = load_pipeline(file, &[])?;
+            (graph.name, spec.remote)
+        }
         None => match RunRecord::latest(&cache, None) {
-            Some(r) => r.pipeline,
+            Some(r) => (r.pipeline, None),
+            None if args.remote.remote.is_some() => {
+                return Err(Error::usage(
+                    "name the pipeline to report on: no run is recorded locally",
+                    Some("`pipe report PIPELINE.yaml --remote URL`".into()),
+                ))
+            }
             None => return Err(no_runs(global, None)),
         },
     };
-    let runs: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == name).collect();
+    let mut runs: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == name).collect();
+    let remote = open_remote(&args.remote, configured.as_deref(), reporter)?;
+    if let Some(remote) = &remote {
+        for run in remote.runs(&name)? {
+            if !runs.iter().any(|r| r.id == run.id && r.host == run.host) {
+                runs.push(run);
+            }
+        }
+        runs.sort_by(|a, b| a.id.cmp(&b.id));
+    }
+    let hosts = runs.iter().map(|r| &r.host).collect::<BTreeSet<_>>().len() > 1;
+    let results = Results { cache: &cache, remote: remote.as_ref(), hosts };
     let Some(latest) = runs.last() else { return Err(no_runs(global, Some(&name))) };
-    let (comparison, differing) = compare(&cache, &runs);
-    let report = Report { pipeline: name.clone(), latest: run_report(&cache, latest, &differing), comparison };
+    let (comparison, differing) = compare(&results, &runs);
+    let report = Report { pipeline: name.clone(), latest: run_report(&results, latest, &differing), comparison };
     let format = Format::parse(&args.format).unwrap_or(Format::Table);
     let text = report.render(format);
     match &args.output {
@@ -78,7 +110,7 @@ fn flat_params(run: &RunRecord) -> BTreeMap<String, String> {
 
 /// One row per distinct parameter set (the latest run of each), with the parameters that
 /// differ as columns, and those parameters; empty unless at least two such runs exist.
-fn compare(cache: &Cache, runs: &[RunRecord]) -> (Vec<RunReport>, BTreeSet<String>) {
+fn compare(results: &Results, runs: &[RunRecord]) -> (Vec<RunReport>, BTreeSet<String>) {
     let mut latest_by_params: BTreeMap<BTreeMap<String, String>, &RunRecord> = BTreeMap::new();
     for r in runs {
         latest_by_params.insert(flat_params(r), r);
@@ -96,16 +128,20 @@ fn compare(cache: &Cache, runs: &[RunRecord]) -> (Vec<RunReport>, BTreeSet<Strin
     }
     let mut chosen: Vec<&RunRecord> = latest_by_params.into_values().collect();
     chosen.sort_by(|a, b| a.id.cmp(&b.id));
-    (chosen.into_iter().map(|r| run_report(cache, r, &differing)).collect(), differing)
+    (chosen.into_iter().map(|r| run_report(results, r, &differing)).collect(), differing)
 }
 
-fn run_report(cache: &Cache, run: &RunRecord, differing: &BTreeSet<String>) -> RunReport {
+fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) -> RunReport {
     let params = flat_params(run).into_iter().filter(|(k, _)| differing.contains(k)).collect();
     let mut notes = Vec::new();
-    let training = metrics::<TrainingMetrics>(cache, run, "fine-tune", &mut notes);
-    let evaluation = metrics::<EvalMetrics>(cache, run, "evaluate", &mut notes);
+    let training = metrics::<TrainingMetrics>(results, run, "fine-tune", &mut notes);
+    let evaluation = metrics::<EvalMetrics>(results, run, "evaluate", &mut notes);
     RunReport {
-        label: run.started.clone(),
+        label: match (&run.host, results.hosts) {
+            (Some(host), true) => format!("{} on {host}", run.started),
+            (None, true) => format!("{} on (unknown)", run.started),
+            _ => run.started.clone(),
+        },
         state: match run.state {
             RunState::Succeeded => "succeeded".into(),
             RunState::Failed => "failed".into(),
@@ -121,7 +157,7 @@ fn run_report(cache: &Cache, run: &RunRecord, differing: &BTreeSet<String>) -> R
 /// The `metrics` output of the first step of `kind` in the run, when it finished and is
 /// still in the cache.
 fn metrics<T: for<'de> serde::Deserialize<'de>>(
-    cache: &Cache,
+    results: &Results,
     run: &RunRecord,
     kind: &str,
     notes: &mut Vec<String>,
@@ -145,15 +181,25 @@ fn metrics<T: for<'de> serde::Deserialize<'de>>(
             return None;
         }
     };
-    let Lookup::Hit(manifest) = cache.lookup(key) else {
-        notes.push(format!("{}'s result is no longer in the cache", step.name));
-        return None;
+    let cache = results.cache;
+    let (bytes, path) = match cache.lookup(key) {
+        Lookup::Hit(manifest) => {
+            let path = cache.output_path(&manifest, "metrics");
+            (std::fs::read(&path).ok(), path.display().to_string())
+        }
+        // A run made elsewhere: its metrics from the remote, checked against their hash.
+        _ => match results.remote.map(|r| r.read_output(key, "metrics")) {
+            Some(Ok(Some(bytes))) => (Some(bytes), format!("the remote's metrics of {}", step.name)),
+            _ => {
+                notes.push(format!("{}'s result is no longer in the cache", step.name));
+                return None;
+            }
+        },
     };
-    let path = cache.output_path(&manifest, "metrics");
-    match std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+    match bytes.and_then(|b| serde_json::from_slice(&b).ok()) {
         Some(m) => Some(m),
         None => {
-            notes.push(format!("{} is not a metrics file", path.display()));
+            notes.push(format!("{path} is not a metrics file"));
             None
         }
     }

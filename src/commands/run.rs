@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::cache::Cache;
 use crate::commands::GlobalArgs;
-use crate::commands::{environment, load_pipeline};
+use crate::commands::{environment, load_pipeline, open_remote, RemoteArgs};
 use crate::error::Error;
 use crate::executor::{Executor, RunOptions};
 use crate::reporter::{seconds, step_json, Reporter};
@@ -34,6 +34,8 @@ pub struct RunArgs {
     /// Print one JSON document on stdout at the end (step lines go to stderr).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
@@ -57,9 +59,14 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
     let cache = if args.dry_run { Cache::at(&global.cache_dir) } else { Cache::open(&global.cache_dir)? };
     let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
     history.reverse();
+    let remote = open_remote(&args.remote, spec.remote.as_deref(), reporter)?;
 
     reporter.set_names(graph.steps.iter().map(|s| s.name.as_str()));
     let mode = if args.dry_run { " (dry run)" } else { "" };
+    let mode = match &remote {
+        Some(r) => format!(", remote {}{}{mode}", r.url(), if r.writable() { "" } else { " (read-only)" }),
+        None => mode.to_string(),
+    };
     reporter.line(&format!(
         "pipeline {} ({} step{}), cache {}{mode}",
         graph.name,
@@ -67,7 +74,8 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         if graph.steps.len() == 1 { "" } else { "s" },
         global.cache_dir.display()
     ));
-    let executor = Executor { cache: &cache, graph: &graph, env: &env, reporter, history: &history };
+    let executor =
+        Executor { cache: &cache, graph: &graph, env: &env, reporter, history: &history, remote: remote.as_ref() };
     let started = Instant::now();
     let mut record = RunRecord {
         id: RunRecord::new_id(),
@@ -77,6 +85,7 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         state: RunState::Running,
         seconds: 0.0,
         overrides: args.set.iter().map(|o| o.text.clone()).collect(),
+        host: Some(crate::remote::host()),
         steps: (0..graph.steps.len()).map(|i| executor.pending_record(i)).collect(),
     };
     if !args.dry_run {
@@ -90,6 +99,12 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         record.state = if ok { RunState::Succeeded } else { RunState::Failed };
         record.seconds = started.elapsed().as_secs_f64();
         record.save(&cache)?;
+        // The team's runs are on the remote too, for `pipe report` elsewhere.
+        if let Some(remote) = remote.as_ref().filter(|r| r.writable()) {
+            if let Err(e) = remote.push_run(&record) {
+                reporter.warning(&format!("{e} (the run record stays local)"));
+            }
+        }
     }
 
     if args.json {
@@ -105,8 +120,10 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
                 count(StepStatus::WouldRun)
             )
         } else {
+            let pulled = outcomes.iter().filter(|o| o.from_remote.is_some()).count();
+            let pulled = if pulled > 0 { format!(" ({pulled} from the remote)") } else { String::new() };
             format!(
-                "{}: {} cached, {} ran, {} failed, {} skipped in {}",
+                "{}: {} cached{pulled}, {} ran, {} failed, {} skipped in {}",
                 if ok { "ok" } else { "failed" },
                 count(StepStatus::Cached),
                 count(StepStatus::Ran),

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::cache::Cache;
 use crate::commands::GlobalArgs;
-use crate::commands::{environment, load_pipeline};
+use crate::commands::{environment, load_pipeline, open_remote, RemoteArgs};
 use crate::dirty_reason::DirtyReason;
 use crate::error::Error;
 use crate::executor::{Executor, RunOptions};
@@ -28,6 +28,8 @@ pub struct StatusArgs {
     /// Print the status as one JSON document.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// A step's state as `status` names it.
@@ -55,21 +57,43 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
             }
         },
     };
-    let (_spec, graph) = load_pipeline(&file, &args.set)?;
+    let (spec, graph) = load_pipeline(&file, &args.set)?;
     let env = environment(global);
     let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
     history.reverse();
     let quiet = Reporter::quiet();
-    let executor = Executor { cache: &cache, graph: &graph, env: &env, reporter: &quiet, history: &history };
+    let remote = open_remote(&args.remote, spec.remote.as_deref(), reporter)?;
+    let executor = Executor {
+        cache: &cache,
+        graph: &graph,
+        env: &env,
+        reporter: &quiet,
+        history: &history,
+        remote: remote.as_ref(),
+    };
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, None);
     let last = history.first();
+    // Which results the remote holds: those decided from it, and those the local cache has
+    // that it has too. `None` without a remote or a key.
+    let on_remote: Vec<Option<bool>> = outcomes
+        .iter()
+        .map(|o| {
+            let remote = remote.as_ref().filter(|r| !r.is_disabled())?;
+            if o.from_remote.is_some() {
+                return Some(true);
+            }
+            let key = o.key.as_ref()?;
+            Some(matches!(remote.peek(key, None), Ok(Some(Ok(_)))))
+        })
+        .collect();
 
     if args.json {
         let steps: Vec<_> = graph
             .steps
             .iter()
             .zip(&outcomes)
-            .map(|(s, o)| {
+            .enumerate()
+            .map(|(i, (s, o))| {
                 json!({
                     "name": s.name,
                     "kind": s.kind.spec().kind,
@@ -77,6 +101,8 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
                     "key": o.key.as_ref().map(|k| k.as_str()),
                     "reasons": o.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect::<Vec<_>>(),
                     "error": o.failure.as_ref().map(|f| f.message.as_str()),
+                    "remote": on_remote[i],
+                    "local": o.status == StepStatus::WouldUseCache && o.from_remote.is_none(),
                 })
             })
             .collect();
@@ -92,15 +118,24 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         Some(r) => format!("last run {} ({})", r.started, r.state.as_str()),
         None => "never run".to_string(),
     };
-    reporter.line(&format!("pipeline {} ({}), {last_text}", graph.name, file.display()));
+    let remote_text = remote.as_ref().map(|r| format!(", remote {}", r.url())).unwrap_or_default();
+    reporter.line(&format!("pipeline {} ({}), {last_text}{remote_text}", graph.name, file.display()));
     let width = graph.steps.iter().map(|s| s.name.len()).max().unwrap_or(4);
-    for (s, o) in graph.steps.iter().zip(&outcomes) {
+    for (i, (s, o)) in graph.steps.iter().zip(&outcomes).enumerate() {
         let mut reasons: Vec<String> =
             o.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect();
         if let Some(failure) = &o.failure {
             reasons.push(failure.message.clone());
         }
-        let line = format!("  {:<width$}  {:<10}  {}", s.name, state(o), reasons.join("; "));
+        let place = match (on_remote[i], o.from_remote.is_some(), o.status == StepStatus::WouldUseCache) {
+            (None, _, _) => String::new(),
+            (Some(true), true, _) => format!("{:<12}  ", "remote only"),
+            (Some(true), false, true) => format!("{:<12}  ", "local+remote"),
+            (Some(true), false, false) => format!("{:<12}  ", "remote"),
+            (Some(false), _, true) => format!("{:<12}  ", "local only"),
+            (Some(false), _, false) => format!("{:<12}  ", "-"),
+        };
+        let line = format!("  {:<width$}  {:<10}  {place}{}", s.name, state(o), reasons.join("; "));
         reporter.line(line.trim_end());
         if let Some(help) = o.failure.as_ref().and_then(|f| f.help.as_deref()) {
             reporter.line(&format!("  {:<width$}  {:<10}  help: {help}", "", ""));

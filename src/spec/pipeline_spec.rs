@@ -13,7 +13,7 @@ use crate::spec::override_arg::OverrideArg;
 use crate::spec::spec_error::{did_you_mean, Location, SpecError, SpecErrors};
 use crate::spec::step_spec::{InputRef, Origin, RawParam, StepSpec};
 
-const TOP_LEVEL_KEYS: [&str; 4] = ["name", "description", "params", "steps"];
+const TOP_LEVEL_KEYS: [&str; 5] = ["name", "description", "params", "remote", "steps"];
 
 /// A parsed pipeline file.
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub struct PipelineSpec {
     /// The file's directory: relative paths in parameters are relative to it.
     pub base_dir: PathBuf,
     pub source: String,
+    /// `remote:`, the remote cache this pipeline shares results through (`--remote` and
+    /// `PIPE_REMOTE` take precedence).
+    pub remote: Option<String>,
     /// In file order, which is display order.
     pub steps: Vec<StepSpec>,
 }
@@ -146,6 +149,14 @@ impl Parser<'_> {
                 String::new()
             }
         };
+        let remote = match top.get("remote") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(_) => {
+                self.value_error("`remote` must be a URL: s3://BUCKET/PREFIX or file:///PATH".into(), &["remote"]);
+                None
+            }
+        };
         let mut params = BTreeMap::new();
         match top.get("params") {
             None | Some(Value::Null) => {}
@@ -182,7 +193,7 @@ impl Parser<'_> {
         self.apply_overrides(&mut steps, overrides);
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
-        Some(PipelineSpec { name, file: file.to_path_buf(), base_dir, source: source.to_string(), steps })
+        Some(PipelineSpec { name, file: file.to_path_buf(), base_dir, source: source.to_string(), remote, steps })
     }
 
     fn step(&mut self, name: &str, value: &Value, shared: &BTreeMap<String, Value>) -> Option<StepSpec> {

@@ -7,6 +7,7 @@ mod hub;
 mod model_keys;
 mod nsmc_tiny;
 mod pipelines;
+mod remote;
 mod report;
 mod spec_errors;
 mod support;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -43,7 +44,13 @@ impl Project {
             .env("PIPE_CACHE_DIR", self.cache())
             .env_remove("PIPE_MIRROR")
             .env("PIPE_THREADS", "1")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            // A remote configured on this machine is not the tests' (tests/it/remote.rs sets
+            // its own), and an S3 client without credentials must not look for an EC2 role.
+            .env_remove("PIPE_REMOTE")
+            .env_remove("PIPE_REMOTE_MODE")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9");
         cmd
     }
 

@@ -1,0 +1,172 @@
+//! A real S3-compatible server for the remote-cache tests: `moto_server` (PyPI `moto[server]`,
+//! installed by .ci/run into the venv of `$PIPE_PYTHON`) on 127.0.0.1 on a port it picks,
+//! stopped when dropped. The tests read and change what the server holds through object_store
+//! (signed requests: moto refuses anonymous ones) and create buckets with a plain HTTP PUT.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Dummy credentials: moto accepts any; the tests check that these never leak.
+pub const ACCESS_KEY: &str = "AKIAPIPETESTKEY00001";
+pub const SECRET_KEY: &str = "pipe-test-secret-3f9a1c77b2";
+
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+    rt: tokio::runtime::Runtime,
+}
+
+/// `moto_server` next to `$PIPE_PYTHON`, if installed.
+fn moto_binary() -> Option<PathBuf> {
+    let python = PathBuf::from(std::env::var_os("PIPE_PYTHON")?);
+    let bin = python.parent()?.join("moto_server");
+    bin.is_file().then_some(bin)
+}
+
+impl Moto {
+    /// Starts a server, or returns `None` after a skip notice when moto is not installed
+    /// (a failure when CI is set: .ci/run installs it).
+    pub fn start(test: &str) -> Option<Moto> {
+        Moto::start_with(test, &[])
+    }
+
+    /// Starts a server with extra environment (e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`, which
+    /// makes moto check credentials).
+    pub fn start_with(test: &str, env: &[(&str, &str)]) -> Option<Moto> {
+        let Some(bin) = moto_binary() else {
+            if std::env::var_os("CI").is_some() {
+                panic!("{test}: moto_server not found next to $PIPE_PYTHON (.ci/run installs moto[server])");
+            }
+            eprintln!("skipped {test}: moto_server not found next to $PIPE_PYTHON (pip install 'moto[server]')");
+            return None;
+        };
+        let mut cmd = Command::new(bin);
+        cmd.args(["-H", "127.0.0.1", "-p", "0"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start moto_server");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        // Reads the port from " * Running on http://127.0.0.1:PORT", then keeps draining.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(port) = line.split("http://127.0.0.1:").nth(1).and_then(|p| p.trim().parse::<u16>().ok()) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(port);
+                    }
+                }
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{test}: moto_server did not start within 60 s");
+            }
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        Some(Moto { child, port, rt })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Creates a bucket (path-style PUT, as any S3 client would).
+    pub fn create_bucket(&self, bucket: &str) {
+        let status = self.raw("PUT", &format!("/{bucket}"));
+        assert_eq!(status, 200, "creating bucket {bucket}");
+    }
+
+    /// One HTTP request with a syntactically valid, unchecked signature; returns the status.
+    fn raw(&self, method: &str, path: &str) -> u16 {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect moto");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: AWS4-HMAC-SHA256 \
+             Credential={ACCESS_KEY}/20250101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
+    /// The environment a `pipe` child needs to reach this server (and nothing else).
+    pub fn env(&self, cmd: &mut Command) {
+        aws_env(cmd, &self.endpoint());
+    }
+
+    fn store(&self, bucket: &str) -> AmazonS3 {
+        AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_allow_http(true)
+            .with_bucket_name(bucket)
+            .with_region("us-east-1")
+            .with_access_key_id(ACCESS_KEY)
+            .with_secret_access_key(SECRET_KEY)
+            .build()
+            .expect("s3 client")
+    }
+
+    /// Object names under `prefix`, sorted, with their sizes.
+    pub fn list(&self, bucket: &str, prefix: &str) -> Vec<(String, u64)> {
+        use futures_util::TryStreamExt;
+        let store = self.store(bucket);
+        let prefix = Path::from(prefix);
+        let metas: Vec<object_store::ObjectMeta> =
+            self.rt.block_on(store.list(Some(&prefix)).try_collect()).expect("list");
+        let mut out: Vec<(String, u64)> = metas.into_iter().map(|m| (m.location.to_string(), m.size)).collect();
+        out.sort();
+        out
+    }
+
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let store = self.store(bucket);
+        self.rt.block_on(async { store.get(&Path::from(key)).await?.bytes().await }).expect("get").to_vec()
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let store = self.store(bucket);
+        self.rt.block_on(store.put(&Path::from(key), PutPayload::from(bytes.to_vec()))).expect("put");
+    }
+
+    pub fn delete(&self, bucket: &str, key: &str) {
+        let store = self.store(bucket);
+        self.rt.block_on(store.delete(&Path::from(key))).expect("delete");
+    }
+}
+
+/// Dummy credentials, the endpoint, and no instance-metadata lookups off this machine.
+pub fn aws_env(cmd: &mut Command, endpoint: &str) {
+    cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ALLOW_HTTP", "true")
+        // Credentials missing by mistake must not send object_store to 169.254.169.254.
+        .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("PIPE_REMOTE")
+        .env_remove("PIPE_REMOTE_MODE");
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

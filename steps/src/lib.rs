@@ -6,8 +6,11 @@
 
 pub mod bert;
 pub(crate) mod download;
+pub mod ensemble;
 pub mod error;
 pub mod hub;
+pub mod linear;
+pub mod predictions;
 pub mod report;
 pub mod runtime;
 pub(crate) mod sample;
@@ -35,6 +38,8 @@ pub fn registry() -> Vec<&'static dyn Step> {
         &bert::Pretrain,
         &bert::FineTune,
         &bert::Evaluate,
+        &linear::Linear,
+        &ensemble::Ensemble,
         &report::ReportStep,
     ]
 }

@@ -19,7 +19,7 @@ use crate::graph::PipelineGraph;
 use crate::manifest::Manifest;
 use crate::remote::Remote;
 use crate::reporter::Reporter;
-use crate::run_record::{RunRecord, StepRecord, StepStatus};
+use crate::run_record::{RunRecord, StepStatus};
 use crate::step_key::StepKey;
 use crate::step_outcome::StepOutcome;
 
@@ -43,9 +43,10 @@ pub struct Executor<'a> {
 }
 
 impl Executor<'_> {
-    /// Decides and (unless dry) runs every step. `record` is updated and saved after each
-    /// step when it is `Some`.
-    pub fn run(&self, options: &RunOptions, mut record: Option<&mut RunRecord>) -> Vec<StepOutcome> {
+    /// Decides and (unless dry) runs every step. `observe` hears of every step when it starts
+    /// running (status `running`, with its key) and when its outcome is known: the run command
+    /// records the run from it.
+    pub fn run(&self, options: &RunOptions, observe: &mut dyn FnMut(usize, &StepOutcome)) -> Vec<StepOutcome> {
         let n = self.graph.steps.len();
         let mut forced = BTreeSet::new();
         for &f in &options.force {
@@ -68,42 +69,15 @@ impl Executor<'_> {
                     self.reporter.step_skipped(position, n, &self.graph.steps[i].name, &why);
                     StepOutcome::new(StepStatus::Skipped)
                 }
-                None => self.step(i, position, &outcomes, forced.contains(&i), options.dry_run, record.as_deref_mut()),
+                None => self.step(i, position, &outcomes, forced.contains(&i), options.dry_run, observe),
             };
             if outcome.status == StepStatus::Failed {
                 failed = Some(i);
             }
-            if let Some(rec) = record.as_deref_mut() {
-                rec.steps[i] = self.step_record(i, &outcome);
-                if let Err(e) = rec.save(self.cache) {
-                    self.reporter.warning(&e.to_string());
-                }
-            }
+            observe(i, &outcome);
             outcomes[i] = Some(outcome);
         }
         outcomes.into_iter().map(|o| o.unwrap_or_else(|| StepOutcome::new(StepStatus::Skipped))).collect()
-    }
-
-    /// The record of a step before it is reached.
-    pub fn pending_record(&self, i: usize) -> StepRecord {
-        self.step_record(i, &StepOutcome::new(StepStatus::Pending))
-    }
-
-    fn step_record(&self, i: usize, outcome: &StepOutcome) -> StepRecord {
-        let step = &self.graph.steps[i];
-        StepRecord {
-            name: step.name.clone(),
-            kind: step.kind.spec().kind.to_string(),
-            status: outcome.status,
-            key: outcome.key.clone(),
-            fingerprint: outcome.fingerprint.clone(),
-            params: step.params.values().clone(),
-            outputs: outcome.outputs.clone(),
-            seconds: outcome.seconds,
-            reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
-            error: outcome.failure.as_ref().map(|f| f.message.clone()),
-            remote: outcome.from_remote.is_some(),
-        }
     }
 
     fn step(
@@ -113,7 +87,7 @@ impl Executor<'_> {
         done: &[Option<StepOutcome>],
         forced: bool,
         dry_run: bool,
-        record: Option<&mut RunRecord>,
+        observe: &mut dyn FnMut(usize, &StepOutcome),
     ) -> StepOutcome {
         let step = &self.graph.steps[i];
         let total = self.graph.steps.len();
@@ -157,7 +131,7 @@ impl Executor<'_> {
         }
         if !outcome.reasons.is_empty() {
             // Only in a dry run: an upstream step would run, so this one's key is unknown.
-            if !self.history.iter().any(|r| r.step(&step.name).is_some_and(|s| s.fingerprint.is_some())) {
+            if !self.history.iter().any(|r| r.step(&step.base).is_some_and(|s| s.fingerprint.is_some())) {
                 outcome.reasons = vec![DirtyReason::NeverRun];
             }
             outcome.status = StepStatus::WouldRun;
@@ -208,7 +182,7 @@ impl Executor<'_> {
                 Lookup::Corrupt(detail) => {
                     outcome.reasons.push(DirtyReason::ArtifactMissing { detail: detail.clone() })
                 }
-                Lookup::Missing => outcome.reasons = self.reasons(&step.name, &fingerprint, &key),
+                Lookup::Missing => outcome.reasons = self.reasons(&step.base, &fingerprint, &key),
             }
         }
         if let (true, false, Some(remote)) = (dry_run, forced, self.remote) {
@@ -235,7 +209,7 @@ impl Executor<'_> {
             return outcome;
         }
         let run = Run { params, inputs: input_paths, input_keys, forced };
-        self.execute(i, position, outcome, key, fingerprint, run, record)
+        self.execute(i, position, outcome, key, fingerprint, run, observe)
     }
 
     /// Why a step whose key is not in the cache must run, from the latest recorded run of it.
@@ -270,7 +244,7 @@ impl Executor<'_> {
         key: StepKey,
         fingerprint: Fingerprint,
         run: Run,
-        record: Option<&mut RunRecord>,
+        observe: &mut dyn FnMut(usize, &StepOutcome),
     ) -> StepOutcome {
         let step = &self.graph.steps[i];
         let total = self.graph.steps.len();
@@ -334,17 +308,12 @@ impl Executor<'_> {
         if let Err(e) = std::fs::create_dir_all(&checkpoint_dir) {
             return report_failure(outcome.failed(format!("creating {}: {e}", checkpoint_dir.display()), None, false));
         }
-        if let Some(rec) = record {
-            // The key is on record before the step runs, for gc and `pipe status`.
-            let mut running = StepOutcome::new(StepStatus::Running);
-            running.key = Some(key.clone());
-            running.fingerprint = Some(fingerprint.clone());
-            running.reasons = outcome.reasons.clone();
-            rec.steps[i] = self.step_record(i, &running);
-            if let Err(e) = rec.save(self.cache) {
-                self.reporter.warning(&e.to_string());
-            }
-        }
+        // The key is on record before the step runs, for gc and `pipe status`.
+        let mut running = StepOutcome::new(StepStatus::Running);
+        running.key = Some(key.clone());
+        running.fingerprint = Some(fingerprint.clone());
+        running.reasons = outcome.reasons.clone();
+        observe(i, &running);
         self.reporter.step_started(position, total, &step.name, &outcome.reasons);
         let started = Instant::now();
         let out_dir = scratch.out_dir();
@@ -374,7 +343,7 @@ impl Executor<'_> {
             format: 0,
             key: key.clone(),
             dir: String::new(),
-            step: step.name.clone(),
+            step: step.base.clone(),
             fingerprint,
             outputs: BTreeMap::new(),
             seconds: outcome.seconds,

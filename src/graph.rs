@@ -28,7 +28,11 @@ pub struct OutputRef {
 
 /// One step, checked and typed.
 pub struct GraphStep {
+    /// Unique in the graph: the pipeline's step name, with the variant in brackets when a
+    /// sweep runs the step once per value (`finetune[lr=3e-5]`).
     pub name: String,
+    /// The step's name in the pipeline file (what run records and history use).
+    pub base: String,
     pub kind: &'static dyn Step,
     pub params: Params,
     pub inputs: BTreeMap<String, OutputRef>,
@@ -57,16 +61,9 @@ impl PipelineGraph {
         if !errors.is_empty() || steps.len() != spec.steps.len() {
             return Err(SpecErrors::new(&spec.file, &spec.source, errors));
         }
-        let mut graph = DiGraph::new();
-        let nodes: Vec<NodeIndex> = (0..steps.len()).map(|i| graph.add_node(i)).collect();
-        for (i, step) in steps.iter().enumerate() {
-            for input in step.inputs.values() {
-                graph.update_edge(nodes[input.step], nodes[i], ());
-            }
-        }
-        let order = match stable_order(&graph) {
-            Some(order) => order,
-            None => {
+        match PipelineGraph::from_steps(spec.name.clone(), steps) {
+            Ok(graph) => Ok(graph),
+            Err((graph, steps)) => {
                 let cycle = find_cycle(&graph).into_iter().map(|i| steps[i].name.clone()).collect::<Vec<_>>();
                 let first = cycle.first().cloned().unwrap_or_default();
                 let location = spec.locate(&["steps", &first]);
@@ -74,10 +71,106 @@ impl PipelineGraph {
                 let e = SpecError::new(format!("the steps form a cycle: {path}"))
                     .at(location, first.len())
                     .help("a step's inputs must come from steps that do not depend on it");
-                return Err(SpecErrors::new(&spec.file, &spec.source, vec![e]));
+                Err(SpecErrors::new(&spec.file, &spec.source, vec![e]))
             }
+        }
+    }
+
+    /// The graph of checked steps; `Err` gives back the graph and steps when they form a cycle.
+    #[allow(clippy::type_complexity)]
+    fn from_steps(name: String, steps: Vec<GraphStep>) -> Result<PipelineGraph, (DiGraph<usize, ()>, Vec<GraphStep>)> {
+        let mut graph = DiGraph::new();
+        let nodes: Vec<NodeIndex> = (0..steps.len()).map(|i| graph.add_node(i)).collect();
+        for (i, step) in steps.iter().enumerate() {
+            for input in step.inputs.values() {
+                graph.update_edge(nodes[input.step], nodes[i], ());
+            }
+        }
+        match stable_order(&graph) {
+            Some(order) => Ok(PipelineGraph { name, steps, graph, order }),
+            None => Err((graph, steps)),
+        }
+    }
+
+    /// One graph for the variants of a sweep (each the same pipeline built with other
+    /// overrides, named by `labels`): a step that is the same in several variants — same kind,
+    /// parameters and inputs, recursively — appears once; a step that differs appears once per
+    /// distinct form, named with the variant's label. Also returns, per variant, the merged
+    /// index of each of its steps.
+    pub fn merge(variants: Vec<PipelineGraph>, labels: &[String]) -> (PipelineGraph, Vec<Vec<usize>>) {
+        let name = variants.first().map(|g| g.name.clone()).unwrap_or_default();
+        let mut identities: BTreeMap<String, usize> = BTreeMap::new();
+        let mut merged: Vec<GraphStep> = Vec::new();
+        let mut users: Vec<Vec<usize>> = Vec::new(); // merged step -> variants using it
+        let mut maps: Vec<Vec<usize>> = Vec::new();
+        for (v, graph) in variants.iter().enumerate() {
+            let mut map = vec![usize::MAX; graph.steps.len()];
+            let mut ids = vec![String::new(); graph.steps.len()];
+            for &i in graph.order() {
+                let step = &graph.steps[i];
+                let inputs: BTreeMap<&str, (String, &str)> =
+                    step.inputs.iter().map(|(n, r)| (n.as_str(), (ids[r.step].clone(), r.output))).collect();
+                let id = serde_json::to_string(&(&step.base, step.kind.spec().kind, step.params.values(), inputs))
+                    .unwrap_or_default();
+                let m = *identities.entry(id.clone()).or_insert_with(|| {
+                    let inputs = step
+                        .inputs
+                        .iter()
+                        .map(|(n, r)| (n.clone(), OutputRef { step: map[r.step], output: r.output }))
+                        .collect();
+                    merged.push(GraphStep {
+                        name: step.name.clone(),
+                        base: step.base.clone(),
+                        kind: step.kind,
+                        params: step.params.clone(),
+                        inputs,
+                    });
+                    users.push(Vec::new());
+                    merged.len() - 1
+                });
+                users[m].push(v);
+                map[i] = m;
+                ids[i] = id;
+            }
+            maps.push(map);
+        }
+        // Display order is file order: the forms of one step together, in variant order.
+        let position = |base: &str| variants[0].steps.iter().position(|s| s.base == base).unwrap_or(usize::MAX);
+        let mut order: Vec<usize> = (0..merged.len()).collect();
+        order.sort_by_key(|&m| position(&merged[m].base));
+        let mut new_index = vec![0; merged.len()];
+        for (new, &old) in order.iter().enumerate() {
+            new_index[old] = new;
+        }
+        let mut slots: Vec<Option<GraphStep>> = merged.into_iter().map(Some).collect();
+        let mut merged: Vec<GraphStep> = order.iter().filter_map(|&old| slots[old].take()).collect();
+        for step in &mut merged {
+            for input in step.inputs.values_mut() {
+                input.step = new_index[input.step];
+            }
+        }
+        let users: Vec<Vec<usize>> = order.iter().map(|&old| users[old].clone()).collect();
+        for map in &mut maps {
+            for m in map.iter_mut() {
+                *m = new_index[*m];
+            }
+        }
+        // Name the forms of a step that differs between variants by what their variants share.
+        let mut forms: BTreeMap<String, usize> = BTreeMap::new();
+        for step in &merged {
+            *forms.entry(step.base.clone()).or_default() += 1;
+        }
+        for (m, step) in merged.iter_mut().enumerate() {
+            if forms[&step.base] > 1 {
+                step.name = format!("{}[{}]", step.base, common_label(&users[m], labels));
+            }
+        }
+        let graph = match PipelineGraph::from_steps(name, merged) {
+            Ok(g) => g,
+            // Merging acyclic variants by structure cannot make a cycle.
+            Err(_) => unreachable!("merged variants form a cycle"),
         };
-        Ok(PipelineGraph { name: spec.name.clone(), steps, graph, order })
+        (graph, maps)
     }
 
     /// Step indices in an order where every step comes after its inputs (file order among
@@ -86,8 +179,9 @@ impl PipelineGraph {
         &self.order
     }
 
-    pub fn index(&self, name: &str) -> Option<usize> {
-        self.steps.iter().position(|s| s.name == name)
+    /// The steps named `name` in the pipeline (several when a sweep varies them).
+    pub fn indices(&self, name: &str) -> Vec<usize> {
+        (0..self.steps.len()).filter(|&i| self.steps[i].base == name).collect()
     }
 
     /// The step and every step that depends on it, directly or not.
@@ -269,7 +363,7 @@ fn check_step(
             errors.push(se);
         }
     }
-    (errors.len() == before).then(|| GraphStep { name: name.to_string(), kind, params, inputs })
+    (errors.len() == before).then(|| GraphStep { name: name.to_string(), base: name.to_string(), kind, params, inputs })
 }
 
 /// Converts a YAML value to the parameter's type; `Err` says what was expected.
@@ -342,6 +436,14 @@ fn absolute(base_dir: &Path, s: &str) -> PathBuf {
     let p = Path::new(s);
     let joined = if p.is_absolute() { p.to_path_buf() } else { base_dir.join(p) };
     std::path::absolute(&joined).unwrap_or(joined)
+}
+
+/// The part of the labels of `variants` (`a=1,b=2`) that all of them share: what sets this
+/// form of a step apart.
+fn common_label(variants: &[usize], labels: &[String]) -> String {
+    let parts: Vec<Vec<&str>> = variants.iter().map(|&v| labels[v].split(',').collect()).collect();
+    let shared: Vec<&str> = parts[0].iter().copied().filter(|p| parts.iter().all(|q| q.contains(p))).collect();
+    shared.join(",")
 }
 
 fn describe_yaml(value: &Yaml) -> String {

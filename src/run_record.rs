@@ -11,7 +11,9 @@ use serde_json::Value as Json;
 
 use crate::cache::{write_synced, Cache, CacheError};
 use crate::fingerprint::Fingerprint;
+use crate::graph::GraphStep;
 use crate::step_key::StepKey;
+use crate::step_outcome::StepOutcome;
 
 /// How a step ended in a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,13 +97,35 @@ pub struct RunRecord {
     pub started: String,
     pub state: RunState,
     pub seconds: f64,
-    /// The `--set` arguments as typed.
+    /// The `--set` arguments as typed, then the variant's sweep values as `--set`s.
     pub overrides: Vec<String>,
+    /// The variant of a `--sweep` this record is (`lr=3e-5`); one record per variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
     /// The machine it ran on (`PIPE_HOST`, else the hostname): runs are shared through the
     /// remote cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     pub steps: Vec<StepRecord>,
+}
+
+impl StepRecord {
+    /// What the record says of `step` given its outcome so far.
+    pub fn of(step: &GraphStep, outcome: &StepOutcome) -> StepRecord {
+        StepRecord {
+            name: step.base.clone(),
+            kind: step.kind.spec().kind.to_string(),
+            status: outcome.status,
+            key: outcome.key.clone(),
+            fingerprint: outcome.fingerprint.clone(),
+            params: step.params.values().clone(),
+            outputs: outcome.outputs.clone(),
+            seconds: outcome.seconds,
+            reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
+            error: outcome.failure.as_ref().map(|f| f.message.clone()),
+            remote: outcome.from_remote.is_some(),
+        }
+    }
 }
 
 impl RunRecord {

@@ -56,7 +56,7 @@ pub fn execute(args: &PullArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
         history: &history,
         remote: Some(&remote),
     };
-    let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, None);
+    let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     reporter.line(&format!("pipeline {} ({}), pulling from {}", graph.name, file.display(), remote.url()));
     let width = selected.iter().map(|&i| graph.steps[i].name.len()).max().unwrap_or(4);
     let (mut pulled, mut bytes, mut failed, mut absent) = (0usize, 0u64, 0usize, 0usize);

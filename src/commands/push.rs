@@ -58,13 +58,12 @@ pub fn select(graph: &PipelineGraph, names: &[String], file: &std::path::Path) -
     }
     let mut out = Vec::new();
     for name in names {
-        match graph.index(name) {
-            Some(i) => out.push(i),
-            None => {
-                let help = did_you_mean(name, graph.steps.iter().map(|s| s.name.as_str()));
-                return Err(Error::usage(format!("no step named `{name}` in {}", file.display()), help));
-            }
+        let found = graph.indices(name);
+        if found.is_empty() {
+            let help = did_you_mean(name, graph.steps.iter().map(|s| s.base.as_str()));
+            return Err(Error::usage(format!("no step named `{name}` in {}", file.display()), help));
         }
+        out.extend(found);
     }
     let order = graph.order();
     out.sort_by_key(|i| order.iter().position(|o| o == i));
@@ -93,7 +92,7 @@ pub fn execute(args: &PushArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
     // What the local cache holds, decided as `pipe status` would, without asking the remote.
     let executor =
         Executor { cache: &cache, graph: &graph, env: &env, reporter: &quiet, history: &history, remote: None };
-    let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, None);
+    let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     reporter.line(&format!("pipeline {} ({}), pushing to {}", graph.name, file.display(), remote.url()));
     let width = selected.iter().map(|&i| graph.steps[i].name.len()).max().unwrap_or(4);
     let (mut pushed, mut bytes, mut missing) = (0usize, 0u64, 0usize);

@@ -141,7 +141,7 @@ fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) 
             (Some(host), true) => format!("{} on {host}", run.started),
             (None, true) => format!("{} on (unknown)", run.started),
             _ => run.started.clone(),
-        },
+        } + &run.variant.as_ref().map(|v| format!(" [{v}]")).unwrap_or_default(),
         state: match run.state {
             RunState::Succeeded => "succeeded".into(),
             RunState::Failed => "failed".into(),

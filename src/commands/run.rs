@@ -13,9 +13,11 @@ use crate::commands::GlobalArgs;
 use crate::commands::{environment, load_pipeline, open_remote, RemoteArgs};
 use crate::error::Error;
 use crate::executor::{Executor, RunOptions};
+use crate::graph::PipelineGraph;
 use crate::reporter::{seconds, step_json, Reporter};
-use crate::run_record::{RunRecord, RunState, StepStatus};
-use crate::spec::{did_you_mean, OverrideArg};
+use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
+use crate::spec::{did_you_mean, variant_label, variants, OverrideArg, SweepArg};
+use crate::step_outcome::StepOutcome;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -25,6 +27,10 @@ pub struct RunArgs {
     /// `params.NAME=VALUE` overrides a shared value.
     #[arg(long = "set", value_name = "STEP.PARAM=VALUE")]
     pub set: Vec<OverrideArg>,
+    /// Run the pipeline once per value: STEP.PARAM=A,B,C (repeat for a grid). Shared upstream
+    /// steps run once; each variant is recorded as its own run, and `pipe report` compares them.
+    #[arg(long = "sweep", value_name = "STEP.PARAM=A,B,...")]
+    pub sweep: Vec<SweepArg>,
     /// Rerun STEP and every step that depends on it, even if cached.
     #[arg(long, value_name = "STEP")]
     pub force: Vec<String>,
@@ -39,21 +45,35 @@ pub struct RunArgs {
 }
 
 pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
-    let (spec, graph) = load_pipeline(&args.pipeline, &args.set)?;
+    let variants = variants(&args.sweep);
+    let labels: Vec<String> = variants.iter().map(|v| variant_label(v)).collect();
+    let mut graphs = Vec::new();
+    let mut spec = None;
+    for variant in &variants {
+        let overrides: Vec<OverrideArg> = args.set.iter().chain(variant).cloned().collect();
+        let (s, g) = load_pipeline(&args.pipeline, &overrides)?;
+        spec.get_or_insert(s);
+        graphs.push(g);
+    }
+    let Some(spec) = spec else { return Err(Error::usage("nothing to run", None)) };
+    let (graph, maps) = if args.sweep.is_empty() {
+        let graph = graphs.remove(0);
+        let map = (0..graph.steps.len()).collect();
+        (graph, vec![map])
+    } else {
+        PipelineGraph::merge(graphs, &labels)
+    };
     let mut force = BTreeSet::new();
     for name in &args.force {
-        match graph.index(name) {
-            Some(i) => {
-                force.insert(i);
-            }
-            None => {
-                let help = did_you_mean(name, graph.steps.iter().map(|s| s.name.as_str()));
-                return Err(Error::usage(
-                    format!("--force {name}: no step named `{name}` in {}", args.pipeline.display()),
-                    help,
-                ));
-            }
+        let found = graph.indices(name);
+        if found.is_empty() {
+            let help = did_you_mean(name, graph.steps.iter().map(|s| s.base.as_str()));
+            return Err(Error::usage(
+                format!("--force {name}: no step named `{name}` in {}", args.pipeline.display()),
+                help,
+            ));
         }
+        force.extend(found);
     }
     let env = environment(global);
     let cache = if args.dry_run { Cache::at(&global.cache_dir) } else { Cache::open(&global.cache_dir)? };
@@ -67,8 +87,9 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         Some(r) => format!(", remote {}{}{mode}", r.url(), if r.writable() { "" } else { " (read-only)" }),
         None => mode.to_string(),
     };
+    let swept = if variants.len() > 1 { format!(", {} variants", variants.len()) } else { String::new() };
     reporter.line(&format!(
-        "pipeline {} ({} step{}), cache {}{mode}",
+        "pipeline {} ({} step{}{swept}), cache {}{mode}",
         graph.name,
         graph.steps.len(),
         if graph.steps.len() == 1 { "" } else { "s" },
@@ -77,32 +98,60 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
     let executor =
         Executor { cache: &cache, graph: &graph, env: &env, reporter, history: &history, remote: remote.as_ref() };
     let started = Instant::now();
-    let mut record = RunRecord {
-        id: RunRecord::new_id(),
-        pipeline: graph.name.clone(),
-        file: std::path::absolute(&spec.file).unwrap_or_else(|_| spec.file.clone()),
-        started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        state: RunState::Running,
-        seconds: 0.0,
-        overrides: args.set.iter().map(|o| o.text.clone()).collect(),
-        host: Some(crate::remote::host()),
-        steps: (0..graph.steps.len()).map(|i| executor.pending_record(i)).collect(),
-    };
+    let id = RunRecord::new_id();
+    let pending = StepOutcome::new(StepStatus::Pending);
+    let mut records: Vec<RunRecord> = variants
+        .iter()
+        .zip(&maps)
+        .enumerate()
+        .map(|(v, (variant, map))| RunRecord {
+            id: if variants.len() > 1 { format!("{id}-{v:02}") } else { id.clone() },
+            pipeline: graph.name.clone(),
+            file: std::path::absolute(&spec.file).unwrap_or_else(|_| spec.file.clone()),
+            started: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            state: RunState::Running,
+            seconds: 0.0,
+            overrides: args.set.iter().chain(variant).map(|o| o.text.clone()).collect(),
+            variant: (!args.sweep.is_empty()).then(|| labels[v].clone()),
+            host: Some(crate::remote::host()),
+            steps: map.iter().map(|&i| StepRecord::of(&graph.steps[i], &pending)).collect(),
+        })
+        .collect();
     if !args.dry_run {
-        record.save(&cache)?;
+        for record in &records {
+            record.save(&cache)?;
+        }
     }
     let options = RunOptions { force, dry_run: args.dry_run };
-    let outcomes = executor.run(&options, (!args.dry_run).then_some(&mut record));
+    let mut observe = |i: usize, outcome: &StepOutcome| {
+        if args.dry_run {
+            return;
+        }
+        for (record, map) in records.iter_mut().zip(&maps) {
+            for (j, _) in map.iter().enumerate().filter(|(_, &m)| m == i) {
+                record.steps[j] = StepRecord::of(&graph.steps[i], outcome);
+                if let Err(e) = record.save(&cache) {
+                    reporter.warning(&e.to_string());
+                }
+            }
+        }
+    };
+    let outcomes = executor.run(&options, &mut observe);
     let failed: Vec<_> = outcomes.iter().filter(|o| o.status == StepStatus::Failed).collect();
     let ok = failed.is_empty();
     if !args.dry_run {
-        record.state = if ok { RunState::Succeeded } else { RunState::Failed };
-        record.seconds = started.elapsed().as_secs_f64();
-        record.save(&cache)?;
+        for (record, map) in records.iter_mut().zip(&maps) {
+            let variant_ok = map.iter().all(|&i| outcomes[i].status != StepStatus::Failed);
+            record.state = if variant_ok && ok { RunState::Succeeded } else { RunState::Failed };
+            record.seconds = started.elapsed().as_secs_f64();
+            record.save(&cache)?;
+        }
         // The team's runs are on the remote too, for `pipe report` elsewhere.
         if let Some(remote) = remote.as_ref().filter(|r| r.writable()) {
-            if let Err(e) = remote.push_run(&record) {
-                reporter.warning(&format!("{e} (the run record stays local)"));
+            for record in &records {
+                if let Err(e) = remote.push_run(record) {
+                    reporter.warning(&format!("{e} (the run record stays local)"));
+                }
             }
         }
     }

@@ -71,7 +71,7 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         history: &history,
         remote: remote.as_ref(),
     };
-    let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, None);
+    let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     let last = history.first();
     // Which results the remote holds: those decided from it, and those the local cache has
     // that it has too. `None` without a remote or a key.

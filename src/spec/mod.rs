@@ -1,13 +1,15 @@
-//! Pipeline files: parsing, `${params.NAME}` substitution, `--set` overrides and the errors
-//! they can produce.
+//! Pipeline files: parsing, `${params.NAME}` substitution, `--set` overrides, `--sweep`
+//! variants and the errors they can produce.
 
 mod locate;
 mod override_arg;
 mod pipeline_spec;
 mod spec_error;
 mod step_spec;
+mod sweep_arg;
 
 pub use override_arg::OverrideArg;
 pub use pipeline_spec::{PipelineSpec, UnreadablePipeline};
 pub use spec_error::{did_you_mean, SpecError, SpecErrors};
 pub use step_spec::{Origin, StepSpec};
+pub use sweep_arg::{label as variant_label, variants, SweepArg};

@@ -11,3 +11,4 @@ mod remote;
 mod report;
 mod spec_errors;
 mod support;
+mod sweep;

@@ -36,6 +36,9 @@ fn nsmc_validates() {
             "pretrain",
             "finetune",
             "evaluate",
+            "evaluate_valid",
+            "linear",
+            "ensemble",
             "report",
         ],
     );
@@ -65,6 +68,9 @@ fn nsmc_tiny_validates() {
             "pretrain",
             "finetune",
             "evaluate",
+            "evaluate_valid",
+            "linear",
+            "ensemble",
             "report",
         ],
     );
@@ -77,7 +83,7 @@ fn nsmc_tiny_validates() {
 fn no_pipeline_pretrains_on_its_validation_or_test_rows() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
     let mut checked = 0;
-    for file in ["nsmc.yaml", "nsmc-tiny.yaml", "nsmc-mbert.yaml"] {
+    for file in ["nsmc.yaml", "nsmc-tiny.yaml", "nsmc-mbert.yaml", "nsmc-gpu.yaml"] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let spec: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let steps = &spec["steps"];
@@ -95,5 +101,5 @@ fn no_pipeline_pretrains_on_its_validation_or_test_rows() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 2, "nsmc.yaml and nsmc-tiny.yaml pre-train");
+    assert_eq!(checked, 3, "nsmc.yaml, nsmc-tiny.yaml and nsmc-gpu.yaml pre-train");
 }

@@ -28,12 +28,53 @@ SHAPES = {
     # bert-base with multilingual BERT's vocabulary (the issue's shape), and mini.
     "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072, vocab_size=119547),
     "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024, vocab_size=16000),
+    # For scripts/gpu-check.sh --cpu-dry on a machine without PyTorch.
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512, vocab_size=16000),
 }
 
 
+def make_model_numpy(out: Path, shape: str) -> None:
+    """A randomly initialised BertForSequenceClassification directory written with numpy alone
+    (normal(0, 0.02) weights, LayerNorm 1 and 0, biases 0), for machines without PyTorch."""
+    from safetensors.numpy import save_file
+
+    c = dict(SHAPES[shape], max_position_embeddings=128, type_vocab_size=2)
+    h, i, rng = c["hidden_size"], c["intermediate_size"], np.random.default_rng(42)
+    normal = lambda *dims: rng.normal(0.0, 0.02, dims).astype(np.float32)  # noqa: E731
+    t = {
+        "bert.embeddings.word_embeddings.weight": normal(c["vocab_size"], h),
+        "bert.embeddings.position_embeddings.weight": normal(128, h),
+        "bert.embeddings.token_type_embeddings.weight": normal(2, h),
+        "bert.embeddings.LayerNorm.weight": np.ones(h, np.float32),
+        "bert.embeddings.LayerNorm.bias": np.zeros(h, np.float32),
+        "bert.pooler.dense.weight": normal(h, h),
+        "bert.pooler.dense.bias": np.zeros(h, np.float32),
+        "classifier.weight": normal(2, h),
+        "classifier.bias": np.zeros(2, np.float32),
+    }
+    for n in range(c["num_hidden_layers"]):
+        p = f"bert.encoder.layer.{n}"
+        dense = {
+            "attention.self.query": (h, h), "attention.self.key": (h, h), "attention.self.value": (h, h),
+            "attention.output.dense": (h, h), "intermediate.dense": (i, h), "output.dense": (h, i),
+        }
+        for name, (o, k) in dense.items():
+            t[f"{p}.{name}.weight"], t[f"{p}.{name}.bias"] = normal(o, k), np.zeros(o, np.float32)
+        for name in ["attention.output.LayerNorm", "output.LayerNorm"]:
+            t[f"{p}.{name}.weight"], t[f"{p}.{name}.bias"] = np.ones(h, np.float32), np.zeros(h, np.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(t, str(out / "model.safetensors"))
+    config = dict(c, model_type="bert", hidden_act="gelu", id2label={"0": "0", "1": "1"}, label2id={"0": 0, "1": 1})
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    print(json.dumps({"model": str(out), "shape": shape, "parameters": int(sum(v.size for v in t.values())), "by": "numpy"}))
+
+
 def make_model(out: Path, shape: str) -> None:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    try:
+        import torch
+        from transformers import BertConfig, BertForSequenceClassification
+    except ImportError:
+        return make_model_numpy(out, shape)
 
     torch.manual_seed(42)
     config = BertConfig(**SHAPES[shape], max_position_embeddings=128, num_labels=2)
@@ -63,6 +104,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--make-model")
     ap.add_argument("--shape", choices=sorted(SHAPES), default="base")
+    ap.add_argument("--label", help="the shape's name in the result (default: the --shape)")
     args = ap.parse_args()
     if args.make_model:
         make_model(Path(args.make_model), args.shape)
@@ -147,6 +189,7 @@ def main() -> None:
         json.dumps(
             {
                 "side": "pytorch",
+                "shape": args.label or args.shape,
                 "torch": torch.__version__,
                 "precision": args.precision,
                 "model": args.model_dir,

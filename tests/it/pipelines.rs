@@ -53,6 +53,26 @@ fn nsmc_mbert_validates() {
 }
 
 #[test]
+fn nsmc_gpu_validates() {
+    // `device: cuda` is checked as a value, not opened: a dry run decides without a GPU.
+    check(
+        "nsmc-gpu.yaml",
+        &[
+            "train_raw",
+            "test_raw",
+            "vocab",
+            "encode_train",
+            "encode_test",
+            "split",
+            "pretrain",
+            "finetune",
+            "evaluate",
+            "report",
+        ],
+    );
+}
+
+#[test]
 fn nsmc_tiny_validates() {
     check(
         "nsmc-tiny.yaml",

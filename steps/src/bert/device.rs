@@ -84,6 +84,11 @@ pub fn resolve_params(params: &Params, env: &Environment) -> StepResult<Params> 
 pub fn open(value: &str) -> StepResult<Device> {
     check(value)?;
     let unavailable = |what: &str, feature: &str, e: candle_core::Error| {
+        // The cause, without the backtrace candle attaches under RUST_BACKTRACE.
+        let e = match e {
+            candle_core::Error::WithBacktrace { inner, .. } => *inner,
+            e => e,
+        };
         StepError::input_with_help(
             format!("device `{what}` is not available: {e}"),
             format!("build pipe with `--features {feature}` on a machine with the device, or use `device: cpu`"),
@@ -100,5 +105,28 @@ pub fn open(value: &str) -> StepResult<Device> {
             let n = other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).unwrap_or(0);
             opened("cuda", n).map_err(|e| unavailable(other, "cuda", e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a machine without a GPU, whether CUDA is compiled in or not (the CUDA build runs here
+    /// against a driver stub): `auto` is keyed and opened as the CPU, and `cuda` fails with the
+    /// cause on one line and a way out.
+    #[test]
+    fn without_a_gpu_auto_is_the_cpu_and_cuda_fails_clearly() {
+        if cuda_present() {
+            return; // a GPU machine: scripts/gpu-check.sh covers it
+        }
+        assert_eq!(resolve("auto"), "cpu");
+        assert!(open("auto").unwrap().is_cpu());
+        let err = open("cuda").unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("device `cuda` is not available: "), "{message}");
+        assert!(!message.contains('\n'), "a backtrace in the message: {message}");
+        assert!(err.help().is_some_and(|h| h.contains("--features cuda")), "{:?}", err.help());
+        assert!(check("cuda:x").is_err() && check("cuda:1").is_ok());
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use pipe_steps::report::{EvalMetrics, Format, Report, RunReport, TrainingMetrics};
+use pipe_steps::report::{EvalMetrics, Format, ModelScore, Report, RunReport, TrainingMetrics};
 use serde_json::Value as Json;
 
 use crate::cache::{Cache, Lookup};
@@ -15,7 +15,7 @@ use crate::commands::{load_pipeline, open_remote, RemoteArgs};
 use crate::error::Error;
 use crate::remote::Remote;
 use crate::reporter::Reporter;
-use crate::run_record::{RunRecord, RunState, StepStatus};
+use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -68,7 +68,8 @@ pub fn execute(args: &ReportArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         }
         runs.sort_by(|a, b| a.id.cmp(&b.id));
     }
-    let hosts = runs.iter().map(|r| &r.host).collect::<BTreeSet<_>>().len() > 1;
+    // Runs recorded before hosts were (no host) do not make a second machine.
+    let hosts = runs.iter().filter_map(|r| r.host.as_ref()).collect::<BTreeSet<_>>().len() > 1;
     let results = Results { cache: &cache, remote: remote.as_ref(), hosts };
     let Some(latest) = runs.last() else { return Err(no_runs(global, Some(&name))) };
     let (comparison, differing) = compare(&results, &runs);
@@ -120,9 +121,14 @@ fn compare(results: &Results, runs: &[RunRecord]) -> (Vec<RunReport>, BTreeSet<S
     }
     let mut differing = BTreeSet::new();
     let sets: Vec<&BTreeMap<String, String>> = latest_by_params.keys().collect();
+    // A step that only some runs have (added to the pipeline later) is not a parameter change.
+    let has_step = |set: &BTreeMap<String, String>, key: &str| {
+        let step = key.split_once('.').map_or(key, |(s, _)| s);
+        set.keys().any(|k| k.split_once('.').is_some_and(|(s, _)| s == step))
+    };
     for key in sets.iter().flat_map(|s| s.keys()) {
         let first = sets[0].get(key);
-        if sets.iter().any(|s| s.get(key) != first) {
+        if sets.iter().all(|s| has_step(s, key)) && sets.iter().any(|s| s.get(key) != first) {
             differing.insert(key.clone());
         }
     }
@@ -136,6 +142,7 @@ fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) 
     let mut notes = Vec::new();
     let training = metrics::<TrainingMetrics>(results, run, "fine-tune", &mut notes);
     let evaluation = metrics::<EvalMetrics>(results, run, "evaluate", &mut notes);
+    let models = models(results, run);
     RunReport {
         label: match (&run.host, results.hosts) {
             (Some(host), true) => format!("{} on {host}", run.started),
@@ -151,6 +158,7 @@ fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) 
         training,
         evaluation,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
+        models,
     }
 }
 
@@ -166,41 +174,72 @@ fn metrics<T: for<'de> serde::Deserialize<'de>>(
         notes.push(format!("the pipeline has no {kind} step"));
         return None;
     };
+    step_output(results, step, "metrics").map_err(|e| notes.push(e)).ok()
+}
+
+/// Output `output` (a JSON file) of a step of the run, from the cache or the remote; `Err`
+/// says why it is not available.
+fn step_output<T: for<'de> serde::Deserialize<'de>>(
+    results: &Results,
+    step: &StepRecord,
+    output: &str,
+) -> Result<T, String> {
     let key = match (&step.key, step.status) {
         (Some(key), StepStatus::Ran | StepStatus::Cached) => key,
         (_, status) => {
-            notes.push(format!(
-                "{} {}",
-                step.name,
-                if matches!(status, StepStatus::Pending | StepStatus::Running) {
-                    "did not finish"
-                } else {
-                    status.as_str()
-                }
-            ));
-            return None;
+            let what = if matches!(status, StepStatus::Pending | StepStatus::Running) {
+                "did not finish"
+            } else {
+                status.as_str()
+            };
+            return Err(format!("{} {what}", step.name));
         }
     };
     let cache = results.cache;
     let (bytes, path) = match cache.lookup(key) {
         Lookup::Hit(manifest) => {
-            let path = cache.output_path(&manifest, "metrics");
+            let path = cache.output_path(&manifest, output);
             (std::fs::read(&path).ok(), path.display().to_string())
         }
-        // A run made elsewhere: its metrics from the remote, checked against their hash.
-        _ => match results.remote.map(|r| r.read_output(key, "metrics")) {
-            Some(Ok(Some(bytes))) => (Some(bytes), format!("the remote's metrics of {}", step.name)),
-            _ => {
-                notes.push(format!("{}'s result is no longer in the cache", step.name));
-                return None;
-            }
+        // A run made elsewhere: its output from the remote, checked against its hash.
+        _ => match results.remote.map(|r| r.read_output(key, output)) {
+            Some(Ok(Some(bytes))) => (Some(bytes), format!("the remote's {output} of {}", step.name)),
+            _ => return Err(format!("{}'s result is no longer in the cache", step.name)),
         },
     };
-    match bytes.and_then(|b| serde_json::from_slice(&b).ok()) {
-        Some(m) => Some(m),
-        None => {
-            notes.push(format!("{path} is not a metrics file"));
-            None
-        }
+    bytes.and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| format!("{path} is not a {output} file"))
+}
+
+/// Every evaluation of the run — `evaluate` steps, `linear` baselines, `ensemble`s — with
+/// its accuracy, for the models-compared table; an ensemble's weights name its members.
+fn models(results: &Results, run: &RunRecord) -> Vec<ModelScore> {
+    let mut out = Vec::new();
+    for step in run.steps.iter().filter(|s| matches!(s.kind.as_str(), "evaluate" | "linear" | "ensemble")) {
+        let Ok(m) = step_output::<EvalMetrics>(results, step, "metrics") else { continue };
+        let valid = match step.kind.as_str() {
+            "linear" => step_output::<Option<EvalMetrics>>(results, step, "valid_metrics").ok().flatten(),
+            _ => None,
+        };
+        let weights = match step.kind.as_str() {
+            "ensemble" => step_output::<Json>(results, step, "weights").ok(),
+            _ => None,
+        };
+        let members = weights
+            .as_ref()
+            .and_then(|w| w["members"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| Some((m["name"].as_str()?.to_string(), m["weight"].as_f64()?)))
+            .collect();
+        out.push(ModelScore {
+            step: step.name.clone(),
+            kind: step.kind.clone(),
+            rows: m.rows,
+            accuracy: m.accuracy,
+            macro_f1: m.macro_f1,
+            valid_accuracy: valid.map(|v| v.accuracy).or_else(|| weights.and_then(|w| w["valid_accuracy"].as_f64())),
+            members,
+        });
     }
+    out
 }

@@ -129,6 +129,54 @@ pub struct RunReport {
     pub evaluation: Option<EvalMetrics>,
     /// Why metrics are missing, when they are.
     pub note: Option<String>,
+    /// Every evaluation of the run (BERT's `evaluate`s, `linear` baselines, `ensemble`s).
+    #[serde(default)]
+    pub models: Vec<ModelScore>,
+}
+
+/// One evaluated model of a run, for the models-compared table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelScore {
+    /// The step that evaluated it.
+    pub step: String,
+    pub kind: String,
+    pub rows: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    /// Validation accuracy, where the step measured one (linear, ensemble).
+    pub valid_accuracy: Option<f64>,
+    /// An ensemble's members and their weights (fit on validation rows only).
+    pub members: Vec<(String, f64)>,
+}
+
+const MODELS_HEADER: [&str; 6] = ["step", "kind", "rows", "accuracy", "macro F1", "valid acc"];
+
+fn model_rows(models: &[ModelScore]) -> Vec<Vec<String>> {
+    models
+        .iter()
+        .map(|m| {
+            vec![
+                m.step.clone(),
+                m.kind.clone(),
+                m.rows.to_string(),
+                format!("{:.4}", m.accuracy),
+                format!("{:.4}", m.macro_f1),
+                m.valid_accuracy.map(|v| format!("{v:.4}")).unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+/// `ensemble weights: bert 0.35, linear 0.65 (fit on validation rows only)`, per ensemble.
+fn weight_lines(models: &[ModelScore]) -> Vec<String> {
+    models
+        .iter()
+        .filter(|m| !m.members.is_empty())
+        .map(|m| {
+            let w: Vec<String> = m.members.iter().map(|(n, w)| format!("{n} {w:.2}")).collect();
+            format!("{} weights: {} (fit on validation rows only)", m.step, w.join(", "))
+        })
+        .collect()
 }
 
 /// A whole report: the latest run in detail, and all runs compared.
@@ -370,6 +418,15 @@ impl Report {
             out.push_str(&evaluation_text(e, markdown));
             out.push('\n');
         }
+        if self.latest.models.len() > 1 {
+            out.push_str(&h(2, "Models compared"));
+            let header: Vec<String> = MODELS_HEADER.iter().map(|s| s.to_string()).collect();
+            out.push_str(&text_table(&header, &model_rows(&self.latest.models), markdown));
+            for line in weight_lines(&self.latest.models) {
+                let _ = writeln!(out, "\n{line}");
+            }
+            out.push('\n');
+        }
         if self.comparison.len() > 1 {
             out.push_str(&h(2, "Runs compared"));
             out.push_str(&text_table(&comparison_header(self), &comparison_rows(self), markdown));
@@ -457,6 +514,14 @@ impl Report {
             );
             let (header, rows) = confusion_table(e);
             out.push_str(&html_table(&header, &rows));
+        }
+        if self.latest.models.len() > 1 {
+            out.push_str("<h2>Models compared</h2>\n");
+            let header: Vec<String> = MODELS_HEADER.iter().map(|s| s.to_string()).collect();
+            out.push_str(&html_table(&header, &model_rows(&self.latest.models)));
+            for line in weight_lines(&self.latest.models) {
+                let _ = writeln!(out, "<p>{}</p>", esc(&line));
+            }
         }
         if self.comparison.len() > 1 {
             out.push_str("<h2>Runs compared</h2>\n");
@@ -647,6 +712,7 @@ impl Step for ReportStep {
                 training: Some(training),
                 evaluation,
                 note: None,
+                models: Vec::new(),
             },
             comparison: Vec::new(),
         };
@@ -712,6 +778,7 @@ mod tests {
                 confusion: vec![vec![4, 1], vec![1, 4]],
             }),
             note: None,
+            models: Vec::new(),
         }
     }
 
@@ -719,6 +786,35 @@ mod tests {
         let a = run("run-a", "5e-5", &[0.80, 0.84, 0.83]);
         let b = run("run-b", "3e-5", &[0.81, 0.82, 0.85]);
         Report { pipeline: "nsmc".into(), latest: b.clone(), comparison: vec![a, b] }
+    }
+
+    #[test]
+    fn models_are_compared_with_the_ensemble_weights() {
+        let score = |step: &str, kind: &str, acc: f64, members: Vec<(String, f64)>| ModelScore {
+            step: step.into(),
+            kind: kind.into(),
+            rows: 50000,
+            accuracy: acc,
+            macro_f1: acc,
+            valid_accuracy: Some(acc - 0.01),
+            members,
+        };
+        let mut r = report();
+        r.latest.models = vec![
+            score("evaluate", "evaluate", 0.8682, vec![]),
+            score("linear", "linear", 0.8732, vec![]),
+            score("ensemble", "ensemble", 0.8787, vec![("bert".into(), 0.35), ("linear".into(), 0.65)]),
+        ];
+        for format in [Format::Table, Format::Markdown, Format::Html] {
+            let text = r.render(format);
+            assert!(text.contains("Models compared"), "{text}");
+            assert!(text.contains("0.8787") && text.contains("0.8732") && text.contains("0.8682"), "{text}");
+            assert!(text.contains("ensemble weights: bert 0.35, linear 0.65 (fit on validation rows only)"), "{text}");
+        }
+        assert!(r.render(Format::Json).contains("\"models\""));
+        // One model alone is the final evaluation already: no table.
+        r.latest.models.truncate(1);
+        assert!(!r.render(Format::Table).contains("Models compared"));
     }
 
     #[test]

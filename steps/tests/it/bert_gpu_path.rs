@@ -16,7 +16,6 @@ use pipe_steps::bert::optimizer::{clip_scale, clip_scale_tensor, grad_norm, grad
 use pipe_steps::bert::train::{batch_seed, count_equal, BatchOutcome, EpochStats, TrainConfig, Trainer};
 use pipe_steps::bert::weights::Weights;
 use pipe_steps::bert::{Evaluate, FineTune, Pretrain};
-use pipe_steps::tensor_set::{TensorSet, TensorSetMeta};
 use pipe_steps::{Environment, Events, NoEvents, Params, Step, StepContext};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -176,35 +175,7 @@ fn device_masks_drop_at_the_rate_with_the_inverted_scale() {
     assert!((kept - 0.9).abs() < 0.005, "kept {kept}");
 }
 
-/// Label 1 iff token 7 occurs; ids 8..40 are filler.
-fn toy_set(rows: usize, seed: u64) -> TensorSet {
-    let meta = TensorSetMeta {
-        max_len: 16,
-        pad_id: 0,
-        cls_id: 2,
-        sep_id: 3,
-        mask_id: Some(4),
-        unk_id: Some(1),
-        vocab_size: 40,
-        pair: false,
-        label_values: vec![0, 1],
-    };
-    let mut set = TensorSet::empty(meta);
-    let mut rng = StdRng::seed_from_u64(seed);
-    for i in 0..rows {
-        let mut ids = vec![2];
-        for _ in 0..rng.random_range(2..10) {
-            ids.push(rng.random_range(8..40));
-        }
-        if i % 2 == 0 {
-            let at = rng.random_range(1..ids.len());
-            ids.insert(at, 7);
-        }
-        ids.push(3);
-        set.push(&ids, &vec![0; ids.len()], ids.len() as u32, (i % 2 == 0) as i64);
-    }
-    set
-}
+use crate::bert_steps::toy_tensors as toy_set;
 
 /// Log lines, for comparing what the two paths report.
 #[derive(Default)]

@@ -46,7 +46,7 @@ fn run(
 }
 
 /// Label 1 iff token 7 occurs; ids 8..40 are filler.
-fn toy_set(dir: &Path, rows: usize, seed: u64) -> PathBuf {
+pub(crate) fn toy_tensors(rows: usize, seed: u64) -> TensorSet {
     let meta = TensorSetMeta {
         max_len: 16,
         pad_id: 0,
@@ -72,8 +72,13 @@ fn toy_set(dir: &Path, rows: usize, seed: u64) -> PathBuf {
         ids.push(3);
         set.push(&ids, &vec![0; ids.len()], ids.len() as u32, (i % 2 == 0) as i64);
     }
+    set
+}
+
+/// [`toy_tensors`] saved as a tensor set in `dir`.
+pub(crate) fn toy_set(dir: &Path, rows: usize, seed: u64) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
-    set.save(dir).unwrap();
+    toy_tensors(rows, seed).save(dir).unwrap();
     dir.to_path_buf()
 }
 

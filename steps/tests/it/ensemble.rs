@@ -11,7 +11,6 @@ use pipe_steps::ensemble::{Ensemble, EnsembleReport};
 use pipe_steps::linear::Linear;
 use pipe_steps::predictions::{self, Predictions};
 use pipe_steps::report::EvalMetrics;
-use pipe_steps::tensor_set::{TensorSet, TensorSetMeta};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -178,37 +177,7 @@ fn three_members_and_the_accuracy_criterion() {
     assert_eq!((m.accuracy, w.criterion.as_str(), w.grid_step), (1.0, "valid_accuracy", 0.25));
 }
 
-/// Label 1 iff token 7 occurs; ids 8..40 are filler (as in `bert_steps`).
-fn toy_set(dir: &Path, rows: usize, seed: u64) -> PathBuf {
-    let meta = TensorSetMeta {
-        max_len: 16,
-        pad_id: 0,
-        cls_id: 2,
-        sep_id: 3,
-        mask_id: Some(4),
-        unk_id: Some(1),
-        vocab_size: 40,
-        pair: false,
-        label_values: vec![0, 1],
-    };
-    let mut set = TensorSet::empty(meta);
-    let mut rng = StdRng::seed_from_u64(seed);
-    for i in 0..rows {
-        let mut ids = vec![2];
-        for _ in 0..rng.random_range(2..10) {
-            ids.push(rng.random_range(8..40));
-        }
-        if i % 2 == 0 {
-            let at = rng.random_range(1..ids.len());
-            ids.insert(at, 7);
-        }
-        ids.push(3);
-        set.push(&ids, &vec![0; ids.len()], ids.len() as u32, (i % 2 == 0) as i64);
-    }
-    fs::create_dir_all(dir).unwrap();
-    set.save(dir).unwrap();
-    dir.to_path_buf()
-}
+use crate::bert_steps::toy_set;
 
 #[test]
 fn evaluates_own_predictions_files_are_members() {

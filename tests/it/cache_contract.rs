@@ -6,32 +6,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::support::http::{Behavior, Server};
-use crate::support::{settings, Project, Run};
-
-const TABLE: &str = "id\tdocument\tlabel\n1\tgood\t1\n2\tbad\t0\n3\tfine\t1\n4\tawful\t0\n5\tok\t1\n";
+use crate::support::{sample_pipeline, settings, Project, Run, TABLE};
 
 fn pipeline(url: &str) -> String {
-    format!(
-        "name: contract
-params:
-  rows: 3
-steps:
-  fetch:
-    kind: download
-    url: {url}
-  head:
-    kind: sample
-    inputs:
-      data: fetch
-    rows: ${{params.rows}}
-    log_every: 1
-  tail:
-    kind: sample
-    inputs:
-      data: head
-    rows: 2
-"
-    )
+    sample_pipeline("contract", url)
 }
 
 fn setup() -> (Project, Server) {

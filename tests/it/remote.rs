@@ -8,32 +8,12 @@ use std::time::{Duration, Instant};
 
 use crate::support::http::{Behavior, Server};
 use crate::support::s3::{aws_env, Moto, ACCESS_KEY, SECRET_KEY};
-use crate::support::{Project, Run};
+use crate::support::{sample_pipeline, Project, Run, TABLE};
 
-const TABLE: &str = "id\tdocument\tlabel\n1\tgood\t1\n2\tbad\t0\n3\tfine\t1\n4\tawful\t0\n5\tok\t1\n";
 const BUCKET: &str = "team";
 
 fn pipeline(url: &str) -> String {
-    format!(
-        "name: remote
-params:
-  rows: 3
-steps:
-  fetch:
-    kind: download
-    url: {url}
-  head:
-    kind: sample
-    inputs:
-      data: fetch
-    rows: ${{params.rows}}
-  tail:
-    kind: sample
-    inputs:
-      data: head
-    rows: 2
-"
-    )
+    sample_pipeline("remote", url)
 }
 
 /// A server, a bucket, and machine A's project (B's is `machine(&url)`).

@@ -4,27 +4,10 @@
 use std::fs;
 
 use crate::support::http::{Behavior, Server};
-use crate::support::Project;
-
-const TABLE: &str = "id\tdocument\tlabel\n1\tgood\t1\n2\tbad\t0\n3\tfine\t1\n4\tawful\t0\n5\tok\t1\n";
+use crate::support::{sample_pipeline, Project, TABLE};
 
 fn pipeline(url: &str) -> String {
-    format!(
-        "name: sweep
-steps:
-  fetch:
-    kind: download
-    url: {url}
-  head:
-    kind: sample
-    inputs: {{ data: fetch }}
-    rows: 4
-  tail:
-    kind: sample
-    inputs: {{ data: head }}
-    rows: 2
-"
-    )
+    sample_pipeline("sweep", url)
 }
 
 #[test]

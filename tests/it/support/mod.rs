@@ -147,3 +147,32 @@ fn regex_escape(text: &str) -> String {
     }
     out
 }
+
+/// A five-row labelled table, for the small pipelines of the runner's tests.
+pub const TABLE: &str = "id\tdocument\tlabel\n1\tgood\t1\n2\tbad\t0\n3\tfine\t1\n4\tawful\t0\n5\tok\t1\n";
+
+/// A pipeline named `name` of three fast steps: download `url`, then two samples (`head` with
+/// `${params.rows}` = 3 rows, `tail` with 2), for cache and remote tests that run in milliseconds.
+pub fn sample_pipeline(name: &str, url: &str) -> String {
+    format!(
+        "name: {name}
+params:
+  rows: 3
+steps:
+  fetch:
+    kind: download
+    url: {url}
+  head:
+    kind: sample
+    inputs:
+      data: fetch
+    rows: ${{params.rows}}
+    log_every: 1
+  tail:
+    kind: sample
+    inputs:
+      data: head
+    rows: 2
+"
+    )
+}

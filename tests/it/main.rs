@@ -9,6 +9,7 @@ mod nsmc_tiny;
 mod pipelines;
 mod remote;
 mod report;
+mod slurm_cluster;
 mod spec_errors;
 mod support;
 mod sweep;

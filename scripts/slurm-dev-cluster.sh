@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# A private single-node Slurm cluster for trying pipe's Slurm executor by hand: the same cluster
+# the tests start (tests/it/support/slurm.rs; keep the two slurm.conf texts alike), but in the
+# background and kept until `stop`.
+#
+#   scripts/slurm-dev-cluster.sh start [DIR]   # starts it, prints the `export SLURM_CONF=…` line
+#   scripts/slurm-dev-cluster.sh status [DIR]
+#   scripts/slurm-dev-cluster.sh stop [DIR]    # stops the daemons and removes DIR
+#
+# DIR defaults to ${TMPDIR:-/tmp}/pipe-slurm-dev-$USER. Needs the Debian packages slurmctld,
+# slurmd, slurm-client and munge (apt-get install slurmctld slurmd slurm-client munge); runs as
+# the current user, root or not. Its own munge key and socket, its own free ports: it does not
+# touch the system's munged or /etc/slurm. No accounting (sacct needs slurmdbd), no cgroups.
+set -euo pipefail
+
+cmd="${1:-start}"
+user="$(id -un)"
+dir="${2:-${TMPDIR:-/tmp}/pipe-slurm-dev-$user}"
+PATH="$PATH:/usr/sbin:/usr/local/sbin:/sbin"
+
+die() { echo "error: $*" >&2; exit 1; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+stop() {
+  for d in slurmd slurmctld munged; do
+    if alive "$dir/$d.pid"; then kill "$(cat "$dir/$d.pid")" || true; fi
+  done
+  for _ in $(seq 50); do
+    alive "$dir/slurmd.pid" || alive "$dir/slurmctld.pid" || alive "$dir/munged.pid" || break
+    sleep 0.1
+  done
+}
+
+case "$cmd" in
+  stop)
+    [ -f "$dir/slurm.conf" ] || die "no cluster in $dir"
+    stop
+    rm -rf "$dir"
+    echo "stopped; removed $dir"
+    exit 0
+    ;;
+  status)
+    [ -f "$dir/slurm.conf" ] || die "no cluster in $dir"
+    for d in munged slurmctld slurmd; do
+      if alive "$dir/$d.pid"; then echo "$d: running (pid $(cat "$dir/$d.pid"))"; else echo "$d: not running"; fi
+    done
+    SLURM_CONF="$dir/slurm.conf" sinfo
+    echo "export SLURM_CONF=$dir/slurm.conf"
+    exit 0
+    ;;
+  start) ;;
+  *) die "unknown command '$cmd' (start, status, stop)" ;;
+esac
+
+for p in munged slurmctld slurmd sbatch sinfo scontrol squeue scancel; do
+  command -v "$p" >/dev/null || die "$p not found; help: apt-get install slurmctld slurmd slurm-client munge"
+done
+if alive "$dir/slurmctld.pid"; then
+  die "a cluster already runs in $dir (scripts/slurm-dev-cluster.sh stop${2:+ $2} first)"
+fi
+rm -rf "$dir"
+# munged wants every directory above its socket searchable by all and its key's directory private.
+mkdir -p "$dir"/{munge,munge-key,state,spool,log}
+chmod 755 "$dir" "$dir/munge" "$dir/log"
+chmod 700 "$dir/munge-key"
+head -c 1024 /dev/urandom > "$dir/munge-key/munge.key"
+chmod 600 "$dir/munge-key/munge.key"
+
+node="$(cut -d. -f1 /proc/sys/kernel/hostname)"
+hw="$(env -u SLURM_CONF slurmd -C | head -1)"
+real_cpus="$(sed -n 's/.*CPUs=\([0-9]*\).*/\1/p' <<<"$hw")"
+real_mem="$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$hw")"
+cpus=$(( real_cpus > 8 ? real_cpus : 8 ))
+mem=$(( real_mem * 9 / 10 > 1024 ? real_mem * 9 / 10 : 1024 ))
+
+# A free port: nothing answers a connection to it (a bash /dev/tcp probe).
+free_port() {
+  local p
+  while :; do
+    p=$(( 20000 + RANDOM % 40000 ))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+}
+ctld_port="$(free_port)"
+slurmd_port="$(free_port)"
+while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port="$(free_port)"; done
+
+cat > "$dir/slurm.conf" <<EOF
+# A private single-node test cluster, written by scripts/slurm-dev-cluster.sh.
+ClusterName=pipetest
+SlurmctldHost=$node(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
+SlurmUser=$user
+SlurmdUser=$user
+AuthType=auth/munge
+AuthInfo=socket=$dir/munge/munge.socket
+CredType=cred/munge
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd.pid
+SlurmctldLogFile=$dir/log/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+SlurmdParameters=config_overrides
+ReturnToService=2
+MinJobAge=600
+KillWait=5
+SchedulerParameters=batch_sched_delay=0
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=pipe Nodes=$node Default=YES MaxTime=30 DefaultTime=10 DefMemPerCPU=256 State=UP
+EOF
+
+export SLURM_CONF="$dir/slurm.conf"
+
+munged --socket="$dir/munge/munge.socket" --key-file="$dir/munge-key/munge.key" \
+  --pid-file="$dir/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge-key/munged.seed" \
+  || die "munged did not start (see $dir/log/munged.log)"
+# Without -D the daemons detach themselves and write their pid files.
+slurmctld || die "slurmctld did not start (see $dir/log/slurmctld.log)"
+slurmd || die "slurmd did not start (see $dir/log/slurmd.log)"
+
+for _ in $(seq 300); do
+  [ "$(sinfo -h -n "$node" -o %T 2>/dev/null)" = idle ] && break
+  sleep 0.1
+done
+if [ "$(sinfo -h -n "$node" -o %T 2>/dev/null)" != idle ]; then
+  tail -n 20 "$dir"/log/*.log >&2 || true
+  stop
+  die "the node did not become idle within 30 s (logs above)"
+fi
+sinfo
+echo
+echo "# cluster in $dir (slurmctld port $ctld_port); stop it with: $0 stop${2:+ $2}"
+echo "export SLURM_CONF=$dir/slurm.conf"

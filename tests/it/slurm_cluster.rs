@@ -160,9 +160,7 @@ fn wait_for_file(p: &Path) -> String {
 fn running(pid: &str) -> bool {
     match fs::read_to_string(Path::new("/proc").join(pid).join("stat")) {
         // "PID (comm) STATE …": the state follows the last ')'.
-        Ok(stat) => {
-            stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next() != Some('Z')).unwrap_or(false)
-        }
+        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(false),
         Err(_) => false,
     }
 }

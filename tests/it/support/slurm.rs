@@ -17,8 +17,9 @@
 //! Lifetime: the daemons are children of a thread that lives as long as the test process, with
 //! a parent-death signal (SIGKILL), so none outlives it; at a normal exit (passed or failed) an
 //! `atexit` hook cancels leftover jobs, stops the daemons and removes the directory. A test
-//! process that is killed leaves its directory (removed by the next one) and, if a job was still
-//! running, that job's `slurmstepd` until the job ends.
+//! process that is killed leaves its directory and, if a job was running, that job's
+//! `slurmstepd` and processes: the next test process that starts a cluster kills those and
+//! removes the directory.
 #![allow(clippy::print_stderr)]
 
 use std::collections::BTreeMap;
@@ -73,7 +74,7 @@ pub struct Cluster {
 }
 
 enum State {
-    Up(Cluster),
+    Up(Box<Cluster>),
     Missing(String),
     Failed(String),
 }
@@ -166,7 +167,7 @@ fn init() -> State {
         Ok(Ok(cluster)) => {
             // SAFETY: registers a plain function; it runs once, at exit.
             unsafe { libc::atexit(shutdown_at_exit) };
-            State::Up(cluster)
+            State::Up(Box::new(cluster))
         }
         Ok(Err(e)) => State::Failed(e),
         Err(_) => State::Failed("Slurm test cluster: its thread ended without an answer".into()),
@@ -241,7 +242,10 @@ struct StartError {
     port_taken: bool,
 }
 
-fn start(tools: &Tools, attempt: u32) -> Result<(Cluster, Vec<(&'static str, Child)>), StartError> {
+/// The daemons, named, in start order.
+type Daemons = Vec<(&'static str, Child)>;
+
+fn start(tools: &Tools, attempt: u32) -> Result<(Cluster, Daemons), StartError> {
     let fail = |message: String| StartError { message, port_taken: false };
     let dir = std::env::temp_dir().join(format!("{STATE_PREFIX}{}-{attempt}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
@@ -284,7 +288,7 @@ fn start(tools: &Tools, attempt: u32) -> Result<(Cluster, Vec<(&'static str, Chi
     });
     fs::write(&conf, text).map_err(|e| fail(format!("Slurm test cluster: cannot write {}: {e}", conf.display())))?;
 
-    let mut children: Vec<(&'static str, Child)> = Vec::new();
+    let mut children: Daemons = Vec::new();
     let result = (|| {
         let munged_args = [
             "-F".to_string(),
@@ -314,7 +318,11 @@ fn start(tools: &Tools, attempt: u32) -> Result<(Cluster, Vec<(&'static str, Chi
         let logs = read_logs(&dir);
         let port_taken = logs.contains("Address already in use");
         return Err(StartError {
-            message: format!("Slurm test cluster in {} did not start: {what}\n{logs}", dir.display()),
+            message: format!(
+                "Slurm test cluster in {} did not start: {what}\n(the directory is kept for inspection; the next \
+                 test process removes it)\n{logs}",
+                dir.display()
+            ),
             port_taken,
         });
     }
@@ -398,15 +406,35 @@ fn strip_slurm_env(cmd: &mut Command) {
 
 const STATE_PREFIX: &str = "pipe-slurm-";
 
-/// Removes state directories of test processes that no longer exist.
+/// Removes the state directories of test processes that no longer exist, after killing what
+/// their clusters left running: a job's `slurmstepd`, its script and the script's children
+/// outlive a test process that was killed, and all of them carry the cluster's `SLURM_CONF`.
 fn remove_stale_dirs() {
     let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    let mut stale = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name.strip_prefix(STATE_PREFIX).and_then(|rest| rest.split('-').next()) else { continue };
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
-            let _ = fs::remove_dir_all(entry.path());
+            stale.push(entry.path());
         }
+    }
+    if stale.is_empty() {
+        return;
+    }
+    let confs: Vec<Vec<u8>> =
+        stale.iter().map(|d| format!("SLURM_CONF={}", d.join("slurm.conf").display()).into_bytes()).collect();
+    for proc_entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = proc_entry.file_name().to_str().and_then(|p| p.parse::<libc::pid_t>().ok()) else { continue };
+        // Only our own processes' environments are readable.
+        let Ok(environ) = fs::read(proc_entry.path().join("environ")) else { continue };
+        if environ.split(|b| *b == 0).any(|var| confs.iter().any(|c| var == c.as_slice())) {
+            // SAFETY: a plain signal to a process that belongs to a dead test cluster.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    for dir in stale {
+        let _ = fs::remove_dir_all(dir);
     }
 }
 
@@ -434,7 +462,11 @@ fn hardware(slurmd: &Path) -> Result<(u32, u64), String> {
         |key: &str| text.split_whitespace().find_map(|t| t.strip_prefix(key)).and_then(|v| v.parse::<u64>().ok());
     match (value("CPUs="), value("RealMemory=")) {
         (Some(c), Some(m)) => Ok((c as u32, m)),
-        _ => Err(format!("Slurm test cluster: unexpected `slurmd -C` output: {text}")),
+        _ => Err(format!(
+            "Slurm test cluster: unexpected `slurmd -C` output ({}): {text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )),
     }
 }
 

@@ -1,5 +1,6 @@
 //! BERT in candle: our own differentiable BERT module and the `fine-tune`, `evaluate` and
-//! `pretrain` step kinds.
+//! `pretrain` step kinds (masked-language modelling, or ELECTRA's replaced-token detection
+//! with [`electra`]).
 //!
 //! The model and the training loop take tensors and configs ([`model`], [`train`],
 //! [`optimizer`]); reading checkpoints and writing Hugging Face model directories happen at the
@@ -13,6 +14,7 @@ pub(crate) mod classify;
 pub mod config;
 pub(crate) mod dense_ops;
 pub(crate) mod device;
+pub mod electra;
 pub(crate) mod evaluate;
 pub(crate) mod fine_tune;
 pub mod gradients;

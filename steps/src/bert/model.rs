@@ -20,7 +20,9 @@
 //! (the trainer seeds it), since drawing tens of millions of values a step on the host and
 //! copying them over would cost more than the step itself.
 //!
-//! The model takes tensors and a [`Pass`]; loading and saving happen in the step kinds.
+//! The model takes tensors and a [`Pass`]; loading and saving happen in the step kinds. ELECTRA
+//! ([`super::electra`]) builds its generator and discriminator from these parts: one set of
+//! [`Embeddings`] shared by two encoders made with [`BertModel::with_embeddings`].
 
 use std::cell::RefCell;
 
@@ -144,7 +146,7 @@ impl Pass {
     }
 
     /// `x` in f32 if it is bf16 (the precision of everything but the matrix products).
-    fn widen(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn widen(&self, x: &Tensor) -> Result<Tensor> {
         if x.dtype() == DType::BF16 {
             x.to_dtype(DType::F32)
         } else {
@@ -153,7 +155,7 @@ impl Pass {
     }
 
     /// `x` as a matrix-product operand: bf16 in a mixed-precision pass.
-    fn narrow(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn narrow(&self, x: &Tensor) -> Result<Tensor> {
         match self.precision {
             Precision::Bf16 => x.to_dtype(DType::BF16),
             Precision::F32 => Ok(x.clone()),
@@ -256,7 +258,7 @@ impl Pass {
     /// Training (and f64) needs differentiable kernels: our fused ones on CPU, candle's
     /// composites elsewhere; inference in f32 uses candle's fused forward-only kernels. Always
     /// in f32 (or f64): a bf16 input is widened, as autocast does.
-    fn layer_norm(&self, x: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
+    pub(crate) fn layer_norm(&self, x: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
         let x = &self.widen(x)?;
         if !(self.is_train() || x.dtype() == DType::F64) {
             candle_nn::ops::layer_norm(&x.contiguous()?, &ln.weight, &ln.bias, ln.eps)
@@ -282,7 +284,14 @@ pub struct Linear {
 }
 
 impl Linear {
-    fn new(w: &mut Weights, name: &str, inputs: usize, outputs: usize, std: f64, rng: &mut StdRng) -> StepResult<Self> {
+    pub(crate) fn new(
+        w: &mut Weights,
+        name: &str,
+        inputs: usize,
+        outputs: usize,
+        std: f64,
+        rng: &mut StdRng,
+    ) -> StepResult<Self> {
         Ok(Linear {
             weight: w.normal(&format!("{name}.weight"), &[outputs, inputs], std, rng)?,
             bias: w.zeros(&format!("{name}.bias"), &[outputs])?,
@@ -306,14 +315,15 @@ impl Linear {
     }
 }
 
-struct LayerNorm {
+#[derive(Clone)]
+pub(crate) struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f32,
 }
 
 impl LayerNorm {
-    fn new(w: &mut Weights, name: &str, size: usize, eps: f64) -> StepResult<Self> {
+    pub(crate) fn new(w: &mut Weights, name: &str, size: usize, eps: f64) -> StepResult<Self> {
         Ok(LayerNorm {
             weight: w.ones(&format!("{name}.weight"), &[size])?,
             bias: w.zeros(&format!("{name}.bias"), &[size])?,
@@ -322,12 +332,54 @@ impl LayerNorm {
     }
 }
 
-struct Embeddings {
+/// Word, position and token-type embeddings with their LayerNorm and dropout, under
+/// `bert.embeddings.`; a clone shares the tensors (ELECTRA's generator and discriminator use one
+/// set).
+#[derive(Clone)]
+pub struct Embeddings {
     word: Tensor,
     position: Tensor,
     token_type: Tensor,
     norm: LayerNorm,
     dropout: f64,
+}
+
+impl Embeddings {
+    /// Creates the tensors (width `hidden_size`) in `w`, initialised as Hugging Face does.
+    pub fn new(config: &BertConfig, w: &mut Weights, rng: &mut StdRng) -> StepResult<Embeddings> {
+        let c = config;
+        let std = c.initializer_range;
+        let h = c.hidden_size;
+        Ok(Embeddings {
+            word: w.normal("bert.embeddings.word_embeddings.weight", &[c.vocab_size, h], std, rng)?,
+            position: w.normal(
+                "bert.embeddings.position_embeddings.weight",
+                &[c.max_position_embeddings, h],
+                std,
+                rng,
+            )?,
+            token_type: w.normal("bert.embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], std, rng)?,
+            norm: LayerNorm::new(w, "bert.embeddings.LayerNorm", h, c.layer_norm_eps)?,
+            dropout: c.hidden_dropout_prob,
+        })
+    }
+
+    /// The word-embedding table, `(vocab, width)`.
+    pub fn word(&self) -> &Tensor {
+        &self.word
+    }
+
+    /// `dropout(LayerNorm(word + position + token type))`, `(batch, len, width)`.
+    pub fn forward(&self, batch: &Batch, pass: &Pass) -> Result<Tensor> {
+        let (b, l) = batch.input_ids.dims2()?;
+        let h = self.word.dim(1)?;
+        let words = pass.embedding(&self.word, &batch.input_ids)?.reshape((b, l, h))?;
+        let types = self.token_type.index_select(&batch.token_type_ids.flatten_all()?, 0)?.reshape((b, l, h))?;
+        let positions = self.position.narrow(0, 0, l)?.unsqueeze(0)?;
+        let x = words.add(&types)?.broadcast_add(&positions)?;
+        let x = pass.layer_norm(&x, &self.norm)?;
+        pass.dropout(&x, self.dropout)
+    }
 }
 
 struct Layer {
@@ -341,36 +393,40 @@ struct Layer {
     output_norm: LayerNorm,
 }
 
-/// The BERT encoder with its pooler (dense + tanh on `[CLS]`).
+/// The BERT encoder with its pooler (dense + tanh on `[CLS]`), which ELECTRA's encoders lack.
 pub struct BertModel {
     pub config: BertConfig,
     embeddings: Embeddings,
     layers: Vec<Layer>,
-    pooler: Linear,
+    pooler: Option<Linear>,
 }
 
 impl BertModel {
     /// Creates the encoder's tensors under `bert.` in `w`, initialised as Hugging Face does
     /// (normal with `initializer_range`, LayerNorm 1 and 0, biases 0).
     pub fn new(config: &BertConfig, w: &mut Weights, rng: &mut StdRng) -> StepResult<BertModel> {
+        let embeddings = Embeddings::new(config, w, rng)?;
+        BertModel::with_embeddings(config, embeddings, "bert", true, w, rng)
+    }
+
+    /// An encoder on given (possibly shared) embeddings: its layers under
+    /// `{prefix}.encoder.layer.N`, a pooler under `{prefix}.pooler` only when `pooler`. The
+    /// layers are `config.hidden_size` wide; embeddings of another width need a projection
+    /// before [`BertModel::encode`] (so [`BertModel::forward`] then fails on the shapes).
+    pub fn with_embeddings(
+        config: &BertConfig,
+        embeddings: Embeddings,
+        prefix: &str,
+        pooler: bool,
+        w: &mut Weights,
+        rng: &mut StdRng,
+    ) -> StepResult<BertModel> {
         let c = config;
         let std = c.initializer_range;
         let h = c.hidden_size;
-        let embeddings = Embeddings {
-            word: w.normal("bert.embeddings.word_embeddings.weight", &[c.vocab_size, h], std, rng)?,
-            position: w.normal(
-                "bert.embeddings.position_embeddings.weight",
-                &[c.max_position_embeddings, h],
-                std,
-                rng,
-            )?,
-            token_type: w.normal("bert.embeddings.token_type_embeddings.weight", &[c.type_vocab_size, h], std, rng)?,
-            norm: LayerNorm::new(w, "bert.embeddings.LayerNorm", h, c.layer_norm_eps)?,
-            dropout: c.hidden_dropout_prob,
-        };
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
-            let p = format!("bert.encoder.layer.{i}");
+            let p = format!("{prefix}.encoder.layer.{i}");
             layers.push(Layer {
                 query: Linear::new(w, &format!("{p}.attention.self.query"), h, h, std, rng)?,
                 key: Linear::new(w, &format!("{p}.attention.self.key"), h, h, std, rng)?,
@@ -382,7 +438,8 @@ impl BertModel {
                 output_norm: LayerNorm::new(w, &format!("{p}.output.LayerNorm"), h, c.layer_norm_eps)?,
             });
         }
-        let pooler = Linear::new(w, "bert.pooler.dense", h, h, std, rng)?;
+        let pooler =
+            if pooler { Some(Linear::new(w, &format!("{prefix}.pooler.dense"), h, h, std, rng)?) } else { None };
         Ok(BertModel { config: config.clone(), embeddings, layers, pooler })
     }
 
@@ -390,7 +447,11 @@ impl BertModel {
         &self.embeddings.word
     }
 
-    fn activation(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
+    pub fn embeddings(&self) -> &Embeddings {
+        &self.embeddings
+    }
+
+    pub(crate) fn activation(&self, x: &Tensor, pass: &Pass) -> Result<Tensor> {
         match self.config.hidden_act.as_str() {
             "relu" => x.relu(),
             "gelu_new" | "gelu_pytorch_tanh" => x.gelu(),
@@ -401,19 +462,19 @@ impl BertModel {
 
     /// The last hidden states, `(batch, len, hidden)`.
     pub fn forward(&self, batch: &Batch, pass: &Pass) -> Result<Tensor> {
-        let (b, l) = batch.input_ids.dims2()?;
+        let x = self.embeddings.forward(batch, pass)?;
+        self.encode(x, &batch.attention_mask, pass)
+    }
+
+    /// The layers on embedded input `x` `(batch, len, hidden)` with the batch's attention mask.
+    pub fn encode(&self, x: Tensor, attention_mask: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
         let h = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
         let dh = self.config.head_dim();
-        let e = &self.embeddings;
-        let words = pass.embedding(&e.word, &batch.input_ids)?.reshape((b, l, h))?;
-        let types = e.token_type.index_select(&batch.token_type_ids.flatten_all()?, 0)?.reshape((b, l, h))?;
-        let positions = e.position.narrow(0, 0, l)?.unsqueeze(0)?;
-        let x = words.add(&types)?.broadcast_add(&positions)?;
-        let x = pass.layer_norm(&x, &e.norm)?;
-        let mut x = pass.dropout(&x, e.dropout)?;
+        let mut x = x;
         // Additive attention bias: 0 for real tokens, a large negative number for padding.
-        let bias = ((batch.attention_mask.ones_like()? - &batch.attention_mask)? * -10000.0)?;
+        let bias = ((attention_mask.ones_like()? - attention_mask)? * -10000.0)?;
         let scale = 1.0 / (dh as f64).sqrt();
         let hidden_p = self.config.hidden_dropout_prob;
         let attention_p = self.config.attention_probs_dropout_prob;
@@ -457,8 +518,9 @@ impl BertModel {
 
     /// [`BertModel::pool`] with the kernels and precision of `pass` (the result widened to f32).
     pub fn pool_in(&self, hidden: &Tensor, pass: &Pass) -> Result<Tensor> {
+        let Some(pooler) = &self.pooler else { candle_core::bail!("this encoder has no pooler") };
         let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
-        pass.widen(&self.pooler.forward(&cls, pass)?.tanh()?)
+        pass.widen(&pooler.forward(&cls, pass)?.tanh()?)
     }
 }
 

@@ -2,7 +2,8 @@
 //! checkpoint, and written as `model.safetensors` with Hugging Face names.
 //!
 //! Names are the Hugging Face `BertFor*` names: the encoder under `bert.`, the heads as
-//! `classifier.*` and `cls.predictions.*`. A checkpoint's names may omit the `bert.` prefix
+//! `classifier.*` and `cls.predictions.*`; ELECTRA's generator and heads (in `pretrain`'s epoch
+//! checkpoints) under their own prefixes. A checkpoint's names may omit the `bert.` prefix
 //! (a bare `BertModel`, as in sentence-transformers) and may use the old `gamma`/`beta` names
 //! for LayerNorm.
 
@@ -120,7 +121,15 @@ pub struct Checkpoint {
     tensors: HashMap<String, Tensor>,
 }
 
-const HEAD_PREFIXES: [&str; 3] = ["classifier.", "cls.", "bert."];
+const HEAD_PREFIXES: [&str; 7] = [
+    "classifier.",
+    "cls.",
+    "bert.",
+    "generator.",
+    "generator_predictions.",
+    "generator_lm_head.",
+    "discriminator_predictions.",
+];
 
 impl Checkpoint {
     pub fn load(path: &Path) -> StepResult<Checkpoint> {

@@ -1,6 +1,7 @@
 //! The step kinds' integration tests: one binary (each test binary links candle, polars and
 //! tokenizers), one module per step family.
 
+mod bert_electra;
 mod bert_gpu_path;
 mod bert_model;
 mod bert_optimizer;

@@ -25,7 +25,8 @@ pub struct FineTune;
 
 static SPEC: StepSpec = StepSpec {
     kind: "fine-tune",
-    version: 3,
+    // 4: the metrics keep the logged batches (`batches`); the model's bytes are unchanged.
+    version: 4,
     summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
     params: &[
         ParamSpec::optional(
@@ -69,7 +70,7 @@ static SPEC: StepSpec = StepSpec {
             name: "model",
             help: "the fine-tuned model in Hugging Face layout (BertForSequenceClassification)",
         },
-        OutputSpec { name: "metrics", help: "per-epoch metrics (JSON)" },
+        OutputSpec { name: "metrics", help: "per-epoch metrics and the logged batches (JSON)" },
     ],
 };
 
@@ -138,7 +139,7 @@ impl Step for FineTune {
         let vars = weights.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
         let mut trainer = Trainer::new(cfg.clone(), vars, batches_per_epoch, ctx.events, ctx.env)?;
         let checkpoints = EpochCheckpoints::new(ctx.checkpoint_dir);
-        let mut metrics = TrainingMetrics { epochs: Vec::new(), best_epoch: None };
+        let mut metrics = TrainingMetrics { epochs: Vec::new(), best_epoch: None, batches: Vec::new() };
         if let Some((epoch, state)) = checkpoints.resume(&weights, &mut trainer.optimizer, ctx.events)? {
             metrics = state;
             ctx.events.log(&format!("resuming after epoch {epoch} from its checkpoint"));
@@ -171,6 +172,7 @@ impl Step for FineTune {
             }
             ctx.events.log(&epoch_line(&row));
             metrics.epochs.push(row);
+            metrics.batches.append(&mut trainer.logged);
             checkpoints.save(epoch, &weights, &trainer.optimizer, &metrics)?;
         }
         metrics.best_epoch = metrics.chosen_epoch().filter(|c| c.by == ChosenBy::ValidAccuracy).map(|c| c.epoch);

@@ -24,6 +24,7 @@ use super::optimizer::{clip_scale, clip_scale_tensor, grad_norm, grad_norm_tenso
 use super::shard;
 use super::weights::candle_err;
 use crate::error::{StepError, StepResult};
+use crate::report::BatchLog;
 use crate::step::{Environment, Events, Params};
 
 /// The parameters of a training run that `fine-tune` and `pretrain` share: one name, type and
@@ -208,6 +209,9 @@ pub struct Trainer<'a> {
     pub schedule: LrSchedule,
     /// [`Kernels::Composite`] runs the GPU's code path on the CPU (tests).
     pub kernels: Kernels,
+    /// One entry per log line, as it is logged; the step takes them (`fine-tune` keeps them in
+    /// its metrics).
+    pub logged: Vec<BatchLog>,
     vars: Vec<Var>,
     events: &'a dyn Events,
     env: &'a Environment,
@@ -246,7 +250,7 @@ impl<'a> Trainer<'a> {
             .map_err(candle_err("creating the optimizer"))?;
         let schedule = LrSchedule::new(config.lr, config.warmup_ratio, (batches_per_epoch * config.epochs) as u64);
         let vars = vars.into_iter().map(|(_, v)| v).collect();
-        Ok(Trainer { config, optimizer, schedule, kernels: Kernels::Auto, vars, events, env })
+        Ok(Trainer { config, optimizer, schedule, kernels: Kernels::Auto, logged: Vec::new(), vars, events, env })
     }
 
     /// What the passes of this trainer's shards are made of.
@@ -334,6 +338,14 @@ impl<'a> Trainer<'a> {
                 );
                 self.events.progress_message(&format!("loss={:.4}", window_loss / window_batches as f64));
                 self.events.log(&line);
+                self.logged.push(BatchLog {
+                    epoch,
+                    batch: b + 1,
+                    update: self.optimizer.step,
+                    loss: window_loss / window_batches as f64,
+                    accuracy: window_correct as f64 / window_count.max(1) as f64,
+                    lr,
+                });
                 (window_loss, window_correct, window_count, window_batches) = (0.0, 0, 0, 0);
             }
         }
@@ -400,7 +412,8 @@ impl Trainer<'_> {
                 self.read_back(epoch, &mut pending, &mut totals)?;
             }
             if log_now {
-                self.log_window(epoch, b, batches.len(), lr, &mut totals);
+                let logged = self.log_window(epoch, b, batches.len(), lr, &mut totals);
+                self.logged.push(logged);
             }
         }
         self.read_back(epoch, &mut pending, &mut totals)?;
@@ -452,17 +465,15 @@ impl Trainer<'_> {
         Ok(())
     }
 
-    /// The log line of a window, as [`Trainer::epoch`] writes it.
-    fn log_window(&self, epoch: usize, b: usize, batches: usize, lr: f64, totals: &mut Totals) {
+    /// The log line of a window, as [`Trainer::epoch`] writes it, and its entry for [`Trainer::logged`].
+    fn log_window(&self, epoch: usize, b: usize, batches: usize, lr: f64, totals: &mut Totals) -> BatchLog {
         let mean = totals.window_loss / totals.window_batches.max(1) as f64;
-        let line = format!(
-            "[Epoch {epoch} Batch {}/{batches}] loss={mean:.4}, lr={lr:.7}, acc={:.3}",
-            b + 1,
-            totals.window_correct as f64 / totals.window_count.max(1) as f64
-        );
+        let accuracy = totals.window_correct as f64 / totals.window_count.max(1) as f64;
+        let line = format!("[Epoch {epoch} Batch {}/{batches}] loss={mean:.4}, lr={lr:.7}, acc={accuracy:.3}", b + 1);
         self.events.progress_message(&format!("loss={mean:.4}"));
         self.events.log(&line);
         (totals.window_loss, totals.window_correct, totals.window_count, totals.window_batches) = (0.0, 0, 0, 0);
+        BatchLog { epoch, batch: b + 1, update: self.optimizer.step, loss: mean, accuracy, lr }
     }
 }
 

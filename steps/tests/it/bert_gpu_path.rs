@@ -16,6 +16,7 @@ use pipe_steps::bert::optimizer::{clip_scale, clip_scale_tensor, grad_norm, grad
 use pipe_steps::bert::train::{batch_seed, count_equal, BatchOutcome, EpochStats, TrainConfig, Trainer};
 use pipe_steps::bert::weights::Weights;
 use pipe_steps::bert::{Evaluate, FineTune, Pretrain};
+use pipe_steps::report::BatchLog;
 use pipe_steps::{Environment, Events, NoEvents, Params, Step, StepContext};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -195,6 +196,7 @@ struct Trained {
     stats: Vec<EpochStats>,
     weights: Vec<(String, Vec<f32>)>,
     lines: Vec<String>,
+    logged: Vec<BatchLog>,
 }
 
 /// Two epochs of fine-tuning a tiny classifier on the toy set (batches of 20 rows: two shards on
@@ -241,8 +243,10 @@ fn train(kernels: Kernels, precision: Precision, log_every: usize, poison: bool)
         stats.push(s);
     }
     let weights = w.iter().map(|(n, v)| (n.to_string(), values(v.as_tensor()))).collect();
+    let logged = std::mem::take(&mut trainer.logged);
+    drop(trainer);
     let lines = events.0.into_inner().unwrap();
-    Ok(Trained { stats, weights, lines })
+    Ok(Trained { stats, weights, lines, logged })
 }
 
 /// The numbers of a log line (`[Epoch 1 Batch 2/3] loss=0.6931, lr=0.0030000, acc=0.500`).
@@ -269,6 +273,13 @@ fn the_device_path_of_the_trainer_trains_as_the_cpu_path_does() {
             assert!((a - b).abs() <= 2e-4, "{c} / {g}");
         }
     }
+    // What the trainer keeps of each log line (fine-tune's batch log): the same on both paths.
+    assert_eq!((cpu.logged.len(), gpu.logged.len()), (6, 6));
+    for (c, g) in cpu.logged.iter().zip(&gpu.logged) {
+        assert_eq!((c.epoch, c.batch, c.update, c.accuracy, c.lr), (g.epoch, g.batch, g.update, g.accuracy, g.lr));
+        assert!((c.loss - g.loss).abs() < 1e-4, "{c:?} / {g:?}");
+    }
+    assert_eq!(cpu.logged.iter().map(|l| l.update).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6]);
     for ((name, c), (_, g)) in cpu.weights.iter().zip(&gpu.weights) {
         assert!(worst(g, c) < 1e-4, "{name}: device-path weights differ by {}", worst(g, c));
     }

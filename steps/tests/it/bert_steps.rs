@@ -260,6 +260,11 @@ fn an_interrupted_fine_tune_resumes_at_the_epoch_and_matches_an_uninterrupted_ru
     };
     let (a, b) = (read(&whole), read(&resumed));
     assert_eq!(a.epochs.len(), 3);
+    // The batch log (log_every 1: 6 batches of 8 rows an epoch) survives the resume too.
+    let updates: Vec<(usize, usize, u64)> = a.batches.iter().map(|l| (l.epoch, l.batch, l.update)).collect();
+    let expected: Vec<(usize, usize, u64)> = (0..18).map(|i| (i / 6 + 1, i % 6 + 1, i as u64 + 1)).collect();
+    assert_eq!(updates, expected);
+    assert_eq!(a.batches, b.batches);
     for (x, y) in a.epochs.iter().zip(&b.epochs) {
         assert_eq!(
             (x.train_loss, x.train_accuracy, x.valid_accuracy, x.valid_loss),

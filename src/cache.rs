@@ -173,6 +173,12 @@ impl Cache {
         Ok(KeyLock { _file: file })
     }
 
+    /// Whether some run (a thread, a process, a cluster job on a shared cache) computes `key`
+    /// now: its compute lock is taken.
+    pub fn is_computing(&self, key: &StepKey) -> bool {
+        matches!(self.try_lock(key, LockKind::Compute), Ok(None))
+    }
+
     /// Both locks of `key` when nobody computes or reads it, without waiting (for removal).
     pub fn try_lock_idle(&self, key: &StepKey) -> Result<Option<(KeyLock, KeyLock)>, CacheError> {
         let compute = match self.try_lock(key, LockKind::Compute)? {
@@ -385,4 +391,37 @@ pub enum CommitError {
     MissingOutput(String),
     #[error(transparent)]
     Cache(CacheError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Steps run on threads of one process (`pipe run --jobs`): the key locks must exclude
+    /// each other there as between processes. They do because each lock opens its own file
+    /// handle, and `flock` locks belong to the open file, not to the process.
+    #[test]
+    fn key_locks_exclude_threads_of_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let key = StepKey::from_hash(blake3::hash(b"k"));
+        let held = cache.lock(&key).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(cache.try_lock(&key, LockKind::Compute).unwrap().is_none(), "a second thread got it"));
+        });
+        drop(held);
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(cache.try_lock(&key, LockKind::Compute).unwrap().is_some(), "released, yet not free"));
+        });
+        // Readers share the use lock; a remover (exclusive) waits for them.
+        let reading = cache.hold(&key).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _also = cache.hold(&key).unwrap();
+                assert!(cache.try_lock(&key, LockKind::Use).unwrap().is_none(), "removed while read");
+            });
+        });
+        drop(reading);
+        assert!(cache.try_lock(&key, LockKind::Use).unwrap().is_some());
+    }
 }

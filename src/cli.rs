@@ -42,6 +42,9 @@ pub(crate) enum Command {
     Pull(commands::pull::PullArgs),
     /// List the step kinds, or describe one: parameters, inputs, outputs.
     Kinds(commands::kinds::KindsArgs),
+    /// Compute one step from a job file (what a Slurm job runs on its node).
+    #[command(hide = true)]
+    Worker(commands::worker::WorkerArgs),
 }
 
 /// Parses the command line, runs the command and maps errors to exit codes.
@@ -53,7 +56,7 @@ pub fn main() -> ExitCode {
         Command::Pull(a) => a.json,
         _ => false,
     };
-    let reporter = Reporter::new(json);
+    let reporter = if matches!(cli.command, Command::Worker(_)) { Reporter::plain() } else { Reporter::new(json) };
     let result = match cli.command {
         Command::Run(args) => commands::run::execute(&args, &cli.global, &reporter),
         Command::Status(args) => commands::status::execute(&args, &cli.global, &reporter),
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Push(args) => commands::push::execute(&args, &cli.global, &reporter),
         Command::Pull(args) => commands::pull::execute(&args, &cli.global, &reporter),
         Command::Kinds(args) => commands::kinds::execute(&args, &reporter),
+        Command::Worker(args) => commands::worker::execute(&args, &cli.global, &reporter),
     };
     match result {
         Ok(code) => code,

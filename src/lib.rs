@@ -17,6 +17,7 @@ pub(crate) mod executor;
 pub(crate) mod fingerprint;
 pub(crate) mod graph;
 pub(crate) mod manifest;
+pub(crate) mod plan;
 pub(crate) mod remote;
 pub(crate) mod reporter;
 pub(crate) mod run_record;

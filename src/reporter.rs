@@ -2,14 +2,25 @@
 //! step logs and progress bars on stderr, the `--json` document on stdout, status tables and
 //! errors. With `--json`, stdout carries only the JSON document; the lines go to stderr.
 //!
+//! Steps may run at once (`pipe run --jobs`, Slurm jobs). While one step is in flight the
+//! output is as it always was: step lines, its log lines indented, one progress bar. While
+//! several are, every line stays one line about one step: step lines name their step anyway,
+//! log lines get the step's name as a prefix (`      finetune | [Epoch 1 ...]`), and progress
+//! bars give way to a progress line per step at most every [`PROGRESS_EVERY`].
+//!
+//! `pipe worker` (a step run as a cluster job) prints in plain form: the step's log lines as
+//! they are, progress as occasional lines, on stdout, which is the job's log file; `pipe run`
+//! forwards those lines as the step's log lines.
+//!
 //! A closed stdout or stderr (`pipe report | head -1`) is not an error: what cannot be
 //! written is dropped, and the command ends normally.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pipe_steps::Events;
@@ -19,22 +30,95 @@ use crate::dirty_reason::DirtyReason;
 use crate::run_record::StepStatus;
 use crate::step_outcome::StepOutcome;
 
+/// How often a step's progress is printed as a line when bars cannot be used.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 pub struct Reporter {
     json: bool,
     /// Prints nothing about steps (status decides steps silently, then prints a table).
     quiet: bool,
+    /// `pipe worker`: log lines as they are, on stdout, and progress as lines.
+    plain: bool,
     width: AtomicUsize,
-    bar: Mutex<Option<ProgressBar>>,
+    /// Steps in flight now (set by the executor): above one, log lines are prefixed.
+    in_flight: AtomicUsize,
+    bar: Mutex<Bar>,
+}
+
+/// The progress bar (one at a time, for the step that owns it) and the progress of every step
+/// that reported some (for progress lines).
+#[derive(Default)]
+struct Bar {
+    shown: Option<(String, ProgressBar)>,
+    steps: BTreeMap<String, Progress>,
+}
+
+struct Progress {
+    label: String,
+    total: Option<u64>,
+    bytes: bool,
+    pos: u64,
+    message: String,
+    printed: Instant,
+}
+
+impl Progress {
+    fn text(&self) -> String {
+        let amount = |n: u64| if self.bytes { crate::commands::gc::human_bytes(n) } else { n.to_string() };
+        let mut text = match self.total {
+            Some(t) if t > 0 => {
+                format!("{} {}% ({}/{})", self.label, (self.pos.min(t) * 100) / t, amount(self.pos), amount(t))
+            }
+            _ => format!("{} {}", self.label, amount(self.pos)),
+        };
+        if !self.message.is_empty() {
+            text.push_str(&format!(" {}", self.message));
+        }
+        text
+    }
 }
 
 impl Reporter {
     pub fn new(json: bool) -> Reporter {
-        Reporter { json, quiet: false, width: AtomicUsize::new(8), bar: Mutex::new(None) }
+        Reporter {
+            json,
+            quiet: false,
+            plain: false,
+            width: AtomicUsize::new(8),
+            in_flight: AtomicUsize::new(0),
+            bar: Mutex::new(Bar::default()),
+        }
     }
 
     /// A reporter that prints no step lines.
     pub fn quiet() -> Reporter {
         Reporter { quiet: true, ..Reporter::new(false) }
+    }
+
+    /// The reporter of `pipe worker`: plain lines on stdout (the job's log).
+    pub fn plain() -> Reporter {
+        Reporter { plain: true, ..Reporter::new(false) }
+    }
+
+    /// Sets how many steps are in flight. From two on, a progress bar in view gives way to
+    /// progress lines.
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.store(n, Ordering::SeqCst);
+        if n > 1 {
+            let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, bar)) = guard.shown.take() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+
+    fn concurrent(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 1
+    }
+
+    /// The events of step `name`: its logs and progress, attributed to it.
+    pub fn for_step<'a>(&'a self, name: &str) -> StepEvents<'a> {
+        StepEvents { reporter: self, step: name.to_string() }
     }
 
     /// A line of the human output: stdout, or stderr under `--json`.
@@ -74,8 +158,8 @@ impl Reporter {
 
     fn suspend(&self, f: impl FnOnce()) {
         let guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
-        match guard.as_ref() {
-            Some(bar) => bar.suspend(f),
+        match guard.shown.as_ref() {
+            Some((_, bar)) => bar.suspend(f),
             None => f(),
         }
     }
@@ -107,10 +191,26 @@ impl Reporter {
         self.step_line(position, total, name, &what);
     }
 
-    pub fn step_started(&self, position: usize, total: usize, name: &str, reasons: &[DirtyReason]) {
-        let why: Vec<String> =
-            reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect();
+    /// `running`, with where (`slurm job 12 on node1`) before the reasons when not here.
+    pub fn step_started(
+        &self,
+        position: usize,
+        total: usize,
+        name: &str,
+        reasons: &[DirtyReason],
+        place: Option<&str>,
+    ) {
+        let why: Vec<String> = place
+            .map(str::to_string)
+            .into_iter()
+            .chain(reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string))
+            .collect();
         self.step_line(position, total, name, &format!("running     {}", why.join("; ")));
+    }
+
+    /// A step submitted to a cluster, waiting there (`slurm job 12`).
+    pub fn step_queued(&self, position: usize, total: usize, name: &str, place: &str) {
+        self.step_line(position, total, name, &format!("queued      {place}"));
     }
 
     pub fn step_done(&self, position: usize, total: usize, name: &str, outcome: &StepOutcome) {
@@ -133,9 +233,143 @@ impl Reporter {
 
     fn finish_bar(&self) {
         let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(bar) = guard.take() {
+        if let Some((_, bar)) = guard.shown.take() {
             bar.finish_and_clear();
         }
+    }
+
+    /// A log line of step `step` (`""`: of no step in particular).
+    fn step_log(&self, step: &str, line: &str) {
+        if self.plain {
+            self.suspend(|| to_stdout(line));
+        } else if self.concurrent() && !step.is_empty() {
+            let width = self.width.load(Ordering::Relaxed);
+            self.note(&format!("      {step:<width$} | {line}"));
+        } else {
+            self.note(&format!("      {line}"));
+        }
+    }
+
+    fn step_progress_start(&self, step: &str, label: &str, total: Option<u64>, unit: &str) {
+        let progress = Progress {
+            label: label.to_string(),
+            total,
+            bytes: unit == "bytes",
+            pos: 0,
+            message: String::new(),
+            printed: Instant::now(),
+        };
+        let lines = self.plain || self.concurrent();
+        {
+            let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+            guard.steps.insert(step.to_string(), progress);
+            if let Some((_, bar)) = guard.shown.take() {
+                bar.finish_and_clear();
+            }
+            if !lines {
+                guard.shown = Some((step.to_string(), new_bar(label, total, unit)));
+            }
+        }
+        if lines {
+            self.step_log(step, &format!("{label} ..."));
+        }
+    }
+
+    fn step_progress_inc(&self, step: &str, delta: u64) {
+        let line = {
+            let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((_, bar)) = guard.shown.as_ref().filter(|(o, _)| o == step) {
+                bar.inc(delta);
+            }
+            let bar_shown = guard.shown.as_ref().is_some_and(|(o, _)| o == step);
+            match guard.steps.get_mut(step) {
+                Some(p) => {
+                    p.pos += delta;
+                    (!bar_shown && p.printed.elapsed() >= PROGRESS_EVERY).then(|| {
+                        p.printed = Instant::now();
+                        p.text()
+                    })
+                }
+                None => None,
+            }
+        };
+        if let Some(line) = line {
+            self.step_log(step, &line);
+        }
+    }
+
+    fn step_progress_message(&self, step: &str, message: &str) {
+        let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, bar)) = guard.shown.as_ref().filter(|(o, _)| o == step) {
+            bar.set_message(message.to_string());
+        }
+        if let Some(p) = guard.steps.get_mut(step) {
+            p.message = message.to_string();
+        }
+    }
+
+    fn step_progress_finish(&self, step: &str) {
+        let line = {
+            let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+            if guard.shown.as_ref().is_some_and(|(o, _)| o == step) {
+                if let Some((_, bar)) = guard.shown.take() {
+                    bar.finish_and_clear();
+                }
+            }
+            let progress = guard.steps.remove(step);
+            // A step that printed progress as lines says where it ended.
+            progress.filter(|_| self.plain || self.concurrent()).map(|p| p.text())
+        };
+        if let Some(line) = line {
+            self.step_log(step, &line);
+        }
+    }
+}
+
+fn new_bar(label: &str, total: Option<u64>, unit: &str) -> ProgressBar {
+    let bar = match total {
+        Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+    };
+    let template = match (unit, total.is_some()) {
+        ("bytes", true) => "      {prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        ("bytes", false) => "      {prefix} {spinner} {bytes} {bytes_per_sec} {msg}",
+        (_, true) => "      {prefix} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta} {msg}",
+        (_, false) => "      {prefix} {spinner} {human_pos} {per_sec} {msg}",
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_string());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// The [`Events`] of one step: what it logs and its progress, attributed to it.
+pub struct StepEvents<'a> {
+    reporter: &'a Reporter,
+    step: String,
+}
+
+impl Events for StepEvents<'_> {
+    fn log(&self, line: &str) {
+        self.reporter.step_log(&self.step, line);
+    }
+
+    fn progress_start(&self, label: &str, total: Option<u64>, unit: &str) {
+        self.reporter.step_progress_start(&self.step, label, total, unit);
+    }
+
+    fn progress_inc(&self, delta: u64) {
+        self.reporter.step_progress_inc(&self.step, delta);
+    }
+
+    fn progress_message(&self, message: &str) {
+        self.reporter.step_progress_message(&self.step, message);
+    }
+
+    fn progress_finish(&self) {
+        self.reporter.step_progress_finish(&self.step);
     }
 }
 
@@ -186,7 +420,7 @@ pub fn seconds(s: f64) -> String {
 /// The `--json` entry of one step.
 pub fn step_json(name: &str, kind: &str, outcome: &StepOutcome) -> serde_json::Value {
     let reason = Some(reasons_text(outcome)).filter(|r| !r.is_empty());
-    json!({
+    let mut doc = json!({
         "name": name,
         "kind": kind,
         "status": outcome.status.as_str(),
@@ -195,47 +429,32 @@ pub fn step_json(name: &str, kind: &str, outcome: &StepOutcome) -> serde_json::V
         "reason": reason,
         "error": outcome.failure.as_ref().map(|f| f.message.as_str()),
         "remote": outcome.from_remote.is_some(),
-    })
+    });
+    if let Some(job) = &outcome.job {
+        doc["job"] = json!(job);
+    }
+    doc
 }
 
+/// Events of no step in particular (transfers of `pipe push`/`pull`, the remote cache).
 impl Events for Reporter {
     fn log(&self, line: &str) {
-        self.note(&format!("      {line}"));
+        self.step_log("", line);
     }
 
     fn progress_start(&self, label: &str, total: Option<u64>, unit: &str) {
-        self.finish_bar();
-        let bar = match total {
-            Some(t) => ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
-            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-        };
-        let template = match (unit, total.is_some()) {
-            ("bytes", true) => "      {prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
-            ("bytes", false) => "      {prefix} {spinner} {bytes} {bytes_per_sec} {msg}",
-            (_, true) => "      {prefix} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta} {msg}",
-            (_, false) => "      {prefix} {spinner} {human_pos} {per_sec} {msg}",
-        };
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_prefix(label.to_string());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        *self.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
+        self.step_progress_start("", label, total, unit);
     }
 
     fn progress_inc(&self, delta: u64) {
-        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            bar.inc(delta);
-        }
+        self.step_progress_inc("", delta);
     }
 
     fn progress_message(&self, message: &str) {
-        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            bar.set_message(message.to_string());
-        }
+        self.step_progress_message("", message);
     }
 
     fn progress_finish(&self) {
-        self.finish_bar();
+        self.step_progress_finish("");
     }
 }

@@ -66,6 +66,23 @@ pub struct StepRecord {
     /// The result was taken from the remote cache.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub remote: bool,
+    /// The cluster job of the step (`pipe status` asks the cluster about a running one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobRef>,
+}
+
+/// A step's job on a cluster, as the run record keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    /// `slurm`.
+    pub executor: String,
+    /// The cluster's job id.
+    pub id: String,
+    /// `queued`, `running`, or how it ended (`completed`, `failed`, `cancelled`, ...).
+    pub state: String,
+    /// The node it runs or ran on, once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Where a run stands.
@@ -124,6 +141,7 @@ impl StepRecord {
             reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
             error: outcome.failure.as_ref().map(|f| f.message.clone()),
             remote: outcome.from_remote.is_some(),
+            job: outcome.job.clone(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use crate::dirty_reason::DirtyReason;
 use crate::fingerprint::Fingerprint;
-use crate::run_record::StepStatus;
+use crate::run_record::{JobRef, StepStatus};
 use crate::step_key::StepKey;
 
 /// Why a step failed.
@@ -33,6 +33,8 @@ pub struct StepOutcome {
     pub failure: Option<StepFailure>,
     /// Taken from the remote cache (a dry run: found there): what was transferred from where.
     pub from_remote: Option<String>,
+    /// The cluster job computing (or that computed) the step, when it ran as one.
+    pub job: Option<JobRef>,
 }
 
 impl StepOutcome {
@@ -47,6 +49,7 @@ impl StepOutcome {
             seconds: 0.0,
             failure: None,
             from_remote: None,
+            job: None,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod push;
 pub mod report;
 pub mod run;
 pub mod status;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 
@@ -74,15 +75,23 @@ pub fn load_pipeline(file: &Path, overrides: &[OverrideArg]) -> Result<(Pipeline
 
 /// The run environment from the global options.
 pub fn environment(global: &GlobalArgs) -> Environment {
-    let threads = global.threads.unwrap_or_else(runtime::default_threads).max(1);
+    environment_for(global.mirror.clone(), global.threads)
+}
+
+/// The run environment with a mirror and a number of threads (default: every CPU).
+pub fn environment_for(mirror: Option<PathBuf>, threads: Option<usize>) -> Environment {
+    let threads = threads.unwrap_or_else(runtime::default_threads).max(1);
     runtime::configure(threads);
     // Hub downloads go where hf-hub puts them by default (`HF_HOME`, else ~/.cache/huggingface).
-    let env = Environment { mirror: global.mirror.clone(), threads, hub_cache: None, ..Environment::default() };
-    // First Ctrl-C: long steps stop at their next check and nothing more starts; the cache
-    // stays consistent (a step's result is committed whole or not at all). Second: exit now.
+    let env = Environment { mirror, threads, hub_cache: None, ..Environment::default() };
+    // First Ctrl-C (or SIGTERM, which is how `scancel` stops a worker): long steps stop at
+    // their next check, Slurm jobs are cancelled, and nothing more starts; the cache stays
+    // consistent (a step's result is committed whole or not at all). Second: exit now, after
+    // cancelling the Slurm jobs this process submitted.
     let cancelled = env.cancelled.clone();
     let _ = ctrlc::set_handler(move || {
         if cancelled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            crate::executor::slurm::cancel_submitted();
             std::process::exit(130);
         }
         crate::reporter::interrupt_notice();

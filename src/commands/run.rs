@@ -12,11 +12,13 @@ use crate::cache::Cache;
 use crate::commands::GlobalArgs;
 use crate::commands::{environment, load_pipeline, open_remote, RemoteArgs};
 use crate::error::Error;
-use crate::executor::{Executor, RunOptions};
+use crate::executor::job_file::JobRemote;
+use crate::executor::slurm::{SlurmConfig, MAX_POLL};
+use crate::executor::{Executor, LocalBackend, Placement, RunOptions, SlurmBackend};
 use crate::graph::PipelineGraph;
 use crate::reporter::{seconds, step_json, Reporter};
 use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
-use crate::spec::{did_you_mean, variant_label, variants, OverrideArg, SweepArg};
+use crate::spec::{did_you_mean, variant_label, variants, ExecutorKind, OverrideArg, PipelineSpec, SweepArg};
 use crate::step_outcome::StepOutcome;
 
 #[derive(Debug, Args)]
@@ -40,9 +42,21 @@ pub struct RunArgs {
     /// Print one JSON document on stdout at the end (step lines go to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Steps in flight at once [default: the CPUs here; 16 when steps run on Slurm]. Steps that
+    /// compute on every core (training, evaluation, tokenizing) run here one at a time, the
+    /// light ones beside them.
+    #[arg(long, short = 'j', env = "PIPE_JOBS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub jobs: Option<u32>,
+    /// Where the steps that have to run run: here, or as Slurm batch jobs (`sbatch`) [default:
+    /// the pipeline's `executor:`, else local]. `local` runs every step here.
+    #[arg(long, env = "PIPE_EXECUTOR", value_enum, value_name = "EXECUTOR")]
+    pub executor: Option<ExecutorKind>,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
+
+/// Slurm jobs in flight at once unless `--jobs` or `executor: {jobs: N}` say otherwise.
+const DEFAULT_SLURM_JOBS: usize = 16;
 
 pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
     let variants = variants(&args.sweep);
@@ -81,6 +95,33 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
     history.reverse();
     let remote = open_remote(&args.remote, spec.remote.as_deref(), reporter)?;
 
+    // Where each step runs; --executor local keeps every step here.
+    let kind = args.executor.unwrap_or(spec.executor.kind);
+    let on_slurm: Vec<bool> = graph
+        .steps
+        .iter()
+        .map(|s| {
+            if args.executor == Some(ExecutorKind::Local) {
+                return false;
+            }
+            let own = spec.steps.iter().find(|t| t.name == s.base).and_then(|t| t.executor);
+            match own {
+                Some(k) => k == ExecutorKind::Slurm,
+                None => {
+                    kind == ExecutorKind::Slurm && !spec.executor.local_kinds.iter().any(|k| k == s.kind.spec().kind)
+                }
+            }
+        })
+        .collect();
+    let slurm_used = on_slurm.iter().any(|&s| s);
+    let cores = pipe_steps::runtime::default_threads();
+    let jobs = args.jobs.map(|j| j as usize).or(spec.executor.jobs);
+    let jobs = jobs.unwrap_or(if slurm_used { DEFAULT_SLURM_JOBS } else { cores });
+    let local_jobs = if slurm_used { jobs.min(cores) } else { jobs };
+    if slurm_used && !args.dry_run {
+        check_slurm()?;
+    }
+
     reporter.set_names(graph.steps.iter().map(|s| s.name.as_str()));
     let mode = if args.dry_run { " (dry run)" } else { "" };
     let mode = match &remote {
@@ -88,6 +129,7 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         None => mode.to_string(),
     };
     let swept = if variants.len() > 1 { format!(", {} variants", variants.len()) } else { String::new() };
+    let mode = if slurm_used { format!("{mode}, on slurm ({jobs} jobs at a time)") } else { mode };
     reporter.line(&format!(
         "pipeline {} ({} step{}{swept}), cache {}{mode}",
         graph.name,
@@ -122,7 +164,7 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
             record.save(&cache)?;
         }
     }
-    let options = RunOptions { force, dry_run: args.dry_run };
+    let options = RunOptions { force, dry_run: args.dry_run, jobs, local_jobs };
     let mut observe = |i: usize, outcome: &StepOutcome| {
         if args.dry_run {
             return;
@@ -136,7 +178,19 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
             }
         }
     };
-    let outcomes = executor.run(&options, &mut observe);
+    let local = LocalBackend { compute: executor.compute() };
+    let slurm = if slurm_used {
+        let config = slurm_config(&spec, &graph, global, args, remote.as_ref())?;
+        Some(SlurmBackend::new(executor.compute(), config))
+    } else {
+        None
+    };
+    let mut placement = Placement { backends: vec![&local], of_step: vec![0; graph.steps.len()] };
+    if let Some(slurm) = &slurm {
+        placement.backends.push(slurm);
+        placement.of_step = on_slurm.iter().map(|&s| usize::from(s)).collect();
+    }
+    let outcomes = executor.run_on(&options, &placement, &mut observe);
     let failed: Vec<_> = outcomes.iter().filter(|o| o.status == StepStatus::Failed).collect();
     let ok = failed.is_empty();
     if !args.dry_run {
@@ -188,5 +242,56 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         None => ExitCode::SUCCESS,
         Some(o) if o.failure.as_ref().is_some_and(|f| f.bad_input) => ExitCode::from(2),
         Some(_) => ExitCode::from(1),
+    })
+}
+
+/// Fails early, as a usage error, when the Slurm commands are not there.
+fn check_slurm() -> Result<(), Error> {
+    match std::process::Command::new("sbatch").arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err(Error::usage(
+            "the Slurm executor needs `sbatch` (and squeue, scontrol, scancel), which is not on PATH",
+            Some("run on a Slurm login node, or `--executor local` to run every step here".into()),
+        )),
+    }
+}
+
+/// How this run submits jobs: resources from the pipeline, the pipe binary, the cache and
+/// the remote the jobs use.
+fn slurm_config(
+    spec: &PipelineSpec,
+    graph: &PipelineGraph,
+    global: &GlobalArgs,
+    args: &RunArgs,
+    remote: Option<&crate::remote::Remote>,
+) -> Result<SlurmConfig, Error> {
+    let binary = match &spec.executor.binary {
+        Some(b) => std::path::absolute(spec.base_dir.join(b)).unwrap_or_else(|_| spec.base_dir.join(b)),
+        None => std::env::current_exe()
+            .map_err(|e| Error::usage(format!("cannot tell where this pipe binary is: {e}"), None))?,
+    };
+    let cache_dir = std::path::absolute(&global.cache_dir).unwrap_or_else(|_| global.cache_dir.clone());
+    let resources = graph
+        .steps
+        .iter()
+        .map(|s| spec.steps.iter().find(|t| t.name == s.base).map(|t| t.resources.clone()).unwrap_or_default())
+        .collect();
+    let max_poll = std::env::var("PIPE_SLURM_POLL")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .unwrap_or(MAX_POLL);
+    let mode = clap::ValueEnum::to_possible_value(&args.remote.remote_mode)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| "read-write".into());
+    Ok(SlurmConfig {
+        defaults: spec.executor.resources.clone(),
+        resources,
+        binary,
+        sbatch_args: spec.executor.sbatch_args.clone(),
+        cache_dir,
+        remote: remote.map(|r| JobRemote { url: r.url().to_string(), mode }),
+        max_poll,
     })
 }

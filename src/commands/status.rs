@@ -1,6 +1,9 @@
 //! `pipe status [PIPELINE.yaml]`: per step `up-to-date`, `stale` (with the reasons) or
-//! `never-run`, decided exactly as `pipe run --dry-run` would.
+//! `never-run`, decided exactly as `pipe run --dry-run` would; a step that a run in progress
+//! computes now is `running` (here: its compute lock is taken) or, as a Slurm job, `queued` or
+//! `running` as `squeue` says, with the job's id.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,7 +17,10 @@ use crate::dirty_reason::DirtyReason;
 use crate::error::Error;
 use crate::executor::{Executor, RunOptions};
 use crate::reporter::Reporter;
-use crate::run_record::{RunRecord, StepStatus};
+use crate::executor::place;
+use crate::executor::slurm::queue_rows;
+use crate::run_record::{JobRef, RunRecord, RunState, StepStatus};
+use crate::step_key::StepKey;
 use crate::spec::OverrideArg;
 use crate::step_outcome::StepOutcome;
 
@@ -73,6 +79,10 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     };
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     let last = history.first();
+    let live = in_flight(&cache, &history);
+    // Per step: `queued`/`running` and where, for the steps a live run computes.
+    let live: Vec<Option<(&'static str, String)>> =
+        outcomes.iter().map(|o| o.key.as_ref().and_then(|k| live.get(k).cloned())).collect();
     // Which results the remote holds: those decided from it, and those the local cache has
     // that it has too. `None` without a remote or a key.
     let on_remote: Vec<Option<bool>> = outcomes
@@ -97,7 +107,8 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
                 json!({
                     "name": s.name,
                     "kind": s.kind.spec().kind,
-                    "state": state(o),
+                    "state": live[i].as_ref().map_or(state(o), |l| l.0),
+                    "where": live[i].as_ref().map(|l| l.1.as_str()),
                     "key": o.key.as_ref().map(|k| k.as_str()),
                     "reasons": o.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect::<Vec<_>>(),
                     "error": o.failure.as_ref().map(|f| f.message.as_str()),
@@ -135,11 +146,59 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
             (Some(false), _, true) => format!("{:<12}  ", "local only"),
             (Some(false), _, false) => format!("{:<12}  ", "-"),
         };
-        let line = format!("  {:<width$}  {:<10}  {place}{}", s.name, state(o), reasons.join("; "));
+        let (shown, reasons) = match &live[i] {
+            Some((now, at)) => (*now, vec![at.clone()]),
+            None => (state(o), reasons),
+        };
+        let line = format!("  {:<width$}  {:<10}  {place}{}", s.name, shown, reasons.join("; "));
         reporter.line(line.trim_end());
         if let Some(help) = o.failure.as_ref().and_then(|f| f.help.as_deref()) {
             reporter.line(&format!("  {:<width$}  {:<10}  help: {help}", "", ""));
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The keys that runs in progress compute now: `running` (here, its compute lock taken) or,
+/// for a Slurm job, `queued`/`running` as the cluster says; with where (`slurm job 12 on
+/// node1`, `run <id>`). Records of runs that were killed say `running` forever: only what the
+/// lock or the cluster confirms counts.
+fn in_flight(cache: &Cache, history: &[RunRecord]) -> BTreeMap<StepKey, (&'static str, String)> {
+    let mut local: Vec<(StepKey, String)> = Vec::new();
+    let mut jobs: Vec<(StepKey, JobRef)> = Vec::new();
+    for run in history.iter().filter(|r| r.state == RunState::Running) {
+        for step in run.steps.iter().filter(|s| s.status == StepStatus::Running) {
+            let Some(key) = step.key.clone() else { continue };
+            match &step.job {
+                Some(job) if job.executor == "slurm" => jobs.push((key, job.clone())),
+                Some(_) => {}
+                None => local.push((key, run.id.clone())),
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (key, run) in local {
+        if cache.is_computing(&key) {
+            out.insert(key, ("running", format!("in run {run}")));
+        }
+    }
+    if !jobs.is_empty() {
+        let ids: Vec<String> = jobs.iter().map(|(_, j)| j.id.clone()).collect();
+        let rows = queue_rows(&ids).unwrap_or_default();
+        for (key, mut job) in jobs {
+            let Some(row) = rows.get(&job.id) else { continue };
+            let now = match row.state.as_str() {
+                "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => "queued",
+                "RUNNING" | "COMPLETING" | "STAGE_OUT" | "SIGNALING" | "SUSPENDED" | "STOPPED" => "running",
+                _ => continue,
+            };
+            job.node = if now == "running" { row.node.clone() } else { None };
+            let mut at = place(&job);
+            if let (Some(reason), "queued") = (&row.reason, now) {
+                at.push_str(&format!(" ({reason})"));
+            }
+            out.insert(key, (now, at));
+        }
+    }
+    out
 }

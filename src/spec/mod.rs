@@ -1,6 +1,7 @@
 //! Pipeline files: parsing, `${params.NAME}` substitution, `--set` overrides, `--sweep`
 //! variants and the errors they can produce.
 
+mod executor_spec;
 mod locate;
 mod override_arg;
 mod pipeline_spec;
@@ -8,6 +9,7 @@ mod spec_error;
 mod step_spec;
 mod sweep_arg;
 
+pub use executor_spec::{ExecutorKind, Resources};
 pub use override_arg::OverrideArg;
 pub use pipeline_spec::{PipelineSpec, UnreadablePipeline};
 pub use spec_error::{did_you_mean, SpecError, SpecErrors};

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml::{Mapping, Value};
 
+use crate::spec::executor_spec::{Checker, ExecutorSpec};
 use crate::spec::locate::{locate, locate_value};
 use crate::spec::override_arg::OverrideArg;
 use crate::spec::spec_error::{did_you_mean, Location, SpecError, SpecErrors};
 use crate::spec::step_spec::{InputRef, Origin, RawParam, StepSpec};
 
-const TOP_LEVEL_KEYS: [&str; 5] = ["name", "description", "params", "remote", "steps"];
+const TOP_LEVEL_KEYS: [&str; 6] = ["name", "description", "params", "remote", "executor", "steps"];
 
 /// A parsed pipeline file.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct PipelineSpec {
     /// `remote:`, the remote cache this pipeline shares results through (`--remote` and
     /// `PIPE_REMOTE` take precedence).
     pub remote: Option<String>,
+    /// `executor:`, where steps run (`--executor` takes precedence); the default is local.
+    pub executor: ExecutorSpec,
     /// In file order, which is display order.
     pub steps: Vec<StepSpec>,
 }
@@ -157,6 +160,10 @@ impl Parser<'_> {
                 None
             }
         };
+        let executor = match top.get("executor") {
+            None | Some(Value::Null) => ExecutorSpec::default(),
+            Some(v) => Checker { source: self.source, errors: &mut self.errors }.executor(v),
+        };
         let mut params = BTreeMap::new();
         match top.get("params") {
             None | Some(Value::Null) => {}
@@ -193,7 +200,15 @@ impl Parser<'_> {
         self.apply_overrides(&mut steps, overrides);
         let base_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         let base_dir = if base_dir.as_os_str().is_empty() { PathBuf::from(".") } else { base_dir };
-        Some(PipelineSpec { name, file: file.to_path_buf(), base_dir, source: source.to_string(), remote, steps })
+        Some(PipelineSpec {
+            name,
+            file: file.to_path_buf(),
+            base_dir,
+            source: source.to_string(),
+            remote,
+            executor,
+            steps,
+        })
     }
 
     fn step(&mut self, name: &str, value: &Value, shared: &BTreeMap<String, Value>) -> Option<StepSpec> {
@@ -224,16 +239,29 @@ impl Parser<'_> {
             }
         };
         let inputs = self.inputs(name, map);
+        // Where and with what the step runs: not parameters, and not in its key.
+        let mut checker = Checker { source: self.source, errors: &mut self.errors };
+        let executor = map.get("executor").and_then(|v| checker.step_executor(name, v));
+        let resources = map
+            .get("resources")
+            .map(|v| checker.resources(v, &["steps", name, "resources"], &format!("step `{name}`")));
         let mut params = BTreeMap::new();
         for (k, v) in map {
             let key = key_text(k);
-            if key == "kind" || key == "inputs" {
+            if ["kind", "inputs", "executor", "resources"].contains(&key.as_str()) {
                 continue;
             }
             let value = self.substitute(v, shared, &["steps", name, &key]);
             params.insert(key, RawParam { value, origin: Origin::File });
         }
-        Some(StepSpec { name: name.to_string(), kind, inputs, params })
+        Some(StepSpec {
+            name: name.to_string(),
+            kind,
+            inputs,
+            params,
+            executor,
+            resources: resources.unwrap_or_default(),
+        })
     }
 
     fn inputs(&mut self, step: &str, map: &Mapping) -> BTreeMap<String, InputRef> {

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde_yaml::Value;
 
+use crate::spec::executor_spec::{ExecutorKind, Resources};
+
 /// A reference to another step's output: `STEP` or `STEP.OUTPUT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputRef {
@@ -51,4 +53,8 @@ pub struct StepSpec {
     pub kind: String,
     pub inputs: BTreeMap<String, InputRef>,
     pub params: BTreeMap<String, RawParam>,
+    /// `executor: local|slurm`: where this step runs, whatever the pipeline's executor.
+    pub executor: Option<ExecutorKind>,
+    /// `resources:` of the step's jobs (not part of its key).
+    pub resources: Resources,
 }

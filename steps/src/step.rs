@@ -150,6 +150,13 @@ impl StepSpec {
     pub fn output(&self, name: &str) -> Option<&OutputSpec> {
         self.outputs.iter().find(|o| o.name == name)
     }
+    /// Whether the kind computes on every core (rayon's global pool: training, evaluation, the
+    /// linear model, tokenizing). Run locally, such steps go one at a time, because two of
+    /// them in one process share the same pool and gain nothing; the light ones (downloads,
+    /// samples, splits, reports) may run beside them (`pipe run --jobs`).
+    pub fn uses_all_cores(&self) -> bool {
+        matches!(self.kind, "pretrain" | "fine-tune" | "evaluate" | "linear" | "tokenize" | "train-tokenizer")
+    }
 }
 
 /// Parameter values after validation: every declared parameter with a value or default is

@@ -235,7 +235,9 @@ fn a_failed_step_exits_1_keeps_earlier_results_and_skips_later_steps() {
     server.route("/gone.tsv", Behavior::Status(500));
     let yaml = pipeline(&server.url("/data.tsv")).replace("    rows: 2\n", "    rows: 2\n  other:\n    kind: download\n    url: URL\n    retries: 0\n  after:\n    kind: sample\n    inputs: { data: other }\n    rows: 1\n").replace("URL", &server.url("/gone.tsv"));
     project.write("p.yaml", &yaml);
-    let run = project.run(&["run", "p.yaml", "--json"]).expect_code(1);
+    // One step at a time, in file order: with more, `other` may fail before `head` starts, and
+    // nothing new starts after a failure (tests/it/jobs.rs).
+    let run = project.run(&["run", "p.yaml", "--json", "--jobs", "1"]).expect_code(1);
     assert_eq!(
         run.statuses(),
         pairs(&[("fetch", "ran"), ("head", "ran"), ("tail", "ran"), ("other", "failed"), ("after", "skipped")])

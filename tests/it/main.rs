@@ -4,6 +4,7 @@
 mod cache_contract;
 mod download;
 mod hub;
+mod jobs;
 mod model_keys;
 mod nsmc_tiny;
 mod pipelines;

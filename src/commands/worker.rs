@@ -1,0 +1,238 @@
+//! `pipe worker JOBFILE` (hidden): computes one step as a cluster job. The Slurm executor
+//! submits jobs that run it on a node ([`crate::executor::slurm`]).
+//!
+//! It reads the job file ([`crate::executor::job_file`]), and:
+//! - exits 0 at once when the key is already committed (a requeued or repeated job, or another
+//!   run that got there first);
+//! - finds every input in the cache by key (pulling it from the remote cache when the node's
+//!   cache lacks it), and computes the step's key again from what it found; a different key
+//!   (other input bytes, another local file, another pipe) is refused, exit 2;
+//! - computes the step the way a local run does ([`crate::executor::Compute`]: compute lock,
+//!   scratch directory, commit, push to the remote);
+//! - prints the step's log lines on stdout (the job's output file, which `pipe run` follows),
+//!   its own lines prefixed `pipe worker: `, and the error on stderr; writes
+//!   `<job id>.result.json` beside the job file; exits 0, 1 (failed), 2 (bad input) or 130
+//!   (cancelled: `scancel` sends SIGTERM, which stops the step at its next check).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use pipe_steps::Params;
+
+use crate::cache::{Cache, Lookup};
+use crate::commands::{environment_for, GlobalArgs};
+use crate::dirty_reason::DirtyReason;
+use crate::error::Error;
+use crate::executor::job_file::{JobFile, JobResult};
+use crate::executor::slurm::WORKER_PREFIX;
+use crate::executor::Compute;
+use crate::fingerprint::{local_paths, Fingerprint};
+use crate::plan::{JobInput, StepJob};
+use crate::remote::{Remote, RemoteMode};
+use crate::reporter::{seconds, Reporter};
+use crate::run_record::StepStatus;
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The job file (`<cache>/jobs/<key>/job.json`).
+    pub job: PathBuf,
+}
+
+/// Why the worker stops before computing: message, help, bad input.
+struct Refusal(String, Option<String>, bool);
+
+pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
+    let file = JobFile::read(&args.job).map_err(|e| Error::usage(e, None))?;
+    // The cores Slurm gave the job, else --threads, else every CPU this process may use.
+    let threads = std::env::var("SLURM_CPUS_PER_TASK").ok().and_then(|t| t.parse::<usize>().ok()).or(global.threads);
+    let mut env = environment_for(file.mirror.clone(), threads);
+    env.hub_endpoint = file.hub_endpoint.clone();
+    env.hub_cache = file.hub_cache.clone();
+    let host = crate::remote::host();
+    let job_id = std::env::var("SLURM_JOB_ID").ok().filter(|j| !j.is_empty());
+    let result_path = args
+        .job
+        .parent()
+        .map(|d| d.join(format!("{}.result.json", job_id.as_deref().unwrap_or("manual"))))
+        .unwrap_or_else(|| PathBuf::from("result.json"));
+    reporter.line(&format!(
+        "{WORKER_PREFIX}step {} ({}), key {}, on {host}{}, {} threads",
+        file.step,
+        file.kind,
+        file.key.short(),
+        job_id.as_deref().map(|j| format!(" (slurm job {j})")).unwrap_or_default(),
+        env.threads
+    ));
+    let finish = |result: JobResult| -> ExitCode {
+        let code = match result.status.as_str() {
+            "ran" | "cached" => 0,
+            _ if env.is_cancelled() => 130,
+            _ if result.bad_input => 2,
+            _ => 1,
+        };
+        match result.status.as_str() {
+            "ran" => reporter.line(&format!("{WORKER_PREFIX}done in {}, committed", seconds(result.seconds))),
+            "cached" => reporter.line(&format!("{WORKER_PREFIX}the result is committed already; nothing to do")),
+            _ => {
+                reporter.note(&format!("{WORKER_PREFIX}error: {}", result.message.as_deref().unwrap_or("failed")));
+                if let Some(help) = &result.help {
+                    reporter.note(&format!("{WORKER_PREFIX}help: {help}"));
+                }
+            }
+        }
+        if let Err(e) = result.write(&result_path) {
+            reporter.note(&format!("{WORKER_PREFIX}error: writing {}: {e}", result_path.display()));
+        }
+        ExitCode::from(code)
+    };
+    let refuse = |r: Refusal| JobResult {
+        status: "failed".into(),
+        message: Some(r.0),
+        help: r.1,
+        bad_input: r.2,
+        seconds: 0.0,
+        host: host.clone(),
+    };
+
+    let cache = match Cache::open(&file.cache_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            let help = "the job's cache directory must be reachable from the node (a shared filesystem)";
+            return Ok(finish(refuse(Refusal(e.to_string(), Some(help.into()), false))));
+        }
+    };
+    // A repeated job (requeued, resubmitted) or another run may have committed the key.
+    if let Lookup::Hit(manifest) = cache.lookup(&file.key) {
+        if !file.forced || file.replaces.as_deref().is_some_and(|r| r != manifest.dir) {
+            let result =
+                JobResult { status: "cached".into(), message: None, help: None, bad_input: false, seconds: 0.0, host };
+            return Ok(finish(result));
+        }
+    }
+    let remote = match &file.remote {
+        None => None,
+        Some(r) => {
+            let mode = RemoteMode::from_str(&r.mode, true).unwrap_or_default();
+            match Remote::open(&r.url, mode).and_then(|remote| remote.check().map(|()| remote)) {
+                Ok(remote) => Some(remote),
+                Err(e) if mode == RemoteMode::Fallback => {
+                    reporter.note(&format!("{WORKER_PREFIX}warning: {e}; working without the remote"));
+                    None
+                }
+                Err(e) => return Ok(finish(refuse(Refusal(e.to_string(), e.help.clone(), e.config)))),
+            }
+        }
+    };
+    let job = match job(&file, &cache, remote.as_ref(), reporter) {
+        Ok(job) => job,
+        Err(r) => return Ok(finish(refuse(r))),
+    };
+    let compute = Compute { cache: &cache, remote: remote.as_ref(), env: &env, reporter };
+    let events = reporter.for_step(&job.name);
+    let outcome = compute.run(&job, &events, &mut || {});
+    let failure = outcome.failure.as_ref();
+    let result = JobResult {
+        status: match outcome.status {
+            StepStatus::Ran => "ran".into(),
+            StepStatus::Cached => "cached".into(),
+            _ => "failed".into(),
+        },
+        message: failure.map(|f| f.message.clone()),
+        help: failure.and_then(|f| f.help.clone()),
+        bad_input: failure.is_some_and(|f| f.bad_input),
+        seconds: outcome.seconds,
+        host,
+    };
+    Ok(finish(result))
+}
+
+/// The job as this node sees it: its inputs found in the cache (or pulled), its key computed
+/// again and compared.
+fn job(file: &JobFile, cache: &Cache, remote: Option<&Remote>, reporter: &Reporter) -> Result<StepJob, Refusal> {
+    let Some(kind) = pipe_steps::find(&file.kind) else {
+        return Err(Refusal(
+            format!("unknown step kind `{}`: the node runs another pipe version", file.kind),
+            None,
+            true,
+        ));
+    };
+    let params = Params::new(file.params.clone());
+    let mut inputs = BTreeMap::new();
+    let mut hashes = BTreeMap::new();
+    for (name, input) in &file.inputs {
+        let mut manifest = match cache.lookup(&input.key) {
+            Lookup::Hit(m) => Some(m),
+            _ => None,
+        };
+        if manifest.is_none() {
+            if let Some(remote) = remote {
+                let outputs: Vec<&str> = input.upstream_outputs.iter().map(String::as_str).collect();
+                let _lock = cache.lock(&input.key);
+                manifest = match remote.fetch_for_step(cache, &input.key, &outputs, &file.step, reporter) {
+                    Ok(found) => found.map(|(m, _)| m),
+                    Err(e) => return Err(Refusal(e.to_string(), e.help.clone(), e.config)),
+                };
+            }
+        }
+        let Some(manifest) = manifest else {
+            return Err(Refusal(
+                format!("input `{name}` (key {}) is not in the cache at {}", input.key.short(), cache_dir(file)),
+                Some("the nodes must share the cache directory, or the run needs a remote cache (`--remote`)".into()),
+                false,
+            ));
+        };
+        let hash = manifest.outputs.get(&input.output).map(|o| o.hash.clone()).unwrap_or_default();
+        hashes.insert(name.clone(), hash.clone());
+        inputs.insert(
+            name.clone(),
+            JobInput {
+                key: input.key.clone(),
+                output: input.output.clone(),
+                hash,
+                path: cache.output_path(&manifest, &input.output),
+                upstream_outputs: Vec::new(),
+            },
+        );
+    }
+    let mut sources = BTreeMap::new();
+    for (name, path) in local_paths(kind, &params) {
+        let hash = Cache::hash_local(&path).map_err(|e| Refusal(e.to_string(), None, true))?;
+        sources.insert(name, hash);
+    }
+    let fingerprint = Fingerprint::new(kind, &params, hashes, sources);
+    let key = fingerprint.key();
+    if key != file.key {
+        let what: Vec<String> =
+            DirtyReason::diff(&file.fingerprint, &fingerprint).iter().map(ToString::to_string).collect();
+        return Err(Refusal(
+            format!(
+                "the step's key on this node is {}, not {} as submitted ({}); refusing to run",
+                key.short(),
+                file.key.short(),
+                if what.is_empty() { "the pipe versions differ".to_string() } else { what.join("; ") }
+            ),
+            Some("the node must see the same files as the submitting machine (a shared filesystem) and run the same pipe".into()),
+            true,
+        ));
+    }
+    Ok(StepJob {
+        index: 0,
+        position: 0,
+        name: file.step.clone(),
+        base: file.base.clone(),
+        kind,
+        params,
+        inputs,
+        key,
+        fingerprint,
+        reasons: Vec::new(),
+        forced: file.forced,
+        replaces: file.replaces.clone(),
+    })
+}
+
+fn cache_dir(file: &JobFile) -> String {
+    file.cache_dir.display().to_string()
+}

@@ -1,0 +1,429 @@
+//! Runs a pipeline's graph: decides each step once its inputs are known ([`crate::plan`]),
+//! starts the steps that have to run on their backend, up to `--jobs` at a time, and reports
+//! and records what happens. `--dry-run` and `pipe status` take the same decisions and start
+//! nothing.
+//!
+//! Deciding and executing are apart: a [`Backend`] gets a [`StepJob`] (the step, its resolved
+//! parameters, its inputs by key and path, its key) and returns its outcome; it knows nothing
+//! of the graph, and the executor nothing of how a backend runs a job. Two exist:
+//! [`LocalBackend`] (a thread of this process) and [`SlurmBackend`] (an `sbatch` job running
+//! `pipe worker`). Another (Kubernetes Jobs, Ray) is one more implementation of the trait;
+//! keys, the cache and the decisions stay as they are.
+//!
+//! Scheduling: the steps are walked in the graph's order; a step is decided when its inputs
+//! have outcomes and a slot is free, so with one job at a time the run is exactly sequential,
+//! in file order. Each job runs on a thread of a scope; the threads report back over a channel
+//! and only this thread calls the observer (the run record) and decides. Locally, steps that
+//! use every core ([`pipe_steps::StepSpec::uses_all_cores`]) go one at a time, the light
+//! ones beside them. After a failure nothing new starts, what runs finishes, and the rest is
+//! skipped; Ctrl-C sets [`Environment::cancelled`], which every backend watches (a local step
+//! stops at its next check, a Slurm job is cancelled with `scancel`).
+//!
+//! While a step runs, its key is in the run record and its compute lock is held (so `pipe gc`
+//! leaves its scratch directory and checkpoints alone), and the results it reads are held in
+//! use (so neither gc nor a `--force` rerun elsewhere removes them under it).
+
+pub mod compute;
+pub mod job_file;
+pub mod local;
+pub mod slurm;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::mpsc;
+
+use pipe_steps::{Environment, Events};
+
+pub use compute::Compute;
+pub use local::LocalBackend;
+pub use slurm::SlurmBackend;
+
+use crate::cache::Cache;
+use crate::graph::PipelineGraph;
+use crate::plan::{Decision, Planner, StepJob};
+use crate::remote::Remote;
+use crate::reporter::Reporter;
+use crate::run_record::{JobRef, RunRecord, StepStatus};
+use crate::step_outcome::StepOutcome;
+
+/// What the user asked of this run beyond the pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Steps to rerun with everything that depends on them (indices into the graph).
+    pub force: BTreeSet<usize>,
+    pub dry_run: bool,
+    /// Steps in flight at once (0: one).
+    pub jobs: usize,
+    /// Of those, steps running on this machine at once (0: `jobs`).
+    pub local_jobs: usize,
+}
+
+/// A job's state changing while it runs, as a backend tells the executor.
+#[derive(Debug, Clone)]
+pub enum JobState {
+    /// Submitted to a cluster and waiting there.
+    Queued(JobRef),
+    /// The step itself is running (on the cluster job, when there is one).
+    Running(Option<JobRef>),
+}
+
+/// Runs steps that have to run. Implementations are called from the executor's threads, one
+/// thread per job in flight.
+pub trait Backend: Sync {
+    /// Whether its jobs compute on this machine's cores (the executor then limits them).
+    fn local(&self) -> bool;
+    /// Runs `job` to its outcome (`Ran`, `Cached`: found stored or on the remote by then, or
+    /// `Failed`), blocking. `notify` hears of state changes; `events` takes the step's logs.
+    /// It watches the environment's cancellation flag.
+    fn execute(&self, job: &StepJob, events: &dyn Events, notify: &mut dyn FnMut(JobState)) -> StepOutcome;
+}
+
+/// Which backend runs each step.
+pub struct Placement<'a> {
+    pub backends: Vec<&'a dyn Backend>,
+    /// Per graph step, an index into `backends`.
+    pub of_step: Vec<usize>,
+}
+
+pub struct Executor<'a> {
+    pub cache: &'a Cache,
+    pub graph: &'a PipelineGraph,
+    pub env: &'a Environment,
+    pub reporter: &'a Reporter,
+    /// Earlier runs of this pipeline, newest first: where the reasons come from.
+    pub history: &'a [RunRecord],
+    /// The remote cache: asked after a local miss, given what runs (see remote.rs).
+    pub remote: Option<&'a Remote>,
+}
+
+/// What a job's thread tells the executor.
+enum Message {
+    State(usize, JobState),
+    Finished(usize, StepOutcome),
+}
+
+impl<'a> Executor<'a> {
+    /// The shared compute path, with this executor's cache, remote and environment.
+    pub fn compute(&self) -> Compute<'a> {
+        Compute { cache: self.cache, remote: self.remote, env: self.env, reporter: self.reporter }
+    }
+
+    fn planner(&self) -> Planner<'a> {
+        Planner {
+            cache: self.cache,
+            graph: self.graph,
+            env: self.env,
+            reporter: self.reporter,
+            history: self.history,
+            remote: self.remote,
+        }
+    }
+
+    /// Decides and (unless dry) runs every step here, in this process.
+    pub fn run(&self, options: &RunOptions, observe: &mut dyn FnMut(usize, &StepOutcome)) -> Vec<StepOutcome> {
+        let local = LocalBackend { compute: self.compute() };
+        let placement = Placement { backends: vec![&local], of_step: vec![0; self.graph.steps.len()] };
+        self.run_on(options, &placement, observe)
+    }
+
+    /// Decides and (unless dry) runs every step on its backend. `observe` hears of every step
+    /// when its state changes (queued, running, with its key and job) and when its outcome is
+    /// known: the run command records the run from it.
+    pub fn run_on(
+        &self,
+        options: &RunOptions,
+        placement: &Placement<'_>,
+        observe: &mut dyn FnMut(usize, &StepOutcome),
+    ) -> Vec<StepOutcome> {
+        let n = self.graph.steps.len();
+        let mut forced = BTreeSet::new();
+        for &f in &options.force {
+            forced.extend(self.graph.with_dependents(f));
+        }
+        let jobs = options.jobs.max(1);
+        let local_jobs = if options.local_jobs == 0 { jobs } else { options.local_jobs.min(jobs) };
+        let planner = self.planner();
+        let order = self.graph.order();
+        let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
+        let mut outcomes: Vec<Option<StepOutcome>> = vec![None; n];
+        let mut decided = vec![false; n];
+        let mut failed: Option<usize> = None;
+
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<Message>();
+            // Decided to run, not started (a step that uses every core waits for another).
+            let mut ready: Vec<Box<StepJob>> = Vec::new();
+            // Started: graph index → (runs here, uses every core).
+            let mut running: BTreeMap<usize, (bool, bool)> = BTreeMap::new();
+            let mut running_state: BTreeMap<usize, StepOutcome> = BTreeMap::new();
+            loop {
+                let stopping = failed.is_some() || self.env.is_cancelled();
+                while !stopping {
+                    let mut progress = false;
+                    // Start what may start, in run order.
+                    let mut k = 0;
+                    while k < ready.len() {
+                        let job = &ready[k];
+                        let backend = placement.backends[placement.of_step[job.index]];
+                        let heavy = job.kind.spec().uses_all_cores();
+                        let here = running.values().filter(|(local, _)| *local).count();
+                        let may = running.len() < jobs
+                            && (!backend.local()
+                                || (here < local_jobs && !(heavy && running.values().any(|&(l, h)| l && h))));
+                        if !may {
+                            k += 1;
+                            continue;
+                        }
+                        let job = ready.remove(k);
+                        running.insert(job.index, (backend.local(), heavy));
+                        running_state.insert(job.index, job.outcome());
+                        self.reporter.set_in_flight(running.len());
+                        let tx = tx.clone();
+                        let reporter = self.reporter;
+                        let total = n;
+                        scope.spawn(move || {
+                            let events = reporter.for_step(&job.name);
+                            let mut notify = |state: JobState| {
+                                match &state {
+                                    JobState::Queued(job_ref) => {
+                                        reporter.step_queued(job.position, total, &job.name, &place(job_ref))
+                                    }
+                                    JobState::Running(job_ref) => reporter.step_started(
+                                        job.position,
+                                        total,
+                                        &job.name,
+                                        &job.reasons,
+                                        job_ref.as_ref().map(place).as_deref(),
+                                    ),
+                                }
+                                let _ = tx.send(Message::State(job.index, state));
+                            };
+                            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                backend.execute(&job, &events, &mut notify)
+                            }))
+                            .unwrap_or_else(|panic| {
+                                let what = panic
+                                    .downcast_ref::<String>()
+                                    .cloned()
+                                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                                    .unwrap_or_default();
+                                job.outcome().failed(format!("the step panicked: {what}"), None, false)
+                            });
+                            let _ = tx.send(Message::Finished(job.index, outcome));
+                        });
+                        progress = true;
+                    }
+                    // Decide the next step whose inputs are known, while a slot is free.
+                    if running.len() < jobs {
+                        let next = order.iter().copied().find(|&i| {
+                            !decided[i] && self.graph.steps[i].inputs.values().all(|r| outcomes[r.step].is_some())
+                        });
+                        if let Some(i) = next {
+                            decided[i] = true;
+                            progress = true;
+                            let p = position[&i];
+                            match planner.decide(i, p, &outcomes, forced.contains(&i), options.dry_run) {
+                                Decision::Skip { why, outcome } => {
+                                    self.reporter.step_skipped(p, n, &self.graph.steps[i].name, &why);
+                                    observe(i, &outcome);
+                                    outcomes[i] = Some(outcome);
+                                }
+                                Decision::Known(outcome) => {
+                                    self.report(p, i, &outcome);
+                                    if outcome.status == StepStatus::Failed {
+                                        failed = Some(i);
+                                    }
+                                    observe(i, &outcome);
+                                    outcomes[i] = Some(outcome);
+                                    if failed.is_some() {
+                                        break;
+                                    }
+                                }
+                                Decision::Run(job) => ready.push(job),
+                            }
+                        }
+                    }
+                    if !progress {
+                        break;
+                    }
+                }
+                if running.is_empty() {
+                    break;
+                }
+                let Ok(message) = rx.recv() else { break };
+                match message {
+                    Message::State(i, state) => {
+                        let Some(outcome) = running_state.get_mut(&i) else { continue };
+                        match state {
+                            JobState::Queued(job) => outcome.job = Some(job),
+                            JobState::Running(job) => {
+                                if job.is_some() {
+                                    outcome.job = job;
+                                }
+                            }
+                        }
+                        observe(i, outcome);
+                    }
+                    Message::Finished(i, outcome) => {
+                        running.remove(&i);
+                        running_state.remove(&i);
+                        self.report(position[&i], i, &outcome);
+                        self.reporter.set_in_flight(running.len());
+                        if outcome.status == StepStatus::Failed && failed.is_none() {
+                            failed = Some(i);
+                        }
+                        observe(i, &outcome);
+                        outcomes[i] = Some(outcome);
+                    }
+                }
+            }
+        });
+        self.reporter.set_in_flight(0);
+
+        // After a failure or an interruption nothing more runs; what ran before stays cached.
+        for (p, &i) in order.iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue;
+            }
+            let why = match failed {
+                _ if self.env.is_cancelled() => "not run: interrupted".to_string(),
+                Some(f) => format!("not run: step {} failed", self.graph.steps[f].name),
+                None => "not run".to_string(),
+            };
+            self.reporter.step_skipped(p, n, &self.graph.steps[i].name, &why);
+            let outcome = StepOutcome::new(StepStatus::Skipped);
+            observe(i, &outcome);
+            outcomes[i] = Some(outcome);
+        }
+        outcomes.into_iter().map(|o| o.unwrap_or_else(|| StepOutcome::new(StepStatus::Skipped))).collect()
+    }
+
+    /// The line of a step whose outcome is known.
+    fn report(&self, position: usize, i: usize, outcome: &StepOutcome) {
+        let name = &self.graph.steps[i].name;
+        let total = self.graph.steps.len();
+        match outcome.status {
+            StepStatus::Failed => self.reporter.step_failed(position, total, name, outcome),
+            StepStatus::Ran => self.reporter.step_done(position, total, name, outcome),
+            _ => self.reporter.step_decided(position, total, name, outcome),
+        }
+    }
+}
+
+/// `slurm job 12` or `slurm job 12 on node1`.
+pub fn place(job: &JobRef) -> String {
+    match &job.node {
+        Some(node) => format!("{} job {} on {node}", job.executor, job.id),
+        None => format!("{} job {}", job.executor, job.id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::spec::PipelineSpec;
+
+    /// Runs nothing: counts jobs in flight (all, and those that use every core), sleeps, and
+    /// says the step ran with one output.
+    struct Counting {
+        local: bool,
+        now: AtomicUsize,
+        heavy_now: AtomicUsize,
+        most: AtomicUsize,
+        most_heavy: AtomicUsize,
+        dir: std::path::PathBuf,
+    }
+
+    impl Backend for Counting {
+        fn local(&self) -> bool {
+            self.local
+        }
+
+        fn execute(&self, job: &StepJob, _events: &dyn Events, notify: &mut dyn FnMut(JobState)) -> StepOutcome {
+            let heavy = job.kind.spec().uses_all_cores();
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            if heavy {
+                let h = self.heavy_now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_heavy.fetch_max(h, Ordering::SeqCst);
+            }
+            notify(JobState::Running(None));
+            std::thread::sleep(Duration::from_millis(150));
+            if heavy {
+                self.heavy_now.fetch_sub(1, Ordering::SeqCst);
+            }
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            let mut outcome = job.outcome();
+            outcome.status = StepStatus::Ran;
+            for output in job.outputs() {
+                outcome.outputs.insert(output.to_string(), format!("{}-{output}", job.name));
+            }
+            outcome.artifact = Some(self.dir.clone());
+            outcome
+        }
+    }
+
+    /// Four downloads (light), then two linear models (every core) on them.
+    const PIPELINE: &str = "name: t
+steps:
+  a: { kind: download, url: http://127.0.0.1:9/a }
+  b: { kind: download, url: http://127.0.0.1:9/b }
+  c: { kind: download, url: http://127.0.0.1:9/c }
+  d: { kind: download, url: http://127.0.0.1:9/d }
+  one:
+    kind: linear
+    inputs: { train: a, test: b }
+  two:
+    kind: linear
+    inputs: { train: c, test: d }
+";
+
+    fn run(local: bool, jobs: usize) -> (Counting, Vec<StepOutcome>, Vec<(usize, StepStatus)>) {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = PipelineSpec::parse(std::path::Path::new("t.yaml"), PIPELINE, &[]).unwrap();
+        let graph = PipelineGraph::build(&spec).unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let env = Environment::default();
+        let reporter = Reporter::quiet();
+        let executor =
+            Executor { cache: &cache, graph: &graph, env: &env, reporter: &reporter, history: &[], remote: None };
+        let backend = Counting {
+            local,
+            now: AtomicUsize::new(0),
+            heavy_now: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            most_heavy: AtomicUsize::new(0),
+            dir: dir.path().to_path_buf(),
+        };
+        let placement = Placement { backends: vec![&backend], of_step: vec![0; graph.steps.len()] };
+        let options = RunOptions { jobs, local_jobs: jobs, ..RunOptions::default() };
+        let mut seen = Vec::new();
+        let outcomes = executor.run_on(&options, &placement, &mut |i, o| seen.push((i, o.status)));
+        (backend, outcomes, seen)
+    }
+
+    #[test]
+    fn light_steps_run_together_and_steps_using_every_core_one_at_a_time_here() {
+        let (backend, outcomes, seen) = run(true, 4);
+        assert!(outcomes.iter().all(|o| o.status == StepStatus::Ran));
+        assert_eq!(backend.most.load(Ordering::SeqCst), 4, "the four downloads at once");
+        assert_eq!(backend.most_heavy.load(Ordering::SeqCst), 1, "one linear model at a time");
+        // The observer heard each step start, then end.
+        for i in 0..6 {
+            let of: Vec<StepStatus> = seen.iter().filter(|(j, _)| *j == i).map(|(_, s)| *s).collect();
+            assert_eq!(of, [StepStatus::Running, StepStatus::Ran], "step {i}");
+        }
+    }
+
+    #[test]
+    fn jobs_bound_what_is_in_flight_and_cluster_jobs_may_all_use_every_core() {
+        let (backend, _, _) = run(true, 2);
+        assert_eq!(backend.most.load(Ordering::SeqCst), 2);
+        let (backend, _, _) = run(false, 8);
+        assert_eq!(backend.most_heavy.load(Ordering::SeqCst), 2, "both linear models at once on a cluster");
+        let (backend, _, _) = run(true, 1);
+        assert_eq!(backend.most.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,272 @@
+//! Deciding, for one step whose inputs are known: is its result cached here, on the remote
+//! (dry runs and `pipe status` only peek), or must it run, and why. `pipe run`, `--dry-run`,
+//! `pipe status`, `push` and `pull` all decide through [`Planner::decide`]; running what must
+//! run is the executor's ([`crate::executor`]), behind its backends.
+//!
+//! Deciding reads the cache (a lookup verifies the stored files), hashes local files named by
+//! parameters, resolves `auto` and hub ids ([`pipe_steps::Step::resolve`]), and in a dry run
+//! asks the remote whether it holds the key. It takes no lock and writes nothing: a decision
+//! to run is checked again under the key's lock before anything runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use pipe_steps::{Environment, Params, Step};
+
+use crate::cache::{Cache, Lookup};
+use crate::dirty_reason::DirtyReason;
+use crate::fingerprint::{local_paths, Fingerprint};
+use crate::graph::PipelineGraph;
+use crate::manifest::Manifest;
+use crate::remote::Remote;
+use crate::reporter::Reporter;
+use crate::run_record::{RunRecord, StepStatus};
+use crate::step_key::StepKey;
+use crate::step_outcome::StepOutcome;
+
+/// One input of a step that has to run: which stored result and output it reads.
+#[derive(Debug, Clone)]
+pub struct JobInput {
+    /// The upstream result's key.
+    pub key: StepKey,
+    /// Which output of it.
+    pub output: String,
+    /// The output's content hash (what the step's key covers).
+    pub hash: String,
+    /// Where it is in this machine's cache.
+    pub path: PathBuf,
+    /// The outputs the upstream kind declares (to fetch it from a remote cache).
+    pub upstream_outputs: Vec<&'static str>,
+}
+
+/// A step that has to run, with everything needed to run it anywhere: what a backend gets.
+#[derive(Clone)]
+pub struct StepJob {
+    /// Index in the graph.
+    pub index: usize,
+    /// Position in the run order (the `[3/9]` of its lines).
+    pub position: usize,
+    /// Name in the graph (`finetune[lr=3e-4]` in a sweep).
+    pub name: String,
+    /// Name in the pipeline file.
+    pub base: String,
+    pub kind: &'static dyn Step,
+    /// After [`Step::resolve`]: what the key covers and what the step runs with.
+    pub params: Params,
+    pub inputs: BTreeMap<String, JobInput>,
+    pub key: StepKey,
+    pub fingerprint: Fingerprint,
+    /// Why it runs.
+    pub reasons: Vec<DirtyReason>,
+    /// `--force`: run even if the key is stored.
+    pub forced: bool,
+    /// For a forced job that runs elsewhere: the output directory stored under the key when it
+    /// was submitted (`""`: none). A repeated job that finds another one committed knows its
+    /// own first attempt made it and stops.
+    pub replaces: Option<String>,
+}
+
+impl StepJob {
+    /// The outcome so far: key, fingerprint and reasons; status `running`.
+    pub fn outcome(&self) -> StepOutcome {
+        let mut outcome = StepOutcome::new(StepStatus::Running);
+        outcome.key = Some(self.key.clone());
+        outcome.fingerprint = Some(self.fingerprint.clone());
+        outcome.reasons = self.reasons.clone();
+        outcome
+    }
+
+    /// The outputs the step's kind declares.
+    pub fn outputs(&self) -> Vec<&'static str> {
+        self.kind.spec().outputs.iter().map(|o| o.name).collect()
+    }
+}
+
+/// What to do with a step.
+pub enum Decision {
+    /// An input is not available (its step failed or was skipped): why, for the skipped line.
+    Skip { why: String, outcome: StepOutcome },
+    /// Known without running: cached, would-use-cache, would-run, or failed to decide.
+    Known(StepOutcome),
+    /// Must run (unless, under its lock, the key turns out stored by now, or on the remote).
+    Run(Box<StepJob>),
+}
+
+/// Decides steps; shared by every command that looks at a pipeline's steps.
+pub struct Planner<'a> {
+    pub cache: &'a Cache,
+    pub graph: &'a PipelineGraph,
+    pub env: &'a Environment,
+    /// For the remote's warnings (an unusable result) during dry runs.
+    pub reporter: &'a Reporter,
+    /// Earlier runs of this pipeline, newest first: where the reasons come from.
+    pub history: &'a [RunRecord],
+    /// Peeked at in dry runs (a real run pulls under the key's lock, when it executes).
+    pub remote: Option<&'a Remote>,
+}
+
+impl Planner<'_> {
+    /// Decides step `i` given the outcomes of the steps before it (`done`, by graph index).
+    pub fn decide(
+        &self,
+        i: usize,
+        position: usize,
+        done: &[Option<StepOutcome>],
+        forced: bool,
+        dry_run: bool,
+    ) -> Decision {
+        let step = &self.graph.steps[i];
+        let mut outcome = StepOutcome::new(StepStatus::Skipped);
+
+        // Inputs: content hashes of upstream outputs, when known.
+        let mut input_hashes = BTreeMap::new();
+        let mut inputs = BTreeMap::new();
+        for (name, r) in &step.inputs {
+            let upstream = done[r.step].as_ref();
+            let upstream_name = &self.graph.steps[r.step].name;
+            match upstream {
+                Some(u) if matches!(u.status, StepStatus::Failed | StepStatus::Skipped) => {
+                    outcome.reasons.push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() });
+                    let why = format!("input {name} from {upstream_name} is not available");
+                    return Decision::Skip { why, outcome };
+                }
+                // A dry run knows the outputs of a result only the remote holds, not their path.
+                Some(u) => match (u.outputs.get(r.output), &u.key, &u.artifact) {
+                    (Some(hash), Some(key), dir) if dir.is_some() || dry_run => {
+                        input_hashes.insert(name.clone(), hash.clone());
+                        if let Some(dir) = dir {
+                            inputs.insert(
+                                name.clone(),
+                                JobInput {
+                                    key: key.clone(),
+                                    output: r.output.to_string(),
+                                    hash: hash.clone(),
+                                    path: dir.join(r.output),
+                                    upstream_outputs: self.graph.steps[r.step]
+                                        .kind
+                                        .spec()
+                                        .outputs
+                                        .iter()
+                                        .map(|o| o.name)
+                                        .collect(),
+                                },
+                            );
+                        }
+                    }
+                    _ => outcome
+                        .reasons
+                        .push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() }),
+                },
+                None => {
+                    outcome.reasons.push(DirtyReason::InputPending { name: name.clone(), step: upstream_name.clone() })
+                }
+            }
+        }
+        if !outcome.reasons.is_empty() {
+            // Only in a dry run: an upstream step would run, so this one's key is unknown.
+            if !self.history.iter().any(|r| r.step(&step.base).is_some_and(|s| s.fingerprint.is_some())) {
+                outcome.reasons = vec![DirtyReason::NeverRun];
+            }
+            outcome.status = StepStatus::WouldRun;
+            return Decision::Known(outcome);
+        }
+
+        // What `auto` and hub ids stand for here and now: the key and the run both use it.
+        let params = match step.kind.resolve(&step.params, self.env) {
+            Ok(p) => p,
+            Err(e) => {
+                return Decision::Known(outcome.failed(e.to_string(), e.help().map(str::to_string), e.is_bad_input()))
+            }
+        };
+        let mut sources = BTreeMap::new();
+        for (name, path) in local_paths(step.kind, &params) {
+            match Cache::hash_local(&path) {
+                Ok(hash) => {
+                    sources.insert(name, hash);
+                }
+                Err(e) => return Decision::Known(outcome.failed(e.to_string(), None, true)),
+            }
+        }
+        let fingerprint = Fingerprint::new(step.kind, &params, input_hashes, sources);
+        let key = fingerprint.key();
+        outcome.key = Some(key.clone());
+        outcome.fingerprint = Some(fingerprint.clone());
+
+        if forced {
+            outcome.reasons.push(DirtyReason::Forced);
+        } else {
+            match self.cache.lookup(&key) {
+                Lookup::Hit(manifest) => {
+                    outcome.status = if dry_run { StepStatus::WouldUseCache } else { StepStatus::Cached };
+                    outcome.outputs = output_hashes(&manifest);
+                    outcome.artifact = Some(self.cache.out_dir(&manifest));
+                    outcome.seconds = 0.0;
+                    return Decision::Known(outcome);
+                }
+                Lookup::Corrupt(detail) => outcome.reasons.push(DirtyReason::ArtifactMissing { detail }),
+                Lookup::Missing => outcome.reasons = self.reasons(&step.base, &fingerprint, &key),
+            }
+        }
+        if dry_run {
+            if let (false, Some(remote)) = (forced, self.remote) {
+                let outputs: Vec<&str> = step.kind.spec().outputs.iter().map(|o| o.name).collect();
+                match remote.peek_for_step(&key, &outputs, &step.name, self.reporter) {
+                    Ok(Some((manifest, note))) => {
+                        outcome.status = StepStatus::WouldUseCache;
+                        outcome.reasons.clear();
+                        outcome.outputs = output_hashes(&manifest);
+                        outcome.from_remote = Some(note);
+                        return Decision::Known(outcome);
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Decision::Known(outcome.failed(e.to_string(), e.help.clone(), e.config)),
+                }
+            }
+            outcome.status = StepStatus::WouldRun;
+            return Decision::Known(outcome);
+        }
+        Decision::Run(Box::new(StepJob {
+            index: i,
+            position,
+            name: step.name.clone(),
+            base: step.base.clone(),
+            kind: step.kind,
+            params,
+            inputs,
+            key,
+            fingerprint,
+            reasons: outcome.reasons,
+            forced,
+            replaces: None,
+        }))
+    }
+
+    /// Why a step whose key is not in the cache must run, from the latest recorded run of it.
+    fn reasons(&self, name: &str, fingerprint: &Fingerprint, key: &StepKey) -> Vec<DirtyReason> {
+        let previous = self.history.iter().filter_map(|r| r.step(name)).find_map(|s| {
+            s.fingerprint
+                .as_ref()
+                .filter(|_| matches!(s.status, StepStatus::Ran | StepStatus::Cached))
+                .map(|f| (f, &s.key))
+        });
+        match previous {
+            None => vec![DirtyReason::NeverRun],
+            Some((_, Some(old_key))) if old_key == key => {
+                vec![DirtyReason::ArtifactMissing { detail: "removed from the cache".into() }]
+            }
+            Some((old, _)) => {
+                let reasons = DirtyReason::diff(old, fingerprint);
+                if reasons.is_empty() {
+                    vec![DirtyReason::NeverRun]
+                } else {
+                    reasons
+                }
+            }
+        }
+    }
+}
+
+/// Output name → content hash of a stored result.
+pub fn output_hashes(manifest: &Manifest) -> BTreeMap<String, String> {
+    manifest.outputs.iter().map(|(name, o)| (name.clone(), o.hash.clone())).collect()
+}

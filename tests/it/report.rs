@@ -1,7 +1,7 @@
 //! `pipe report` at the edges: a cache without runs says how to start one, and a failed run is
-//! shown as failed with what is missing, not skipped. (A successful run and the comparison of
-//! runs are covered by `nsmc_tiny.rs`.)
-
+//! shown as failed with what is missing, not skipped; and the HTML report of a sweep, built from
+//! what the runs recorded: the batch log, the variants, the baseline and the ensemble. (The
+//! text report of a successful run and the comparison of runs are covered by `nsmc_tiny.rs`.)
 
 use crate::support::http::{Behavior, Server};
 use crate::support::{settings, Project};
@@ -61,4 +61,122 @@ steps:
     let json = project.run(&["report", "--format", "json"]).expect_code(0).json();
     assert_eq!(json["latest"]["state"], "failed");
     assert!(json["latest"]["training"].is_null());
+}
+
+/// A labelled table whose two classes mostly use different words, so a tiny BERT learns a bit.
+fn table(rows: usize) -> String {
+    let words = [["good", "great", "fine", "nice", "love"], ["bad", "awful", "poor", "dull", "hate"]];
+    let mut out = String::from("id\tdocument\tlabel\n");
+    for i in 0..rows {
+        let label = i % 2;
+        // Every seventh word from the other class, so neither model is perfect.
+        let text: Vec<&str> =
+            (0..5).map(|j| words[if (i + j) % 7 == 0 { 1 - label } else { label }][(i * 3 + j) % 5]).collect();
+        out.push_str(&format!("{i}\t{}\t{label}\n", text.join(" ")));
+    }
+    out
+}
+
+/// A BERT of one small layer fine-tuned with a validation split and logged every 5 batches,
+/// its evaluations, the linear baseline on the same rows and their ensemble.
+const SWEPT: &str = "name: html
+steps:
+  data:
+    kind: download
+    url: data.tsv
+  vocab:
+    kind: train-tokenizer
+    inputs: { data: data }
+    vocab_size: 200
+  encode:
+    kind: tokenize
+    inputs: { data: data, tokenizer: vocab }
+    max_len: 16
+  split:
+    kind: split
+    inputs: { data: encode }
+    valid_fraction: 0.2
+  pretrain:
+    kind: pretrain
+    inputs: { data: split.train }
+    layers: 1
+    hidden: 16
+    heads: 2
+    intermediate: 32
+    epochs: 1
+    log_every: 0
+  finetune:
+    kind: fine-tune
+    inputs: { train: split.train, valid: split.valid, test: encode, model: pretrain.model }
+    epochs: 2
+    batch_size: 8
+    lr: 1e-3
+    log_every: 5
+  evaluate:
+    kind: evaluate
+    inputs: { data: encode, model: finetune.model }
+  evaluate_valid:
+    kind: evaluate
+    inputs: { data: split.valid, model: finetune.model }
+  linear:
+    kind: linear
+    inputs: { train: data, test: data }
+    valid_fraction: 0.2
+  ensemble:
+    kind: ensemble
+    inputs:
+      valid_a: evaluate_valid.predictions
+      test_a: evaluate.predictions
+      valid_b: linear.valid_predictions
+      test_b: linear.predictions
+    names: [bert, linear]
+";
+
+/// The `<g class="CLASS">` groups' first texts (legend entries, reference lines).
+fn group_texts(html: &str, class: &str) -> Vec<String> {
+    html.split(&format!("<g class=\"{class}\">"))
+        .skip(1)
+        .map(|g| {
+            let t = &g[g.find("<text").unwrap()..];
+            t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()].to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn the_html_report_of_a_sweep_charts_the_batch_log_and_compares_the_variants() {
+    let project = Project::new();
+    project.write("data.tsv", &table(200));
+    project.write("p.yaml", SWEPT);
+    project.run(&["run", "p.yaml", "--sweep", "finetune.lr=1e-3,3e-3"]).expect_code(0);
+
+    // The fine-tune metrics keep the logged batches: 160 training rows in batches of 8 are 20
+    // updates an epoch, logged every 5.
+    let json = project.run(&["report", "--format", "json"]).expect_code(0).json();
+    for run in json["comparison"].as_array().unwrap() {
+        let updates: Vec<u64> =
+            run["training"]["batches"].as_array().unwrap().iter().map(|b| b["update"].as_u64().unwrap()).collect();
+        assert_eq!(updates, [5, 10, 15, 20, 25, 30, 35, 40], "{run}");
+    }
+
+    project.run(&["report", "--format", "html", "--output", "r.html"]).expect_code(0);
+    let html = std::fs::read_to_string(project.path().join("r.html")).unwrap();
+    assert_eq!(html.matches("class=\"chart\"").count(), 2, "the loss and the accuracy chart");
+    // Both variants in each chart's legend, by the parameter that differs.
+    let legend = group_texts(&html, "legend-entry");
+    for name in ["finetune.lr=0.001", "finetune.lr=0.003"] {
+        assert_eq!(legend.iter().filter(|l| *l == name).count(), 2, "{legend:?}");
+    }
+    // Loss: a line per variant and where epoch 2 starts; accuracy: validation and test per variant.
+    assert_eq!(html.matches("<polyline class=\"series\"").count(), 2 + 4, "{html}");
+    assert_eq!(group_texts(&html, "x-mark"), ["epoch 2"]);
+    let references = group_texts(&html, "reference");
+    assert_eq!(references.iter().filter(|r| r.starts_with("linear baseline: test ")).count(), 1, "{references:?}");
+    assert!(references.iter().any(|r| r.starts_with("ensemble: test ")), "{references:?}");
+    // The one parameter that differs, with each variant's value.
+    let table = &html[html.find("<table class=\"params\">").expect("a parameter table")..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(table.matches("<tr><td>").count(), 1, "{table}");
+    assert!(table.contains("<tr><td>finetune.lr</td><td>0.001</td><td>0.003</td></tr>"), "{table}");
+    assert_eq!(html.matches("class=\"confusion\"").count(), 2, "a grid per variant");
 }

@@ -1,5 +1,6 @@
 //! `pipe report [PIPELINE.yaml]`: the accuracy-per-epoch table of the latest run, its final
-//! evaluation, and a comparison of the runs that differ in parameters.
+//! evaluation, and a comparison of the runs that differ in parameters (the HTML form charts
+//! them: `pipe_steps::report`). This module gathers the runs and their metrics from the cache.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
 pub struct ReportArgs {
     /// The pipeline file (default: the one most recently run with this cache).
     pub pipeline: Option<PathBuf>,
-    /// table, markdown, csv, json or html (one self-contained file with a chart).
+    /// table, markdown, csv, json or html (one self-contained file with charts).
     #[arg(long, default_value = "table", value_parser = ["table", "markdown", "md", "csv", "json", "html"])]
     pub format: String,
     /// Write the report to FILE instead of stdout.

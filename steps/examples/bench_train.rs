@@ -14,6 +14,12 @@
 //! (`WORK_DIR/batches-<config>.json`) for the Python side, which trains the same
 //! `BertForSequenceClassification` configs in PyTorch over the same batches. Threads follow
 //! `PIPE_THREADS` (default: all cores). Results are in `steps/BENCHMARKS_BERT.md`.
+//!
+//! With `PRETRAIN_OBJECTIVES` set (e.g. `mlm,electra`), it measures `pretrain` instead: one epoch
+//! per objective on the same rows, config and batches, the objectives interleaved run by run
+//! (so a change of machine load hits both), the median of 3 each and their ratio to the first
+//! objective. ELECTRA's generator takes its defaults (a quarter of the width). Results are in
+//! `BENCHMARKS_ELECTRA.md`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,7 +31,7 @@ use pipe_steps::bert::model::BertClassifier;
 use pipe_steps::bert::model_dir::{write_config, WEIGHTS};
 use pipe_steps::bert::train::batch_seed;
 use pipe_steps::bert::weights::Weights;
-use pipe_steps::bert::FineTune;
+use pipe_steps::bert::{FineTune, Pretrain};
 use pipe_steps::tensor_set::{TensorSet, TOKENIZER_FILE};
 use pipe_steps::text::{Tokenize, TrainTokenizer};
 use pipe_steps::{runtime, Environment};
@@ -88,6 +94,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("mean tokens per row: {:.2}", tokens as f64 / subset.len() as f64);
 
     let configs = [("tiny", 2, 128, 2, 512), ("mini", 4, 256, 4, 1024)];
+    if let Ok(objectives) = std::env::var("PRETRAIN_OBJECTIVES") {
+        let objectives: Vec<&str> = objectives.split(',').collect();
+        for (name, layers, hidden, heads, intermediate) in configs.into_iter().filter(|c| only.contains(&c.0)) {
+            let mut rates: Vec<Vec<f64>> = vec![Vec::new(); objectives.len()];
+            for i in 0..REPEATS {
+                for (k, objective) in objectives.iter().enumerate() {
+                    let out = work.join(format!("pretrain-{name}-{objective}"));
+                    let given = json!({
+                        "objective": objective, "layers": layers, "hidden": hidden, "heads": heads,
+                        "intermediate": intermediate, "max_positions": 128, "epochs": 1, "batch_size": BATCH,
+                        "seed": SEED, "log_every": 0,
+                    });
+                    run(&Pretrain, given, &[("data", &subset_dir)], &out, &env)?;
+                    let metrics: Value = serde_json::from_slice(&fs::read(out.join("metrics"))?)?;
+                    let rate = metrics[0]["samples_per_second"].as_f64().ok_or("no samples_per_second")?;
+                    println!("{name} {objective}: run {}: {rate:.1} samples/s", i + 1);
+                    rates[k].push(rate);
+                }
+            }
+            // Also the median of the ratios within each round: the runs of a round are adjacent,
+            // so they share the machine's load more closely than the medians do.
+            let pairwise: Vec<f64> =
+                rates.iter().map(|r| median(r.iter().zip(&rates[0]).map(|(x, first)| x / first).collect())).collect();
+            let medians: Vec<f64> = rates.into_iter().map(median).collect();
+            for ((objective, m), p) in objectives.iter().zip(&medians).zip(&pairwise) {
+                println!(
+                    "{name} {objective}: median of {REPEATS}: {m:.1} samples/s ({:.2} × {first}; per round {p:.2} ×)",
+                    m / medians[0],
+                    first = objectives[0]
+                );
+            }
+        }
+        return Ok(());
+    }
     for (name, layers, hidden, heads, intermediate) in configs.into_iter().filter(|c| only.contains(&c.0)) {
         let config = BertConfig::new(subset.meta.vocab_size, layers, hidden, heads, intermediate, 128);
         let model = work.join(format!("model-{name}"));

@@ -210,30 +210,38 @@ pub fn rtd_loss_sum(logits: &Tensor, labels: &Tensor, real: &Tensor) -> Result<T
 }
 
 /// One draw per row of `logits` `(rows, vocab)` from its softmax, `(rows,)` u32: by inverse
-/// CDF from an RNG seeded with `seed` on the CPU, by [`sample_gumbel`] elsewhere.
+/// CDF from an RNG seeded with `seed` on the CPU, by [`sample_gumbel`] elsewhere. The
+/// exponentials are f32 (one per logit, the cost that matters: a row is the vocabulary long),
+/// their running sum f64.
 pub fn sample(logits: &Tensor, seed: u64) -> Result<Tensor> {
     if !logits.device().is_cpu() {
         return sample_gumbel(logits);
     }
-    let rows = logits.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+    let (rows, vocab) = logits.dims2()?;
+    let values = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let draws: Vec<u32> = rows
-        .iter()
-        .map(|row| {
-            let top = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let total: f64 = row.iter().map(|&x| (x - top).exp()).sum();
-            let mut u = rng.random::<f64>() * total;
-            for (i, &x) in row.iter().enumerate() {
-                u -= (x - top).exp();
-                if u < 0.0 {
-                    return i as u32;
-                }
+    let mut weights = vec![0f32; vocab];
+    let mut draws = Vec::with_capacity(rows);
+    for row in values.chunks(vocab.max(1)) {
+        let top = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f64;
+        for (w, &x) in weights.iter_mut().zip(row) {
+            *w = (x - top).exp();
+            total += f64::from(*w);
+        }
+        let mut u = rng.random::<f64>() * total;
+        // Rounding can leave a sliver past the last token: then the most likely one.
+        let mut draw = row.iter().position(|&x| x == top).unwrap_or(0);
+        for (i, &w) in weights.iter().enumerate() {
+            u -= f64::from(w);
+            if u < 0.0 {
+                draw = i;
+                break;
             }
-            // Rounding left a sliver past the last token: the most likely one.
-            row.iter().enumerate().fold(0, |best, (i, &x)| if x > row[best] { i } else { best }) as u32
-        })
-        .collect();
-    Tensor::from_vec(draws, rows.len(), logits.device())
+        }
+        draws.push(draw as u32);
+    }
+    Tensor::from_vec(draws, rows, logits.device())
 }
 
 /// One draw per row as `argmax(logits + Gumbel noise)` with uniforms from the device's own

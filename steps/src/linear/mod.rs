@@ -14,6 +14,7 @@
 //! anything here (they are predicted, for the ensemble to weigh).
 
 pub mod features;
+pub mod nb;
 pub mod solver;
 pub mod sparse;
 
@@ -23,6 +24,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use features::{CharAnalyzer, FeatureOptions, Vectorizer};
+use nb::NbScale;
 use solver::{Model, Options};
 
 use crate::bert::classify::Predictions as Scored;
@@ -81,6 +83,13 @@ static SPEC: StepSpec = StepSpec {
             ParamType::Bool,
             Default::Bool(true),
             "term frequency 1 + ln(count) instead of the count",
+        ),
+        // No default value: keyed only when set, so results from before it existed keep their keys.
+        ParamSpec::optional(
+            "nb_scaling",
+            ParamType::Bool,
+            Default::Absent,
+            "scale features by their naive-Bayes log-count ratio (NB-LR; two labels only; false when absent)",
         ),
         // 2.0: the best validation accuracy of 0.5, 1, 2, 4, 8 on NSMC (5% of train held out;
         // steps/BENCHMARKS_LINEAR.md). sklearn's default is 1.0.
@@ -142,6 +151,7 @@ struct Settings<'a> {
     separator: u8,
     malformed: Malformed,
     features: FeatureOptions,
+    nb_scaling: bool,
     solver: Options,
     valid_fraction: Option<f64>,
     seed: u64,
@@ -207,6 +217,10 @@ impl<'a> Settings<'a> {
                 min_df: params.usize("min_df")?.max(1),
                 max_features,
                 sublinear_tf: params.bool("sublinear_tf")?,
+            },
+            nb_scaling: match params.get("nb_scaling") {
+                None => false,
+                Some(v) => v.as_bool().ok_or_else(|| StepError::param("nb_scaling", "must be true or false"))?,
             },
             solver: Options { c, tol, max_iter: params.usize("max_iter")? },
             valid_fraction,
@@ -358,7 +372,25 @@ fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
     let test_classes = classes_of(&test.labels, &index, &labels, "test")?;
     let valid_classes = valid.as_ref().map(|v| classes_of(&v.labels, &index, &labels, "valid")).transpose()?;
 
-    let (vectorizer, x) = Vectorizer::fit_transform(&train.texts, &s.features);
+    if s.nb_scaling && labels.len() != 2 {
+        return Err(StepError::param(
+            "nb_scaling",
+            format!("needs exactly two labels; the training rows have {} ({labels:?})", labels.len()),
+        ));
+    }
+    let (vectorizer, mut x) = Vectorizer::fit_transform(&train.texts, &s.features);
+    // Laplace smoothing (alpha 1), as Wang & Manning.
+    let nb = s.nb_scaling.then(|| NbScale::fit(&x, &y, 1.0));
+    let transform = |texts: &[String]| {
+        let mut m = vectorizer.transform(texts);
+        if let Some(nb) = &nb {
+            nb.apply(&mut m);
+        }
+        m
+    };
+    if let Some(nb) = &nb {
+        nb.apply(&mut x);
+    }
     let blocks: Vec<String> = vectorizer.block_columns().iter().map(|(b, n)| format!("{n} {b}")).collect();
     ctx.events.log(&format!(
         "{} training rows, {} labels; features: {} n-grams ({}), {} non-zeros; {:.1}s",
@@ -396,7 +428,7 @@ fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
     ));
     drop(x);
 
-    let x_test = vectorizer.transform(&test.texts);
+    let x_test = transform(&test.texts);
     let m = evaluate(
         &model,
         &x_test,
@@ -412,7 +444,7 @@ fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
     ));
     match (valid, valid_classes) {
         (Some(v), Some(classes)) => {
-            let x_valid = vectorizer.transform(&v.texts);
+            let x_valid = transform(&v.texts);
             let m = evaluate(
                 &model,
                 &x_valid,

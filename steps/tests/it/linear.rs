@@ -176,3 +176,25 @@ fn a_slice_of_nsmc_reaches_a_sane_accuracy() {
     assert_eq!(v["rows"], 1_000);
     assert!(v["accuracy"].as_f64().unwrap() > 0.8, "{v}");
 }
+
+#[test]
+fn nb_scaling_reweighs_features_for_two_labels_only() {
+    // Filler words sit in both classes; the keywords decide. Naive-Bayes ratios shrink the
+    // filler's weights, so the probabilities change while the (separable) answers stay right.
+    let (_d1, train) = keyword_table(400, 12, &[0, 1], &["great", "awful"]);
+    let (_d2, test) = keyword_table(100, 13, &[0, 1], &["great", "awful"]);
+    let inputs: [(&str, &Path); 2] = [("train", &train), ("test", &test)];
+    let plain = run(&Linear, json!({}), &inputs).unwrap();
+    let nb = run(&Linear, json!({"nb_scaling": true}), &inputs).unwrap();
+    assert_eq!(metrics(nb.path(), "metrics").accuracy, 1.0);
+    let (p, q) =
+        (fs::read(plain.path().join("predictions")).unwrap(), fs::read(nb.path().join("predictions")).unwrap());
+    assert_ne!(p, q, "nb_scaling must change the model");
+    // `false` is the plain model.
+    let off = run(&Linear, json!({"nb_scaling": false}), &inputs).unwrap();
+    assert_eq!(fs::read(off.path().join("predictions")).unwrap(), p);
+
+    let (_d3, three) = keyword_table(60, 14, &[0, 1, 2], &["great", "awful", "meh"]);
+    let e = run(&Linear, json!({"nb_scaling": true}), &[("train", &three), ("test", &three)]).unwrap_err();
+    assert!(e.is_bad_input() && e.to_string().contains("`nb_scaling`") && e.to_string().contains("two labels"), "{e}");
+}

@@ -19,7 +19,7 @@
 //! per objective on the same rows, config and batches, the objectives interleaved run by run
 //! (so a change of machine load hits both), the median of 3 each and their ratio to the first
 //! objective. ELECTRA's generator takes its defaults (a quarter of the width). Results are in
-//! `BENCHMARKS_ELECTRA.md`.
+//! `steps/BENCHMARKS_ELECTRA.md`.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -421,8 +421,11 @@ fn electra_epoch(
         let mlm_scale = if batch_masked > 0 { batch_tokens as f64 / batch_masked as f64 } else { 0.0 };
         let loss = ((&losses.mlm * mlm_scale)? + (&losses.rtd * rtd_weight)?)?;
         let parts = [&losses.mlm, &losses.mlm_correct, &losses.rtd, &losses.rtd_correct, &losses.replaced];
+        // Detached: kept until the epoch ends, these must not hold the shard's autograd graph
+        // (every activation of the batch) alive.
         let values =
-            Tensor::stack(&parts.map(|t| t.to_dtype(DType::F64)).into_iter().collect::<Result<Vec<_>, _>>()?, 0)?;
+            Tensor::stack(&parts.map(|t| t.to_dtype(DType::F64)).into_iter().collect::<Result<Vec<_>, _>>()?, 0)?
+                .detach();
         sums.lock().unwrap_or_else(|e| e.into_inner()).push((rows[0], values, input.masked, input.tokens));
         Ok(BatchOutcome { loss, correct: losses.rtd_correct, count: input.tokens })
     })?;

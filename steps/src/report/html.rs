@@ -27,7 +27,7 @@ table{border-collapse:collapse;margin:.6em 0;font-size:14px}th,td{border:1px sol
 th{background:#f4f4f4}th:first-child,td:first-child{text-align:left}\
 svg.chart{display:block;max-width:100%;height:auto}.grids{display:flex;flex-wrap:wrap;gap:28px}\
 figure{margin:.4em 0}figcaption{font-size:13px;color:#444}\
-.swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px;vertical-align:-1px}";
+.nowrap{white-space:nowrap}.swatch{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:6px;vertical-align:-1px}";
 
 /// The dash of test-accuracy lines (validation is solid).
 const TEST_DASH: &str = "7,4";
@@ -162,8 +162,13 @@ const SAME_TRAINING: &str = "the same fine-tune metrics";
 /// Training loss against the global update, one line per run with a batch log.
 fn loss_chart(runs: &[&RunReport], names: &[String]) -> String {
     let groups = groups(runs, names, SAME_TRAINING, |r| r.training.as_ref());
+    // Runs without training metrics (unfinished, failed) are left to the other sections.
+    let trained: Vec<&Group> = groups.iter().filter(|g| runs[g.first].training.is_some()).collect();
+    if trained.is_empty() {
+        return "<p class=\"note\">No training metrics to chart.</p>\n".into();
+    }
     let (with, without): (Vec<&Group>, Vec<&Group>) =
-        groups.iter().partition(|g| !batches_of(runs[g.first]).is_empty());
+        trained.into_iter().partition(|g| !batches_of(runs[g.first]).is_empty());
     let series: Vec<Series> = with
         .iter()
         .map(|g| {
@@ -205,8 +210,11 @@ fn loss_chart(runs: &[&RunReport], names: &[String]) -> String {
                 let _ = writeln!(out, "<p class=\"note\">No batch log in run {} ({why}).</p>", esc(&g.name));
             }
         }
-        None if runs.len() == 1 => {
+        None if without.len() == 1 && runs.len() == 1 => {
             let _ = writeln!(out, "<p class=\"note\">No batch log in this run ({why}).</p>");
+        }
+        None if without.len() == 1 => {
+            let _ = writeln!(out, "<p class=\"note\">No batch log in run {} ({why}).</p>", esc(&without[0].name));
         }
         None => {
             let _ = writeln!(out, "<p class=\"note\">No batch log in these runs ({why}).</p>");
@@ -340,8 +348,15 @@ fn params_table(report: &Report, runs: &[&RunReport]) -> String {
     }
     let mut out = String::from("<table class=\"params\">\n<tr><th>parameter</th>");
     for (i, r) in runs.iter().enumerate() {
-        let _ =
-            write!(out, "<th><span class=\"swatch\" style=\"background:{}\"></span>{}</th>", color(i), esc(&r.label));
+        // The start time on one line; a variant may wrap below it.
+        let (time, rest) = r.label.split_once(' ').unwrap_or((&r.label, ""));
+        let _ = write!(
+            out,
+            "<th><span class=\"nowrap\"><span class=\"swatch\" style=\"background:{}\"></span>{}</span> {}</th>",
+            color(i),
+            esc(time),
+            esc(rest)
+        );
     }
     out.push_str("</tr>\n");
     for c in &cols {
@@ -590,7 +605,7 @@ mod tests {
             .map(|row| row.split("<td>").skip(1).map(|c| &c[..c.find("</td>").unwrap()]).collect())
             .collect();
         assert_eq!(rows, [vec!["finetune.epochs", "3", "4"], vec!["finetune.lr", "5e-5", "3e-5"]], "{table}");
-        assert!(table.contains("run-a</th>") && table.contains("run-b</th>"), "{table}");
+        assert!(table.contains(">run-a</span> </th>") && table.contains(">run-b</span> </th>"), "{table}");
         // Runs that differ in no parameter say so instead.
         for run in &mut r.comparison {
             run.params = BTreeMap::new();
@@ -630,6 +645,16 @@ mod tests {
         let html = alone.render(Format::Html);
         assert!(html.contains("No batch log in this run ("), "{html}");
         assert_eq!(html.matches("class=\"chart\"").count(), 1, "only the accuracy chart");
+        // Beside runs that did not train (failed), the one without a batch log is named.
+        let mut failed = report();
+        failed.comparison[1].training = None;
+        let html = failed.render(Format::Html);
+        assert!(html.contains("No batch log in run finetune.lr=5e-5 ("), "{html}");
+        // A run without training metrics (unfinished) has no batch log to miss.
+        let mut unfinished = Report { comparison: Vec::new(), ..report() };
+        unfinished.latest.training = None;
+        let html = unfinished.render(Format::Html);
+        assert!(!html.contains("No batch log") && html.contains("No training metrics to chart."), "{html}");
     }
 
     #[test]

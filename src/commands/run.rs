@@ -89,12 +89,6 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         }
         force.extend(found);
     }
-    let env = environment(global);
-    let cache = if args.dry_run { Cache::at(&global.cache_dir) } else { Cache::open(&global.cache_dir)? };
-    let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
-    history.reverse();
-    let remote = open_remote(&args.remote, spec.remote.as_deref(), reporter)?;
-
     // Where each step runs; --executor local keeps every step here.
     let kind = args.executor.unwrap_or(spec.executor.kind);
     let on_slurm: Vec<bool> = graph
@@ -121,6 +115,12 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
     if slurm_used && !args.dry_run {
         check_slurm()?;
     }
+
+    let env = environment(global);
+    let cache = if args.dry_run { Cache::at(&global.cache_dir) } else { Cache::open(&global.cache_dir)? };
+    let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
+    history.reverse();
+    let remote = open_remote(&args.remote, spec.remote.as_deref(), reporter)?;
 
     reporter.set_names(graph.steps.iter().map(|s| s.name.as_str()));
     let mode = if args.dry_run { " (dry run)" } else { "" };

@@ -33,16 +33,16 @@ pub struct Compute<'a> {
 impl Compute<'_> {
     /// The job's result if it exists now (stored by now, or on the remote and pulled), looked
     /// for under the key's lock; `Err` is the failed outcome.
-    pub fn existing(&self, job: &StepJob) -> Result<Option<StepOutcome>, StepOutcome> {
+    pub fn existing(&self, job: &StepJob) -> Result<Option<StepOutcome>, Box<StepOutcome>> {
         let _lock = self.lock(job)?;
         self.existing_locked(job)
     }
 
-    fn lock(&self, job: &StepJob) -> Result<KeyLock, StepOutcome> {
-        self.cache.lock(&job.key).map_err(|e| job.outcome().failed(e.to_string(), None, false))
+    fn lock(&self, job: &StepJob) -> Result<KeyLock, Box<StepOutcome>> {
+        self.cache.lock(&job.key).map_err(|e| Box::new(job.outcome().failed(e.to_string(), None, false)))
     }
 
-    fn existing_locked(&self, job: &StepJob) -> Result<Option<StepOutcome>, StepOutcome> {
+    fn existing_locked(&self, job: &StepJob) -> Result<Option<StepOutcome>, Box<StepOutcome>> {
         let outcome = job.outcome();
         match self.cache.lookup(&job.key) {
             // A forced job reruns a stored key; a repeat of it finds its own first result.
@@ -53,7 +53,7 @@ impl Compute<'_> {
             Lookup::Hit(_) | Lookup::Missing => {}
             Lookup::Corrupt(_) => {
                 if let Err(e) = self.cache.discard(&job.key) {
-                    return Err(outcome.failed(e.to_string(), None, false));
+                    return Err(Box::new(outcome.failed(e.to_string(), None, false)));
                 }
             }
         }
@@ -61,7 +61,7 @@ impl Compute<'_> {
             match remote.fetch_for_step(self.cache, &job.key, &job.outputs(), &job.name, self.reporter) {
                 Ok(Some((manifest, note))) => return Ok(Some(self.cached(outcome, &manifest, Some(note)))),
                 Ok(None) => {}
-                Err(e) => return Err(outcome.failed(e.to_string(), e.help.clone(), e.config)),
+                Err(e) => return Err(Box::new(outcome.failed(e.to_string(), e.help.clone(), e.config))),
             }
         }
         Ok(None)
@@ -81,12 +81,12 @@ impl Compute<'_> {
     pub fn run(&self, job: &StepJob, events: &dyn Events, started: &mut dyn FnMut()) -> StepOutcome {
         let _lock = match self.lock(job) {
             Ok(lock) => lock,
-            Err(failed) => return failed,
+            Err(failed) => return *failed,
         };
         match self.existing_locked(job) {
             Ok(Some(outcome)) => return outcome,
             Ok(None) => {}
-            Err(failed) => return failed,
+            Err(failed) => return *failed,
         }
         let mut outcome = job.outcome();
         let failed = |outcome: StepOutcome, message: String| outcome.failed(message, None, false);

@@ -98,7 +98,7 @@ pub struct Executor<'a> {
 /// What a job's thread tells the executor.
 enum Message {
     State(usize, JobState),
-    Finished(usize, StepOutcome),
+    Finished(usize, Box<StepOutcome>),
 }
 
 impl<'a> Executor<'a> {
@@ -157,7 +157,7 @@ impl<'a> Executor<'a> {
             let mut running_state: BTreeMap<usize, StepOutcome> = BTreeMap::new();
             loop {
                 let stopping = failed.is_some() || self.env.is_cancelled();
-                while !stopping {
+                while !stopping && failed.is_none() {
                     let mut progress = false;
                     // Start what may start, in run order.
                     let mut k = 0;
@@ -208,7 +208,7 @@ impl<'a> Executor<'a> {
                                     .unwrap_or_default();
                                 job.outcome().failed(format!("the step panicked: {what}"), None, false)
                             });
-                            let _ = tx.send(Message::Finished(job.index, outcome));
+                            let _ = tx.send(Message::Finished(job.index, Box::new(outcome)));
                         });
                         progress = true;
                     }
@@ -264,6 +264,7 @@ impl<'a> Executor<'a> {
                         observe(i, outcome);
                     }
                     Message::Finished(i, outcome) => {
+                        let outcome = *outcome;
                         running.remove(&i);
                         running_state.remove(&i);
                         self.report(position[&i], i, &outcome);

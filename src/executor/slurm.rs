@@ -182,7 +182,7 @@ impl Backend for SlurmBackend<'_> {
         match self.compute.existing(job) {
             Ok(Some(outcome)) => return outcome,
             Ok(None) => {}
-            Err(failed) => return failed,
+            Err(failed) => return *failed,
         }
         let mut job = job.clone();
         if job.forced {
@@ -214,19 +214,28 @@ impl Backend for SlurmBackend<'_> {
             let young = submitted_at.elapsed() / 10;
             let interval = young.clamp(MIN_POLL, self.config.max_poll.max(MIN_POLL));
             sleep_unless(interval, || self.env().is_cancelled() && cancelled_at.is_none());
-            log.forward(events);
             if self.env().is_cancelled() && cancelled_at.is_none() {
                 let _ = Command::new("scancel").arg(&id).output();
                 cancelled_at = Some(Instant::now());
             }
-            let state = match self.row(&id) {
+            let row = self.row(&id);
+            // Lines in the log mean the job runs, whatever the last look at the queue said.
+            let lines = log.read();
+            let started = row.as_ref().is_some_and(|r| is_running(&r.state) || is_terminal(&r.state));
+            if !running && (started || !lines.is_empty()) {
+                running = true;
+                job_ref.state = "running".into();
+                job_ref.node = row.as_ref().and_then(|r| r.node.clone()).or_else(|| {
+                    job_details(&id).and_then(|d| d.get("NodeList").cloned()).filter(|n| !n.is_empty() && n != "(null)")
+                });
+                notify(JobState::Running(Some(job_ref.clone())));
+            }
+            for line in &lines {
+                events.log(line);
+            }
+            let state = match row {
                 Some(row) => {
-                    if !running && is_running(&row.state) {
-                        running = true;
-                        job_ref.state = "running".into();
-                        job_ref.node = row.node.clone();
-                        notify(JobState::Running(Some(job_ref.clone())));
-                    } else if running && !is_running(&row.state) && !is_terminal(&row.state) {
+                    if running && !is_running(&row.state) && !is_terminal(&row.state) {
                         // Requeued (preempted, node failure): waiting again.
                         running = false;
                         job_ref.state = "queued".into();
@@ -260,8 +269,9 @@ impl Backend for SlurmBackend<'_> {
         let details = job_details(&id).unwrap_or_default();
         // The last lines may reach a shared filesystem after the state does.
         std::thread::sleep(Duration::from_millis(50));
-        log.forward(events);
-        log.finish(events);
+        for line in log.read().into_iter().chain(log.finish()) {
+            events.log(&line);
+        }
         drop(held);
 
         job_ref.state = end_state.to_ascii_lowercase();
@@ -588,43 +598,46 @@ impl LogTail {
         LogTail { path, offset: 0, partial: Vec::new(), last: VecDeque::new() }
     }
 
-    pub fn forward(&mut self, events: &dyn Events) {
-        let Ok(mut file) = fs::File::open(&self.path) else { return };
+    /// The complete lines written since the last call, without the worker's own.
+    pub fn read(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(mut file) = fs::File::open(&self.path) else { return out };
         // A requeued job starts its output file again.
         if file.metadata().is_ok_and(|m| m.len() < self.offset) {
             self.offset = 0;
             self.partial.clear();
         }
         if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
+            return out;
         }
         let mut bytes = Vec::new();
-        let Ok(n) = file.read_to_end(&mut bytes) else { return };
+        let Ok(n) = file.read_to_end(&mut bytes) else { return out };
         self.offset += n as u64;
         self.partial.extend_from_slice(&bytes);
         while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
             let line = String::from_utf8_lossy(&line[..line.len() - 1]).trim_end_matches('\r').to_string();
-            self.line(line, events);
+            out.extend(self.keep(line));
         }
+        out
     }
 
     /// The last line, even without its newline.
-    pub fn finish(&mut self, events: &dyn Events) {
-        if !self.partial.is_empty() {
-            let line = String::from_utf8_lossy(&std::mem::take(&mut self.partial)).trim_end().to_string();
-            self.line(line, events);
+    pub fn finish(&mut self) -> Option<String> {
+        if self.partial.is_empty() {
+            return None;
         }
+        let line = String::from_utf8_lossy(&std::mem::take(&mut self.partial)).trim_end().to_string();
+        self.keep(line)
     }
 
-    fn line(&mut self, line: String, events: &dyn Events) {
-        if !line.starts_with(WORKER_PREFIX) {
-            events.log(&line);
-        }
-        self.last.push_back(line);
+    /// Remembers a line; it is for the step's log unless it is the worker's.
+    fn keep(&mut self, line: String) -> Option<String> {
+        self.last.push_back(line.clone());
         if self.last.len() > 50 {
             self.last.pop_front();
         }
+        (!line.starts_with(WORKER_PREFIX)).then_some(line)
     }
 
     /// The last error the log shows (the worker's, else Slurm's or the shell's).

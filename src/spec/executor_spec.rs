@@ -113,16 +113,33 @@ pub(crate) struct Checker<'a> {
 
 impl Checker<'_> {
     fn key_error(&mut self, message: String, path: &[&str], help: Option<String>) {
-        let span = path.last().map_or(1, |k| k.chars().count());
-        let mut e = SpecError::new(message).at(locate(self.source, path), span);
+        let (location, exact) = self.find(path, false);
+        let span = if exact { path.last().map_or(1, |k| k.chars().count()) } else { 0 };
+        let mut e = SpecError::new(message).at(location, span);
         e.help = help;
         self.errors.push(e);
     }
 
     fn value_error(&mut self, message: String, path: &[&str], help: Option<String>) {
-        let mut e = SpecError::new(message).at(locate_value(self.source, path), 0);
+        let (location, _) = self.find(path, true);
+        let mut e = SpecError::new(message).at(location, 0);
         e.help = help;
         self.errors.push(e);
+    }
+
+    /// Where the key (or its value) at `path` is; inside a flow mapping (`{ a: 1 }`), which the
+    /// locator does not enter, the line of the nearest enclosing key (`false`: not exact).
+    fn find(&self, path: &[&str], value: bool) -> (Option<crate::spec::spec_error::Location>, bool) {
+        let exact = if value { locate_value(self.source, path) } else { locate(self.source, path) };
+        if exact.is_some() {
+            return (exact, true);
+        }
+        for n in (1..path.len()).rev() {
+            if let Some(l) = locate_value(self.source, &path[..n]) {
+                return (Some(l), false);
+            }
+        }
+        (None, false)
     }
 
     /// The top-level `executor:` section.

@@ -10,6 +10,7 @@ mod nsmc_tiny;
 mod pipelines;
 mod remote;
 mod report;
+mod slurm;
 mod slurm_cluster;
 mod spec_errors;
 mod support;

@@ -1,0 +1,492 @@
+//! The Slurm executor (`pipe run --executor slurm`, `executor:` in the pipeline) against a real
+//! single-node cluster (support/slurm.rs): fine-tune and evaluate as jobs give the bytes of a
+//! local run, a rerun submits nothing, a repeated job finds its result and exits 0, failures,
+//! `scancel` and Ctrl-C are reported as such, a sweep's fine-tunes run as concurrent jobs while
+//! `pipe status` shows them queued, and secrets reach jobs through the environment only.
+//! Skipped (with a notice) where Slurm is not installed, failed under CI. The checks of the
+//! `executor:`/`resources:` sections need no cluster.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::http::{Behavior, Server};
+use crate::support::s3::{Moto, ACCESS_KEY, SECRET_KEY};
+use crate::support::slurm::{cluster, Cluster};
+use crate::support::{Project, Run, TABLE};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A labelled table whose classes use different words, so a tiny BERT learns something.
+fn table(rows: usize) -> String {
+    let words = [["good", "great", "fine", "nice", "love"], ["bad", "awful", "poor", "dull", "hate"]];
+    let mut state = 7u64;
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    let mut out = String::from("id\tdocument\tlabel\n");
+    for i in 0..rows {
+        let label = i % 2;
+        let text: Vec<&str> =
+            (0..4 + next(4)).map(|_| words[if next(5) == 0 { 1 - label } else { label }][next(5)]).collect();
+        out.push_str(&format!("{i}\t{}\t{label}\n", text.join(" ")));
+    }
+    out
+}
+
+/// Data steps here, fine-tune and evaluate as jobs on `PARTITION`.
+const PIPELINE: &str = "name: slurm-tiny
+executor:
+  kind: slurm
+  partition: PARTITION
+  local_kinds: [download, train-tokenizer, tokenize, pretrain]
+  resources: { cpus: 1, time: 10 }
+steps:
+  data:
+    kind: download
+    url: data.tsv
+  vocab:
+    kind: train-tokenizer
+    inputs: { data: data }
+    vocab_size: 200
+  encode:
+    kind: tokenize
+    inputs: { data: data, tokenizer: vocab }
+    max_len: 16
+  pretrain:
+    kind: pretrain
+    inputs: { data: encode }
+    layers: 1
+    hidden: 16
+    heads: 2
+    intermediate: 32
+    epochs: 1
+    log_every: 0
+  finetune:
+    kind: fine-tune
+    inputs: { train: encode, model: pretrain.model }
+    epochs: EPOCHS
+    batch_size: 8
+    lr: 1e-3
+    resources: { cpus: 1, time: \"0:10:00\" }
+  evaluate:
+    kind: evaluate
+    inputs: { data: encode, model: finetune.model }
+";
+
+fn project(partition: &str, epochs: usize, rows: usize) -> Project {
+    let project = Project::new();
+    project.write("data.tsv", &table(rows));
+    project.write("p.yaml", &PIPELINE.replace("PARTITION", partition).replace("EPOCHS", &epochs.to_string()));
+    project
+}
+
+fn command(c: &Cluster, project: &Project, args: &[&str]) -> Command {
+    let mut cmd = project.command(args);
+    c.env(&mut cmd);
+    cmd
+}
+
+fn run(c: &Cluster, project: &Project, args: &[&str]) -> Run {
+    Run::from(command(c, project, args).output().expect("run pipe"))
+}
+
+fn spawn(c: &Cluster, project: &Project, args: &[&str]) -> Child {
+    command(c, project, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn pipe")
+}
+
+/// The run record being written by a run in progress (the only one, or the newest).
+fn records(project: &Project) -> Vec<serde_json::Value> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(project.cache().join("runs"))
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths.iter().filter_map(|p| serde_json::from_slice(&fs::read(p).ok()?).ok()).collect()
+}
+
+/// Waits until the step of the newest record has a job in `state`; its id.
+fn wait_job(project: &Project, step: &str, state: &str, child: &mut Child) -> String {
+    let start = Instant::now();
+    loop {
+        let found = records(project).last().and_then(|r| {
+            let s = r["steps"].as_array()?.iter().find(|s| s["name"] == step)?.clone();
+            (s["job"]["state"] == state).then(|| s["job"]["id"].as_str().map(str::to_string)).flatten()
+        });
+        if let Some(id) = found {
+            return id;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("pipe ended ({status}) before {step}'s job was {state}");
+        }
+        assert!(start.elapsed() < WAIT, "{step}'s job never was {state}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn finish(child: Child) -> Run {
+    Run::from(child.wait_with_output().expect("wait for pipe"))
+}
+
+/// Every file under `dir`, recursively.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+fn job_logs(project: &Project) -> Vec<PathBuf> {
+    files(&project.cache().join("jobs"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("slurm-")))
+        .collect()
+}
+
+/// What a result stored under `key` holds that must not depend on where it ran: output name →
+/// content hash, but for `metrics` the JSON without its timings (`seconds`,
+/// `samples_per_second`), which differ between any two runs.
+fn outputs(project: &Project, key: &str) -> serde_json::Value {
+    let entry = project.cache().join("steps").join(key);
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(entry.join("manifest.json")).unwrap()).unwrap();
+    let mut out = serde_json::Map::new();
+    for (name, o) in manifest["outputs"].as_object().unwrap() {
+        let value = if name == "metrics" {
+            let path = entry.join(manifest["dir"].as_str().unwrap()).join(name);
+            let mut metrics: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+            strip_timings(&mut metrics);
+            metrics
+        } else {
+            o["hash"].clone()
+        };
+        out.insert(name.clone(), value);
+    }
+    serde_json::Value::Object(out)
+}
+
+fn strip_timings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.retain(|k, _| k != "seconds" && k != "samples_per_second");
+            m.values_mut().for_each(strip_timings);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_timings),
+        _ => {}
+    }
+}
+
+#[test]
+fn fine_tune_and_evaluate_as_jobs_give_the_bytes_of_a_local_run_and_a_rerun_submits_nothing() {
+    let Some(c) = cluster() else { return };
+    let partition = c.new_partition("same_bytes");
+    let on_slurm = project(&partition, 2, 400);
+    let first = run(c, &on_slurm, &["run", "p.yaml", "--json"]).expect_code(0);
+    assert!(first.statuses().iter().all(|(_, s)| s == "ran"), "{:?}\n{}", first.statuses(), first.stderr);
+    let doc = first.json();
+    let steps = doc["steps"].as_array().unwrap();
+    for step in steps {
+        let job = &step["job"];
+        if ["finetune", "evaluate"].contains(&step["name"].as_str().unwrap()) {
+            assert_eq!(job["executor"], "slurm", "{step}");
+            assert_eq!(job["state"], "completed", "{step}");
+            assert_eq!(job["node"], c.node(), "{step}");
+        } else {
+            assert!(job.is_null(), "a local kind ran as a job: {step}");
+        }
+    }
+    assert!(first.stderr.contains("queued      slurm job"), "{}", first.stderr);
+    assert!(first.stderr.contains("[Epoch 2]"), "the job's log lines are the step's: {}", first.stderr);
+    assert!(!first.stderr.contains("pipe worker:"), "{}", first.stderr);
+
+    // The same pipeline run here: the same keys and the same bytes.
+    let here = project(&partition, 2, 400);
+    let local = run(c, &here, &["run", "p.yaml", "--json", "--executor", "local"]).expect_code(0);
+    for (a, b) in steps.iter().zip(local.json()["steps"].as_array().unwrap()) {
+        assert_eq!(a["key"], b["key"], "{} differs", a["name"]);
+        assert!(b["job"].is_null());
+        let key = a["key"].as_str().unwrap();
+        assert_eq!(outputs(&on_slurm, key), outputs(&here, key), "{} wrote other bytes", a["name"]);
+    }
+
+    // A rerun finds everything cached and submits nothing.
+    let logs = job_logs(&on_slurm).len();
+    assert_eq!(logs, 2);
+    let again = run(c, &on_slurm, &["run", "p.yaml", "--json"]).expect_code(0);
+    assert!(again.statuses().iter().all(|(_, s)| s == "cached"), "{:?}", again.statuses());
+    assert!(!again.stderr.contains("queued"), "{}", again.stderr);
+    assert_eq!(job_logs(&on_slurm).len(), logs, "a rerun submitted a job");
+
+    // A repeated job (requeued, resubmitted) finds its result committed and exits 0.
+    let key = steps.iter().find(|s| s["name"] == "finetune").unwrap()["key"].as_str().unwrap().to_string();
+    let dir = on_slurm.cache().join("jobs").join(&key);
+    let id = c.sbatch(&[dir.join("job.sh").to_str().unwrap()]);
+    let job = c.wait_final(&id, WAIT);
+    assert_eq!((job["JobState"].as_str(), job["ExitCode"].as_str()), ("COMPLETED", "0:0"), "{job:?}");
+    let log = fs::read_to_string(dir.join(format!("slurm-{id}.out"))).unwrap();
+    assert!(log.contains("pipe worker: the result is committed already"), "{log}");
+    assert!(!log.contains("[Epoch 1]"), "the repeated job trained again: {log}");
+
+    // A job whose inputs do not give its key is refused (here: another learning rate).
+    let job_file = dir.join("job.json");
+    let mut tampered: serde_json::Value = serde_json::from_slice(&fs::read(&job_file).unwrap()).unwrap();
+    tampered["params"]["lr"] = serde_json::json!(0.5);
+    tampered["key"] = serde_json::json!("0".repeat(64));
+    let bad = dir.join("tampered.json");
+    fs::write(&bad, serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let worker = Run::from(on_slurm.command(&["worker", bad.to_str().unwrap()]).output().unwrap()).expect_code(2);
+    assert!(worker.stderr.contains("refusing to run") && worker.stderr.contains("param lr"), "{}", worker.stderr);
+}
+
+/// One download step, run as a job.
+fn download_pipeline(partition: &str, url: &str) -> String {
+    format!(
+        "name: slurm-download
+executor: {{ kind: slurm, partition: {partition} }}
+steps:
+  fetch:
+    kind: download
+    url: {url}
+    retries: 0
+  rows:
+    kind: sample
+    inputs: {{ data: fetch }}
+    rows: 2
+"
+    )
+}
+
+#[test]
+fn a_failing_job_reports_its_step_the_error_and_the_exit_code() {
+    let Some(c) = cluster() else { return };
+    let partition = c.new_partition("failing");
+    let server = Server::start();
+    server.route("/gone.tsv", Behavior::Status(500));
+    let project = Project::new();
+    project.write("p.yaml", &download_pipeline(&partition, &server.url("/gone.tsv")));
+    let failed = run(c, &project, &["run", "p.yaml"]).expect_code(1);
+    let line = failed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("[1/2] fetch") && l.contains("failed"))
+        .unwrap_or_else(|| panic!("no failure line for fetch:\n{}\n{}", failed.stdout, failed.stderr));
+    assert!(line.contains("HTTP 500"), "{line}");
+    assert!(line.contains("(slurm job ") && line.ends_with(", exit code 1)"), "{line}");
+    assert!(failed.stdout.contains("[2/2] rows   skipped     not run: step fetch failed"), "{}", failed.stdout);
+    assert_eq!(server.hits("/gone.tsv"), 1, "the job itself downloaded");
+    let record = records(&project).pop().unwrap();
+    assert_eq!(record["state"], "failed");
+    assert_eq!(record["steps"][0]["job"]["state"], "failed");
+}
+
+#[test]
+fn scancel_of_a_running_job_is_reported_as_cancelled() {
+    let Some(c) = cluster() else { return };
+    let partition = c.new_partition("scancel");
+    let server = Server::start();
+    let body = TABLE.repeat(2000).into_bytes();
+    server.route("/slow.tsv", Behavior::Slow { body, chunk: 1024, delay: Duration::from_millis(200) });
+    let project = Project::new();
+    project.write("p.yaml", &download_pipeline(&partition, &server.url("/slow.tsv")));
+    let mut child = spawn(c, &project, &["run", "p.yaml"]);
+    let id = wait_job(&project, "fetch", "running", &mut child);
+    c.scancel(&id);
+    let run = finish(child).expect_code(1);
+    assert!(
+        run.stdout.contains(&format!("failed      slurm job {id} was cancelled (scancel, or by the cluster)")),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(c.job_state(&id), "CANCELLED");
+    assert!(project.entries().is_empty(), "a cancelled job left a result");
+}
+
+#[test]
+fn ctrl_c_cancels_the_jobs_this_run_submitted() {
+    let Some(c) = cluster() else { return };
+    let partition = c.new_partition("ctrl_c");
+    let server = Server::start();
+    let body = TABLE.repeat(2000).into_bytes();
+    server.route("/slow.tsv", Behavior::Slow { body, chunk: 1024, delay: Duration::from_millis(200) });
+    let project = Project::new();
+    project.write("p.yaml", &download_pipeline(&partition, &server.url("/slow.tsv")));
+    let mut child = spawn(c, &project, &["run", "p.yaml"]);
+    let id = wait_job(&project, "fetch", "running", &mut child);
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let run = finish(child);
+    assert_eq!(run.code, 130, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.contains(&format!("interrupted (slurm job {id} cancelled)")), "{}", run.stdout);
+    assert!(run.stdout.contains("not run: interrupted"), "{}", run.stdout);
+    let job = c.wait_final(&id, WAIT);
+    assert_eq!(job["JobState"], "CANCELLED", "{job:?}");
+}
+
+#[test]
+fn a_sweep_runs_both_fine_tunes_as_concurrent_jobs_status_shows_them_queued_and_report_compares_them() {
+    let Some(c) = cluster() else { return };
+    let partition = c.new_partition("sweep");
+    let project = project(&partition, 8, 1200);
+    // Up to the fine-tunes here, first, so that the held partition holds just them.
+    run(c, &project, &["run", "p.yaml", "--executor", "local", "--set", "finetune.epochs=1"]).expect_code(0);
+    c.hold_partition(&partition);
+    let mut child = spawn(c, &project, &["run", "p.yaml", "--sweep", "finetune.lr=1e-3,3e-3"]);
+    let start = Instant::now();
+    let queued = loop {
+        let ids = c.squeue_ids_in(&partition);
+        if ids.len() == 2 {
+            break ids;
+        }
+        assert!(start.elapsed() < WAIT, "the two fine-tunes were not both submitted: {ids:?}");
+        assert!(child.try_wait().unwrap().is_none(), "pipe ended early");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // `pipe status` (the pipeline's own lr, 1e-3: the sweep's first variant) says queued.
+    let mut status = None;
+    for _ in 0..100 {
+        let s = run(c, &project, &["status", "p.yaml", "--json"]).expect_code(0).json();
+        if s["steps"][4]["state"] == "queued" {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = status.expect("status never showed the fine-tune queued");
+    let at = status["steps"][4]["where"].as_str().unwrap();
+    assert!(queued.iter().any(|id| at.starts_with(&format!("slurm job {id}"))), "{at} {queued:?}");
+    // Evaluating waits for the fine-tune: its key is not known yet.
+    assert_eq!(status["steps"][5]["state"], "stale", "{status:#}");
+    let text = run(c, &project, &["status", "p.yaml"]).expect_code(0).stdout;
+    assert!(text.lines().any(|l| l.contains("finetune") && l.contains("queued") && l.contains("slurm job")), "{text}");
+
+    // Released, both run at once.
+    c.release_partition(&partition);
+    let mut together = false;
+    while child.try_wait().unwrap().is_none() {
+        let states: Vec<String> = queued.iter().map(|id| c.job_state(id)).collect();
+        together |= states.iter().all(|s| s == "RUNNING");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run_out = finish(child).expect_code(0);
+    let (a, b) = (c.scontrol_job(&queued[0]), c.scontrol_job(&queued[1]));
+    assert!(together, "the two fine-tunes were never RUNNING at the same time: {a:?} {b:?}");
+    assert!(a["StartTime"] <= b["EndTime"] && b["StartTime"] <= a["EndTime"], "{a:?} {b:?}");
+    assert!(run_out.stdout.contains("finetune[lr=1e-3]") && run_out.stdout.contains("finetune[lr=3e-3]"));
+
+    let report = run(c, &project, &["report", "--format", "json"]).expect_code(0).json();
+    let rows = report["comparison"].as_array().unwrap();
+    let lrs: Vec<&str> = rows.iter().filter_map(|r| r["params"]["finetune.lr"].as_str()).collect();
+    assert!(lrs.ends_with(&["0.001", "0.003"]), "{report:#}");
+    assert!(rows.iter().rev().take(2).all(|r| r["evaluation"]["accuracy"].as_f64().is_some()), "{report:#}");
+}
+
+#[test]
+fn secrets_reach_jobs_through_their_environment_and_nowhere_else() {
+    let Some(c) = cluster() else { return };
+    let Some(moto) = Moto::start("slurm_secrets") else { return };
+    moto.create_bucket("team");
+    let partition = c.new_partition("secrets");
+    let project = project(&partition, 1, 400);
+    let mut cmd = command(c, &project, &["run", "p.yaml", "--json", "--remote", "s3://team/cache"]);
+    moto.env(&mut cmd);
+    let run = Run::from(cmd.output().unwrap()).expect_code(0);
+    let doc = run.json();
+    let finetune = doc["steps"].as_array().unwrap().iter().find(|s| s["name"] == "finetune").unwrap().clone();
+    assert_eq!(finetune["job"]["executor"], "slurm", "{finetune}");
+    // The job pushed its result with the credentials it got from its environment.
+    let key = finetune["key"].as_str().unwrap();
+    let manifests: Vec<String> = moto.list("team", "cache/manifests").into_iter().map(|(k, _)| k).collect();
+    assert!(manifests.contains(&format!("cache/manifests/{key}.json")), "{manifests:?}");
+    // ...which are in no file of the job, nor in what Slurm keeps of it, nor in pipe's output.
+    let mut seen = format!("{}{}", run.stdout, run.stderr);
+    for path in files(&project.cache().join("jobs")).into_iter().chain(files(&project.cache().join("runs"))) {
+        seen.push_str(&String::from_utf8_lossy(&fs::read(&path).unwrap()));
+    }
+    let id = finetune["job"]["id"].as_str().unwrap();
+    let script = c.command("scontrol").args(["write", "batch_script", id, "-"]).output().unwrap();
+    assert!(script.status.success(), "{}", String::from_utf8_lossy(&script.stderr));
+    let script = String::from_utf8_lossy(&script.stdout).into_owned();
+    assert!(script.contains(" worker "), "{script}");
+    seen.push_str(&script);
+    seen.push_str(&format!("{:?}", c.scontrol_job(id)));
+    assert!(!seen.contains(SECRET_KEY), "the secret key leaked");
+    assert!(!seen.contains(ACCESS_KEY), "the access key leaked");
+}
+
+#[test]
+fn the_slurm_executor_without_sbatch_is_a_usage_error() {
+    let project = project("p", 1, 10);
+    let run = Run::from(project.command(&["run", "p.yaml"]).env("PATH", "/nonexistent").output().expect("run pipe"))
+        .expect_code(2);
+    assert!(run.stderr.contains("the Slurm executor needs `sbatch`"), "{}", run.stderr);
+    assert!(run.stderr.contains("--executor local"), "{}", run.stderr);
+    assert!(!project.cache().join("steps").exists(), "something ran");
+}
+
+#[test]
+fn resources_and_executors_are_not_in_keys() {
+    let project = Project::new();
+    project.write("data.tsv", TABLE);
+    let plain = "name: keys\nsteps:\n  data:\n    kind: download\n    url: data.tsv\n  rows:\n    kind: sample\n    inputs: { data: data }\n    rows: 2\n";
+    project.write("p.yaml", plain);
+    let first = project.run(&["run", "p.yaml", "--json"]).expect_code(0);
+    let with = plain.replace(
+        "    rows: 2\n",
+        "    rows: 2\n    executor: local\n    resources: { gpus: 1, cpus: 8, mem: 32G, time: \"4:00:00\", partition: gpu }\n",
+    );
+    project.write(
+        "p.yaml",
+        &format!(
+            "{with}executor:\n  kind: local\n  partition: big\n  resources: {{ mem: 4G }}\n  local_kinds: [download]\n"
+        ),
+    );
+    let again = project.run(&["run", "p.yaml", "--json"]).expect_code(0);
+    assert_eq!(again.statuses(), [("data", "cached"), ("rows", "cached")].map(|(a, b)| (a.into(), b.into())));
+    assert_eq!(first.json()["steps"][1]["key"], again.json()["steps"][1]["key"]);
+}
+
+#[test]
+fn bad_executor_and_resources_sections_name_the_file_line_and_step() {
+    let project = Project::new();
+    project.write(
+        "p.yaml",
+        "name: bad
+executor:
+  kind: slurmm
+  local_kinds: [downlaod]
+  colour: blue
+steps:
+  data:
+    kind: download
+    url: http://127.0.0.1:9/x
+    executor: cloud
+    resources: { gpus: -1, mem: lots, time: soon, cpu: 2 }
+",
+    );
+    let run = project.run(&["run", "p.yaml"]).expect_code(2);
+    let err = run.stderr;
+    for expected in [
+        "error: executor: `kind` must be local or slurm, got \"slurmm\"\n  --> p.yaml:3:9",
+        "= help: did you mean `slurm`?",
+        "error: executor: `local_kinds` names unknown step kind `downlaod`\n  --> p.yaml:4:16",
+        "= help: did you mean `download`?",
+        "error: executor: unknown key `colour`\n  --> p.yaml:5:3",
+        "error: step `data`: `executor` must be local or slurm, got \"cloud\"\n  --> p.yaml:10:15",
+        "error: step `data`: resources: `gpus` must be a non-negative integer, got `-1`",
+        "error: step `data`: resources: `mem` must be a memory size, got \"lots\"",
+        "help: a number of MiB or a size with a unit: 4096, 500M, 16G, 1T",
+        "error: step `data`: resources: `time` must be a Slurm time limit, got \"soon\"",
+        "error: step `data`: unknown resource `cpu`",
+        "= help: did you mean `cpus`?",
+        "nothing was run",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}

@@ -165,7 +165,8 @@ impl Electra {
     ) -> Result<ElectraLosses> {
         let device = input.original.device();
         let (b, l) = input.original.dims2()?;
-        let zero = || Tensor::zeros((), DType::F32, device);
+        // In the parameters' type (the attention mask's), so the sums add up with the RTD loss.
+        let zero = || Tensor::zeros((), input.generator.attention_mask.dtype(), device);
         let (corrupted, labels, mlm, mlm_correct) = match generated {
             None => (input.original.clone(), Tensor::zeros((b, l), DType::F32, device)?, zero()?, zero()?),
             Some((logits, draws)) => {

@@ -10,7 +10,9 @@
 //! positions plus `rtd_weight` times its mean binary cross-entropy over the non-padding tokens
 //! (ELECTRA's weighting, default 50). The positions are chosen for a whole batch before its
 //! shards run, so each shard can divide by its batch's counts and the loss does not depend on
-//! how a batch is cut into shards (CPU) or not (GPU). The output is the discriminator alone,
+//! how a batch is cut into shards (CPU) or not (GPU). The trainer's batch log lines show that
+//! combined loss and the discriminator's accuracy; the epoch lines both losses and accuracies.
+//! The output is the discriminator alone,
 //! as a `BertModel` without a pooler (ELECTRA has none; `fine-tune` initialises one): the
 //! generator and both heads are dropped from `model` (they stay in the epoch checkpoints).
 //!
@@ -105,7 +107,8 @@ static SPEC: StepSpec = StepSpec {
             "generator_heads",
             ParamType::Uint,
             Default::Absent,
-            "electra: generator attention heads, must divide `generator_hidden` (when absent: heads/4, at least 1)",
+            "electra: generator attention heads, must divide `generator_hidden` (when absent: the most, up to \
+             heads/4 and at least 1, that divide it)",
         ),
         ParamSpec::optional(
             "generator_intermediate",
@@ -468,7 +471,8 @@ fn save_encoder(weights: &Weights, path: &Path) -> StepResult<()> {
         .map_err(|e| StepError::failed(format!("writing {}: {e}", path.display())))
 }
 
-/// What is trained.
+/// What is trained (one per run, so the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 enum Model {
     Mlm(BertMaskedLm),
     Electra(Electra, f64),

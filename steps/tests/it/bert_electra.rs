@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use pipe_steps::bert::config::BertConfig;
 use pipe_steps::bert::electra::{rtd_loss_sum, sample, sample_gumbel, Electra, MaskedInput};
 use pipe_steps::bert::gradients::{Gradients, ParamGrad};
-use pipe_steps::bert::model::{Batch, Kernels, Pass};
+use pipe_steps::bert::model::{Batch, Kernels, Pass, Precision};
 use pipe_steps::bert::weights::Weights;
 use pipe_steps::bert::{FineTune, Pretrain};
 use pipe_steps::report::TrainingMetrics;
@@ -245,7 +245,7 @@ fn draws_follow_the_generators_softmax() {
 }
 
 #[test]
-fn the_gpu_kernels_give_the_losses_and_gradients_of_the_fused_ones() {
+fn the_gpu_kernels_and_bf16_give_the_losses_and_gradients_of_the_fused_f32_ones() {
     let (d, g) = configs(0.1);
     let mut w = Weights::new(DType::F32, &Device::Cpu);
     let model = Electra::new(&d, &g, &mut w, &mut StdRng::seed_from_u64(2)).unwrap();
@@ -265,6 +265,19 @@ fn the_gpu_kernels_give_the_losses_and_gradients_of_the_fused_ones() {
     for ((name, _), (a, b)) in w.iter().zip(fused_grads.iter().zip(&plain_grads)) {
         let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f32::max);
         assert!(worst < 1e-4, "{name}: composite gradient differs by {worst}");
+    }
+    // Mixed precision, with fixed draws (bf16 logits could draw otherwise): close to f32, and
+    // every gradient finite and in f32.
+    let draws = Tensor::new(&[30u32, 23, 12], &Device::Cpu).unwrap();
+    let f32s = combined(&model, &x, Some(&draws), &Pass::train(9)).to_scalar::<f32>().unwrap();
+    let bf16 = combined(&model, &x, Some(&draws), &Pass::train(9).with_precision(Precision::Bf16));
+    let grads = bf16.backward().unwrap();
+    let bf16 = bf16.to_scalar::<f32>().unwrap();
+    assert!((bf16 - f32s).abs() < 2e-2 * f32s.abs(), "loss f32 {f32s} vs bf16 {bf16}");
+    for (name, var) in w.iter() {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{name}: no bf16 gradient"));
+        assert_eq!(g.dtype(), DType::F32, "{name}");
+        assert!(g.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite()), "{name}");
     }
 }
 
@@ -568,4 +581,24 @@ fn bad_electra_parameters_are_named() {
     // Given heads, the default width is rounded up to a multiple of them: 256/4 = 64 → 66.
     let ok = params(&Pretrain, &[("objective", json!("electra")), ("generator_heads", json!(3))]);
     Pretrain.validate(&ok).unwrap();
+}
+
+#[test]
+fn a_shard_without_masked_tokens_trains_the_discriminator_alone() {
+    let (d, g) = configs(0.0);
+    let mut w = Weights::new(DType::F32, &Device::Cpu);
+    let model = Electra::new(&d, &g, &mut w, &mut StdRng::seed_from_u64(4)).unwrap();
+    let mut x = input(DType::F32);
+    x.generator.input_ids = x.original.clone();
+    x.positions = Tensor::from_vec(Vec::<u32>::new(), 0, &Device::Cpu).unwrap();
+    x.targets = x.positions.clone();
+    x.masked = 0;
+    let losses = model.losses(&x, 1, &Pass::train(1)).unwrap();
+    assert_eq!(losses.mlm.to_scalar::<f32>().unwrap(), 0.0);
+    assert_eq!(losses.replaced.to_scalar::<f32>().unwrap(), 0.0);
+    let rtd = losses.rtd.to_scalar::<f32>().unwrap();
+    assert!(rtd.is_finite() && rtd > 0.0, "{rtd}");
+    let grads = (losses.mlm + losses.rtd).unwrap().backward().unwrap();
+    assert!(grads.get(w.var("discriminator_predictions.dense.weight").unwrap().as_tensor()).is_some());
+    assert!(grads.get(w.var("generator_lm_head.bias").unwrap().as_tensor()).is_none());
 }

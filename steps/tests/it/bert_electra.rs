@@ -18,10 +18,10 @@ use pipe_steps::bert::{FineTune, Pretrain};
 use pipe_steps::report::TrainingMetrics;
 use pipe_steps::{Default, Environment, Events, NoEvents, Params, Step, StepContext, StepError};
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::bert_steps::toy_set;
+use crate::bert_steps::{toy_set, toy_tensors};
 
 const MASK: u32 = 4;
 
@@ -601,4 +601,42 @@ fn a_shard_without_masked_tokens_trains_the_discriminator_alone() {
     let grads = (losses.mlm + losses.rtd).unwrap().backward().unwrap();
     assert!(grads.get(w.var("discriminator_predictions.dense.weight").unwrap().as_tensor()).is_some());
     assert!(grads.get(w.var("generator_lm_head.bias").unwrap().as_tensor()).is_none());
+}
+
+/// The loss a batch trains on is its mean MLM loss plus 50 times its mean RTD loss, whatever
+/// its shards. One batch of 20 rows cut into two shards of 10 that differ in both their share
+/// of masked tokens and how predictable those are: short rows of a random token, and long rows
+/// of token 7 that the generator soon predicts. Weighting each shard's mean MLM loss by its
+/// tokens instead would log a loss far from the batch's means.
+#[test]
+fn the_batch_loss_is_the_batch_means_combined_across_shards() {
+    let root = tempfile::tempdir().unwrap();
+    let mut set = toy_tensors(0, 1);
+    let mut rng = StdRng::seed_from_u64(5);
+    for i in 0..20 {
+        let ids: Vec<u32> =
+            if i % 2 == 0 { vec![2, rng.random_range(8..40), 3] } else { [vec![2], vec![7; 8], vec![3]].concat() };
+        set.push(&ids, &vec![0; ids.len()], ids.len() as u32, 0);
+    }
+    let data = root.path().join("text");
+    std::fs::create_dir_all(&data).unwrap();
+    set.save(&data).unwrap();
+    let record = Record::new(None);
+    let p =
+        electra(&[("epochs", json!(12)), ("mask_prob", json!(0.3)), ("lr", json!(5e-3)), ("warmup_ratio", json!(0.0))]);
+    let out = root.path().join("out");
+    run(&Pretrain, &p, &[("data", &data)], &out, &root.path().join("ck"), &record.env, &record).unwrap();
+    let lines = record.lines();
+    let metrics = read_json(&out.join("metrics"));
+    for (e, epoch) in metrics.as_array().unwrap().iter().enumerate() {
+        let start = format!("[Epoch {} Batch 1/1] loss=", e + 1);
+        let line = lines.iter().find(|l| l.starts_with(&start)).expect("a batch line");
+        let logged: f64 = line[start.len()..].split(',').next().unwrap().parse().unwrap();
+        let want = epoch["mlm_loss"].as_f64().unwrap() + 50.0 * epoch["rtd_loss"].as_f64().unwrap();
+        assert!((logged - want).abs() < 1e-3, "logged {logged}, means combined {want}: {line}");
+        let acc: f64 = line.rsplit("acc=").next().unwrap().parse().unwrap();
+        assert!((acc - epoch["rtd_accuracy"].as_f64().unwrap()).abs() < 1e-3, "{line} / {epoch}");
+    }
+    // The generator did learn the long rows (else the shards' MLM losses would not differ).
+    assert!(metrics[11]["mlm_accuracy"].as_f64().unwrap() > 0.5, "{metrics}");
 }

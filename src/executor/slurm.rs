@@ -663,6 +663,86 @@ mod tests {
         assert_eq!(shell_quote("/x/it's"), "'/x/it'\\''s'");
     }
 
+    /// The end states the test cluster cannot produce quickly (or at all: no cgroups, one
+    /// node) map to outcomes that say what happened and what to change.
+    #[test]
+    fn end_states_map_to_clear_outcomes() {
+        use std::collections::BTreeMap as Map;
+
+        use pipe_steps::Params;
+
+        use crate::cache::Cache;
+        use crate::fingerprint::Fingerprint;
+        use crate::reporter::Reporter;
+
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let env = Environment::default();
+        let reporter = Reporter::quiet();
+        let compute = Compute { cache: &cache, remote: None, env: &env, reporter: &reporter };
+        let mut resources = Resources::default();
+        resources.mem = Some("4G".into());
+        resources.time = Some("10".into());
+        let config = SlurmConfig {
+            defaults: Resources::default(),
+            resources: vec![resources],
+            binary: "pipe".into(),
+            sbatch_args: Vec::new(),
+            cache_dir: dir.path().to_path_buf(),
+            remote: None,
+            max_poll: MAX_POLL,
+        };
+        let backend = SlurmBackend::new(compute, config);
+        let kind = pipe_steps::find("sample").unwrap();
+        let params = Params::new(Map::from([("rows".to_string(), serde_json::json!(2))]));
+        let fingerprint = Fingerprint::new(kind, &params, Map::new(), Map::new());
+        let job = StepJob {
+            index: 0,
+            position: 0,
+            name: "rows".into(),
+            base: "rows".into(),
+            kind,
+            params,
+            inputs: Map::new(),
+            key: fingerprint.key(),
+            fingerprint,
+            reasons: Vec::new(),
+            forced: false,
+            replaces: None,
+        };
+        let log = LogTail::new(dir.path().join("none.out"));
+        let details = Map::from([("ExitCode".to_string(), "3:0".to_string())]);
+        let outcome = |state: &str, cancelled: bool| {
+            let o = backend.outcome(&job, "12", state, &details, None, &log, cancelled);
+            assert_eq!(o.status, StepStatus::Failed, "{state}");
+            let f = o.failure.unwrap();
+            (f.message, f.help.unwrap_or_default())
+        };
+        let (m, h) = outcome("TIMEOUT", false);
+        assert!(
+            m.contains("slurm job 12 reached its time limit (10)") && h.contains("resources: { time:"),
+            "{m} / {h}"
+        );
+        let (m, h) = outcome("OUT_OF_MEMORY", false);
+        assert!(m.contains("ran out of memory (mem 4G)") && h.contains("mem: 32G"), "{m} / {h}");
+        let (m, _) = outcome("NODE_FAIL", false);
+        assert!(m.contains("the node of slurm job 12 failed"), "{m}");
+        let (m, h) = outcome("PREEMPTED", false);
+        assert!(m.contains("was preempted") && h.contains("checkpoints"), "{m} / {h}");
+        let (m, _) = outcome("FAILED", false);
+        assert!(m.ends_with("(slurm job 12, exit code 3)"), "{m}");
+        let (m, _) = outcome("CANCELLED", true);
+        assert_eq!(m, "interrupted (slurm job 12 cancelled)");
+        let (m, _) = outcome("CANCELLED", false);
+        assert!(m.contains("was cancelled"), "{m}");
+        // Forgotten by the cluster and nothing committed: failed, not done.
+        let (m, _) = outcome("UNKNOWN", false);
+        assert!(m.contains("no longer known to the cluster"), "{m}");
+        // Completed without a result in the cache: the cache is not shared.
+        let (m, h) = outcome("COMPLETED", false);
+        assert!(m.contains("completed, but key") && h.contains("share the cache directory"), "{m} / {h}");
+    }
+
     #[test]
     fn states_are_classified() {
         assert!(is_terminal("OUT_OF_MEMORY") && is_terminal("PREEMPTED") && !is_terminal("PENDING"));

@@ -495,3 +495,25 @@ steps:
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+#[test]
+#[ignore = "takes 60-90 s: Slurm time limits are whole minutes"]
+fn a_job_over_its_time_limit_is_reported_with_the_resource_to_raise() {
+    let Some(c) = cluster() else { return };
+    let partition = c.new_partition("timeout");
+    let server = Server::start();
+    let body = TABLE.repeat(4000).into_bytes();
+    server.route("/slow.tsv", Behavior::Slow { body, chunk: 512, delay: Duration::from_millis(200) });
+    let project = Project::new();
+    let yaml = download_pipeline(&partition, &server.url("/slow.tsv"))
+        .replace("    retries: 0\n", "    retries: 0\n    resources: { time: 1 }\n");
+    project.write("p.yaml", &yaml);
+    let run = run(c, &project, &["run", "p.yaml"]).expect_code(1);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("[1/2] fetch") && l.contains("failed"))
+        .unwrap_or_else(|| panic!("no failure line:\n{}\n{}", run.stdout, run.stderr));
+    assert!(line.contains("reached its time limit"), "{line}");
+    assert!(run.stdout.contains("help: give step `fetch` more time"), "{}", run.stdout);
+}

@@ -680,9 +680,7 @@ mod tests {
         let env = Environment::default();
         let reporter = Reporter::quiet();
         let compute = Compute { cache: &cache, remote: None, env: &env, reporter: &reporter };
-        let mut resources = Resources::default();
-        resources.mem = Some("4G".into());
-        resources.time = Some("10".into());
+        let resources = Resources { mem: Some("4G".into()), time: Some("10".into()), ..Resources::default() };
         let config = SlurmConfig {
             defaults: Resources::default(),
             resources: vec![resources],

@@ -150,7 +150,8 @@ impl<'a> Executor<'a> {
 
         std::thread::scope(|scope| {
             let (tx, rx) = mpsc::channel::<Message>();
-            // Decided to run, not started (a step that uses every core waits for another).
+            // Decided to run, not started (a step that uses every core waits for another, a
+            // step waits for one computing the same key).
             let mut ready: Vec<Box<StepJob>> = Vec::new();
             // Started: graph index → (runs here, uses every core).
             let mut running: BTreeMap<usize, (bool, bool)> = BTreeMap::new();
@@ -166,7 +167,11 @@ impl<'a> Executor<'a> {
                         let backend = placement.backends[placement.of_step[job.index]];
                         let heavy = job.kind.spec().uses_all_cores();
                         let here = running.values().filter(|(local, _)| *local).count();
+                        // Two steps with one key (the same bytes by two names): the first
+                        // computes it, the second then finds it, in run order.
+                        let same_key = running_state.values().any(|o| o.key.as_ref() == Some(&job.key));
                         let may = running.len() < jobs
+                            && !same_key
                             && (!backend.local()
                                 || (here < local_jobs && !(heavy && running.values().any(|&(l, h)| l && h))));
                         if !may {

@@ -16,6 +16,9 @@
 //! │                               waits, then finds the result; gc skips a key it cannot take
 //! ├── locks/<key>.use             held (shared) by runs whose running step reads <key>; gc and
 //! │                               the cleanup of superseded outputs need it exclusively
+//! ├── jobs/<key>/                 a cluster job of <key> (job.json, job.sh, its log and
+//! │                               <job id>.result.json: executor/slurm.rs); gc removes it
+//! │                               once no kept run references <key> (commands/gc.rs)
 //! └── runs/<id>.json              one record per `pipe run` (see run_record.rs)
 //! ```
 //!
@@ -301,6 +304,20 @@ impl Cache {
     /// Keys of every stored result (complete or not).
     pub fn keys(&self) -> Result<Vec<StepKey>, CacheError> {
         list_keys(&self.root.join("steps"), |name| StepKey::parse(name))
+    }
+
+    /// The directory of `key`'s cluster jobs (written by the Slurm executor, read by its worker).
+    pub fn job_dir(&self, key: &StepKey) -> PathBuf {
+        self.root.join("jobs").join(key.as_str())
+    }
+
+    /// Keys with a job directory (none when no job was ever submitted).
+    pub fn job_keys(&self) -> Result<Vec<StepKey>, CacheError> {
+        let dir = self.root.join("jobs");
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        list_keys(&dir, StepKey::parse)
     }
 
     /// Keys with checkpoints.

@@ -3,6 +3,14 @@
 //! or reads has its lock taken (see cache.rs), and gc skips any key whose locks it cannot take
 //! at once; the young-file grace period is a second guard for runs of older versions.
 //!
+//! Cluster job directories (`jobs/<key>/`: job file, batch script, the job's log, its result
+//! file) follow the results' rule: one goes when no kept run references its key (the last N
+//! runs, and every run record still in progress, whose queued or running jobs need their
+//! files), nothing in it was modified within the grace period, and the key's locks are free
+//! (a worker holds the compute lock while the job runs). The logs of a kept run's failed jobs
+//! stay, so the path its error names still holds the log. A run killed without ending its
+//! record keeps its jobs' directories, as it keeps its results: gc does not ask the cluster.
+//!
 //! `pipe gc --remote [URL] --older-than 30d` collects the remote cache instead (see
 //! [`crate::remote::Remote::gc`]): results no run used for that long, manifests before files,
 //! never a file a kept manifest names, nothing younger than the grace period (default 1 day
@@ -14,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 
-use crate::cache::{Cache, Lookup};
+use crate::cache::{Cache, CacheError, Lookup};
 use crate::commands::GlobalArgs;
 use crate::error::Error;
 use crate::remote::{Remote, RemoteMode};
@@ -141,6 +149,30 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
         count += 1;
         bytes += size;
     }
+    for key in cache.job_keys()? {
+        let dir = cache.job_dir(&key);
+        if keep.contains(&key)
+            || newest_modified(&dir).is_none_or(|t| now.duration_since(t).unwrap_or_default() < grace)
+        {
+            continue;
+        }
+        let Some(_idle) = cache.try_lock_idle(&key)? else {
+            in_use += 1;
+            continue;
+        };
+        let size = Cache::disk_usage(&dir);
+        reporter.line(&format!("{verb} job files {}  {}", key.short(), human_bytes(size)));
+        if !args.dry_run {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(CacheError { action: "removing", path: dir, source: e }.into());
+                }
+                _ => {}
+            }
+        }
+        count += 1;
+        bytes += size;
+    }
     let busy = if in_use > 0 { format!("; {in_use} in use by a running pipe, left alone") } else { String::new() };
     reporter.line(&format!(
         "{verb} {count} entries, {} (kept what the last {} runs use{busy})",
@@ -176,6 +208,18 @@ fn remote_gc(args: &GcArgs, url: &str, reporter: &Reporter) -> Result<ExitCode, 
         humantime::format_duration(older_than)
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The latest modification time of `path` or anything under it (a job's log grows while its
+/// directory's own time stays put). `None` when some of it cannot be read: gc keeps it.
+fn newest_modified(path: &std::path::Path) -> Option<SystemTime> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let own = meta.modified().ok();
+    if !meta.is_dir() {
+        return own;
+    }
+    let inner = std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest_modified(&e.path())).max();
+    own.max(inner)
 }
 
 /// `512 B`, `3.4 MiB`.

@@ -340,6 +340,56 @@ fn gc_leaves_alone_what_a_live_run_holds() {
 }
 
 #[test]
+fn gc_removes_job_directories_no_kept_run_needs() {
+    let (project, _server) = setup();
+    let first = project.run(&["run", "p.yaml", "--json"]).expect_code(0).json();
+    let live = first["steps"][0]["key"].as_str().unwrap().to_string();
+    // The run's record says it is still in progress (its jobs may be queued): its keys are kept.
+    let records: Vec<_> = fs::read_dir(project.cache().join("runs")).unwrap().flatten().collect();
+    let mut record: serde_json::Value = serde_json::from_slice(&fs::read(records[0].path()).unwrap()).unwrap();
+    record["state"] = "running".into();
+    fs::write(records[0].path(), serde_json::to_vec(&record).unwrap()).unwrap();
+    // Job directories as the Slurm executor and its worker leave them (36 bytes each).
+    let (ended, locked, young) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    let job_dir = |key: &str| project.cache().join("jobs").join(key);
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for key in [&ended, &locked, &young, &live] {
+        let files = [("job.json", "{}"), ("job.sh", "#!/bin/sh\n"), ("slurm-17.out", "epoch 1\n")];
+        for (name, text) in files.into_iter().chain([("17.result.json", r#"{"status":"ran"}"#)]) {
+            let path = project.write(&format!("cache/jobs/{key}/{name}"), text);
+            // The young job's log was written just now; everything else is an hour old.
+            if !(key == &young && name == "slurm-17.out") {
+                fs::File::open(&path).unwrap().set_modified(old).unwrap();
+            }
+        }
+        fs::File::open(job_dir(key)).unwrap().set_modified(old).unwrap();
+    }
+    // A running pipe holds the compute lock of `locked`.
+    let lock_path = project.cache().join("locks").join(format!("{locked}.lock"));
+    let lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).unwrap();
+    lock.lock().unwrap();
+
+    let dry = project.run(&["gc", "--keep-runs", "0", "--dry-run"]).expect_code(0);
+    assert!(dry.stdout.contains(&format!("would remove job files {}  36 B", &ended[..12])), "{}", dry.stdout);
+    assert_eq!(dry.stdout.matches("job files").count(), 1, "{}", dry.stdout);
+    assert!(job_dir(&ended).is_dir(), "--dry-run removed a job directory");
+    // Default grace (10m): the young log keeps its directory, the lock keeps `locked`.
+    let gc = project.run(&["gc", "--keep-runs", "0"]).expect_code(0);
+    assert!(gc.stdout.contains("1 in use by a running pipe"), "{}", gc.stdout);
+    assert!(!job_dir(&ended).exists(), "{}", gc.stdout);
+    assert!(job_dir(&young).is_dir() && job_dir(&locked).is_dir() && job_dir(&live).is_dir());
+    // No grace: the lock and the run in progress still protect theirs.
+    let gc = project.run(&["gc", "--grace", "0s", "--keep-runs", "0"]).expect_code(0);
+    assert!(!job_dir(&young).exists(), "{}", gc.stdout);
+    assert!(job_dir(&locked).is_dir(), "gc removed the job directory of a key a run holds");
+    assert!(job_dir(&live).is_dir(), "gc removed the job directory of a run in progress");
+    drop(lock);
+    let gc = project.run(&["gc", "--grace", "0s", "--keep-runs", "0"]).expect_code(0);
+    assert!(gc.stdout.contains(&format!("removed job files {}  36 B", &locked[..12])), "{}", gc.stdout);
+    assert!(!job_dir(&locked).exists() && job_dir(&live).is_dir());
+}
+
+#[test]
 fn output_into_a_closed_pipe_ends_quietly() {
     let (project, _server) = setup();
     project.run(&["run", "p.yaml"]).expect_code(0);

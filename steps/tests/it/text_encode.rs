@@ -1,11 +1,10 @@
 //! The piece-cache encoder gives exactly the ids of one tokenizer call per text.
 
-
 use std::fs;
 
+use crate::text_support::minilm_dir;
 use pipe_steps::text::bert_tokenizer::{self, Normalization};
 use pipe_steps::text::encode::Encoder;
-use crate::text_support::minilm_dir;
 use tokenizers::Tokenizer;
 
 const TRICKY: &[&str] = &[

@@ -1,15 +1,14 @@
 //! NSMC's quirks: every row of both files comes through with its text unchanged (raw `"` runs,
 //! empty documents), and the whole test file tokenizes into a consistent tensor set.
 
-
 use std::fs;
 use std::path::Path;
 
+use crate::text_support::{minilm_dir, run};
 use pipe_steps::tensor_set::TensorSet;
 use pipe_steps::text::table::{Malformed, Table};
 use pipe_steps::text::Tokenize;
 use serde_json::{json, Value};
-use crate::text_support::{minilm_dir, run};
 
 /// `(id, document, label)` of every data line, split by hand on tabs.
 fn by_hand(path: &Path) -> Vec<(String, String, String)> {

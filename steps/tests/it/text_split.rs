@@ -1,14 +1,13 @@
 //! The `split` step: seeded, stratified, deterministic, and clear about sets too small to split.
 
-
 use std::fs;
 use std::path::Path;
 
+use crate::text_support::{message, run};
 use pipe_steps::tensor_set::{TensorSet, TensorSetMeta, TOKENIZER_FILE};
 use pipe_steps::text::split::{split_rows, Split};
 use serde_json::json;
 use tempfile::TempDir;
-use crate::text_support::{message, run};
 
 fn meta() -> TensorSetMeta {
     TensorSetMeta {

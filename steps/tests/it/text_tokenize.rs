@@ -1,18 +1,17 @@
 //! The `tokenize` step: BERTSentenceTransform semantics against golden data and the Hugging Face
 //! tokenizer's own special tokens and truncation, output files, and every error.
 
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::text_support::{message, minilm_dir, run, run_env, table};
 use pipe_steps::tensor_set::{TensorSet, TOKENIZER_FILE};
 use pipe_steps::text::encode::Encoder;
 use pipe_steps::text::sentence_transform::{truncate_pair, SentenceTransform};
 use pipe_steps::text::Tokenize;
 use pipe_steps::{Environment, StepError};
 use serde_json::{json, Value};
-use crate::text_support::{message, minilm_dir, run, run_env, table};
 use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
 fn minilm_json() -> Option<PathBuf> {

@@ -1,14 +1,13 @@
 //! The `train-tokenizer` step: determinism, the tokenizer it writes, Korean handling and errors.
 
-
 use std::collections::HashSet;
 use std::fs;
 
+use crate::text_support::{message, run, table};
 use pipe_steps::tensor_set::TensorSet;
 use pipe_steps::text::train_tokenizer::TrainTokenizer;
 use pipe_steps::text::Tokenize;
 use serde_json::{json, Value};
-use crate::text_support::{message, run, table};
 use tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
 use tokenizers::normalizers::bert::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;

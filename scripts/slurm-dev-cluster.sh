@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A private single-node Slurm cluster for trying pipe's Slurm executor by hand: the same cluster
-# the tests start (tests/it/support/slurm.rs; keep the two slurm.conf texts alike), but in the
-# background and kept until `stop`.
+# the tests start (tests/it/support/slurm.rs; both fill in tests/it/support/slurm.conf.in), but
+# in the background and kept until `stop`.
 #
 #   scripts/slurm-dev-cluster.sh start [DIR]   # starts it, prints the `export SLURM_CONF=…` line
 #   scripts/slurm-dev-cluster.sh status [DIR]
@@ -55,6 +55,8 @@ esac
 for p in munged slurmctld slurmd sbatch sinfo scontrol squeue scancel; do
   command -v "$p" >/dev/null || die "$p not found; help: apt-get install slurmctld slurmd slurm-client munge"
 done
+template="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/it/support/slurm.conf.in"
+[ -f "$template" ] || die "$template not found (the script runs from its checkout)"
 if alive "$dir/slurmctld.pid"; then
   die "a cluster already runs in $dir (scripts/slurm-dev-cluster.sh stop${2:+ $2} first)"
 fi
@@ -85,39 +87,14 @@ ctld_port="$(free_port)"
 slurmd_port="$(free_port)"
 while [ "$slurmd_port" = "$ctld_port" ]; do slurmd_port="$(free_port)"; done
 
-cat > "$dir/slurm.conf" <<EOF
-# A private single-node test cluster, written by scripts/slurm-dev-cluster.sh.
-ClusterName=pipetest
-SlurmctldHost=$node(127.0.0.1)
-SlurmctldPort=$ctld_port
-SlurmdPort=$slurmd_port
-SlurmUser=$user
-SlurmdUser=$user
-AuthType=auth/munge
-AuthInfo=socket=$dir/munge/munge.socket
-CredType=cred/munge
-StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
-SlurmctldPidFile=$dir/slurmctld.pid
-SlurmdPidFile=$dir/slurmd.pid
-SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-SlurmdParameters=config_overrides
-ReturnToService=2
-MinJobAge=600
-KillWait=5
-SchedulerParameters=batch_sched_delay=0
-NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=pipe Nodes=$node Default=YES MaxTime=30 DefaultTime=10 DefMemPerCPU=256 State=UP
-EOF
+# The value as sed's replacement text: \, & and the | delimiter escaped.
+lit() { printf '%s' "$1" | sed 's/[\\&|]/\\&/g'; }
+sed -e "s|@DIR@|$(lit "$dir")|g" -e "s|@NODE@|$(lit "$node")|g" -e "s|@USER@|$(lit "$user")|g" \
+  -e "s|@CPUS@|$cpus|g" -e "s|@MEMORY@|$mem|g" -e "s|@CTLD_PORT@|$ctld_port|g" \
+  -e "s|@SLURMD_PORT@|$slurmd_port|g" -e "s|@PARTITION@|pipe|g" "$template" > "$dir/slurm.conf"
+if left="$(grep -oE '@[A-Z_]+@' "$dir/slurm.conf")"; then
+  die "$template has a placeholder this script does not fill: $(head -1 <<<"$left")"
+fi
 
 export SLURM_CONF="$dir/slurm.conf"
 

@@ -274,18 +274,11 @@ fn start(tools: &Tools, attempt: u32) -> Result<(Cluster, Daemons), StartError> 
     let memory = (real_memory * 9 / 10).max(1024);
     let user = current_user().map_err(fail)?;
     let (ctld_port, slurmd_port) = free_ports().map_err(|e| fail(format!("Slurm test cluster: no free port: {e}")))?;
+    // slurm.conf.in names the socket as this path: @DIR@/munge/munge.socket.
     let socket = socket_dir.join("munge.socket");
     let conf = dir.join("slurm.conf");
-    let text = slurm_conf(&ConfValues {
-        dir: &dir,
-        socket: &socket,
-        node: &node,
-        user: &user,
-        cpus,
-        memory,
-        ctld_port,
-        slurmd_port,
-    });
+    let text = slurm_conf(&ConfValues { dir: &dir, node: &node, user: &user, cpus, memory, ctld_port, slurmd_port })
+        .map_err(fail)?;
     fs::write(&conf, text).map_err(|e| fail(format!("Slurm test cluster: cannot write {}: {e}", conf.display())))?;
 
     let mut children: Daemons = Vec::new();
@@ -489,7 +482,6 @@ fn free_ports() -> io::Result<(u16, u16)> {
 
 struct ConfValues<'a> {
     dir: &'a Path,
-    socket: &'a Path,
     node: &'a str,
     user: &'a str,
     cpus: u32,
@@ -498,57 +490,33 @@ struct ConfValues<'a> {
     slurmd_port: u16,
 }
 
-fn slurm_conf(v: &ConfValues) -> String {
-    let d = v.dir.display();
-    format!(
-        "# A private single-node test cluster, written by tests/it/support/slurm.rs.
-ClusterName=pipetest
-SlurmctldHost={node}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
-SlurmUser={user}
-SlurmdUser={user}
-AuthType=auth/munge
-AuthInfo=socket={socket}
-CredType=cred/munge
-StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
-SlurmctldPidFile={d}/slurmctld.pid
-SlurmdPidFile={d}/slurmd.pid
-SlurmctldLogFile={d}/log/slurmctld.log
-SlurmdLogFile={d}/log/slurmd.log
-# No cgroups, no accounting, no MPI: nothing that needs systemd, root-only setup or slurmdbd.
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
-MpiDefault=none
-# CPUs are the consumable: 1-CPU jobs run side by side; the node claims {cpus} CPUs even on
-# smaller hardware (config_overrides).
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-SlurmdParameters=config_overrides
-ReturnToService=2
-# Finished jobs stay visible in `scontrol show job` for 10 minutes; a cancelled job gets
-# SIGKILL 5 s after SIGTERM (default 30 s).
-MinJobAge=600
-KillWait=5
-# Batch jobs are scheduled by a loop that ticks once a second; by default it also waits 3 s
-# after the last scheduling pass (batch_sched_delay), so a job started ~3 s after submission.
-# Without the wait it is ~1 s (BENCHMARKS_SLURM.md).
-SchedulerParameters=batch_sched_delay=0
-NodeName={node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} State=UNKNOWN
-PartitionName={PARTITION} Nodes={node} Default=YES MaxTime=30 DefaultTime=10 DefMemPerCPU=256 State=UP
-",
-        node = v.node,
-        ctld_port = v.ctld_port,
-        slurmd_port = v.slurmd_port,
-        user = v.user,
-        socket = v.socket.display(),
-        cpus = v.cpus,
-        memory = v.memory,
-    )
+/// slurm.conf.in (shared with scripts/slurm-dev-cluster.sh) filled in; an error names a
+/// placeholder left over.
+fn slurm_conf(v: &ConfValues) -> Result<String, String> {
+    let mut text = include_str!("slurm.conf.in").to_string();
+    for (name, value) in [
+        ("@DIR@", v.dir.display().to_string()),
+        ("@NODE@", v.node.to_string()),
+        ("@USER@", v.user.to_string()),
+        ("@CPUS@", v.cpus.to_string()),
+        ("@MEMORY@", v.memory.to_string()),
+        ("@CTLD_PORT@", v.ctld_port.to_string()),
+        ("@SLURMD_PORT@", v.slurmd_port.to_string()),
+        ("@PARTITION@", PARTITION.to_string()),
+    ] {
+        text = text.replace(name, &value);
+    }
+    let left = text.match_indices('@').find_map(|(i, _)| {
+        let rest = &text[i + 1..];
+        let end = rest.find(|c: char| !(c.is_ascii_uppercase() || c == '_'))?;
+        (end > 0 && rest[end..].starts_with('@')).then(|| &rest[..end])
+    });
+    match left {
+        Some(name) => {
+            Err(format!("Slurm test cluster: slurm.conf.in has a placeholder this harness does not fill: @{name}@"))
+        }
+        None => Ok(text),
+    }
 }
 
 fn read_logs(dir: &Path) -> String {

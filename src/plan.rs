@@ -92,7 +92,8 @@ pub enum Decision {
     Run(Box<StepJob>),
 }
 
-/// Decides steps; shared by every command that looks at a pipeline's steps.
+/// Decides steps; shared by every command that looks at a pipeline's steps (through
+/// [`crate::executor::Executor`]).
 pub struct Planner<'a> {
     pub cache: &'a Cache,
     pub graph: &'a PipelineGraph,
@@ -101,7 +102,8 @@ pub struct Planner<'a> {
     pub reporter: &'a Reporter,
     /// Earlier runs of this pipeline, newest first: where the reasons come from.
     pub history: &'a [RunRecord],
-    /// Peeked at in dry runs (a real run pulls under the key's lock, when it executes).
+    /// The remote cache: peeked at in dry runs; a real run asks it after a local miss, under the
+    /// key's lock, when it executes, and gives it what runs (see remote.rs).
     pub remote: Option<&'a Remote>,
 }
 

@@ -48,14 +48,7 @@ pub fn execute(args: &PullArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
     let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
     history.reverse();
     let quiet = Reporter::quiet();
-    let executor = Executor {
-        cache: &cache,
-        graph: &graph,
-        env: &env,
-        reporter: &quiet,
-        history: &history,
-        remote: Some(&remote),
-    };
+    let executor = Executor::new(&cache, &graph, &env, &quiet, &history, Some(&remote));
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     reporter.line(&format!("pipeline {} ({}), pulling from {}", graph.name, file.display(), remote.url()));
     let width = selected.iter().map(|&i| graph.steps[i].name.len()).max().unwrap_or(4);

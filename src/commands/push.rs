@@ -90,8 +90,7 @@ pub fn execute(args: &PushArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
     history.reverse();
     let quiet = Reporter::quiet();
     // What the local cache holds, decided as `pipe status` would, without asking the remote.
-    let executor =
-        Executor { cache: &cache, graph: &graph, env: &env, reporter: &quiet, history: &history, remote: None };
+    let executor = Executor::new(&cache, &graph, &env, &quiet, &history, None);
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     reporter.line(&format!("pipeline {} ({}), pushing to {}", graph.name, file.display(), remote.url()));
     let width = selected.iter().map(|&i| graph.steps[i].name.len()).max().unwrap_or(4);

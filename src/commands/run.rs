@@ -137,8 +137,7 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         if graph.steps.len() == 1 { "" } else { "s" },
         global.cache_dir.display()
     ));
-    let executor =
-        Executor { cache: &cache, graph: &graph, env: &env, reporter, history: &history, remote: remote.as_ref() };
+    let executor = Executor::new(&cache, &graph, &env, reporter, &history, remote.as_ref());
     let started = Instant::now();
     let id = RunRecord::new_id();
     let pending = StepOutcome::new(StepStatus::Pending);

@@ -15,13 +15,13 @@ use crate::commands::GlobalArgs;
 use crate::commands::{environment, load_pipeline, open_remote, RemoteArgs};
 use crate::dirty_reason::DirtyReason;
 use crate::error::Error;
-use crate::executor::{Executor, RunOptions};
-use crate::reporter::Reporter;
 use crate::executor::place;
 use crate::executor::slurm::queue_rows;
+use crate::executor::{Executor, RunOptions};
+use crate::reporter::Reporter;
 use crate::run_record::{JobRef, RunRecord, RunState, StepStatus};
-use crate::step_key::StepKey;
 use crate::spec::OverrideArg;
+use crate::step_key::StepKey;
 use crate::step_outcome::StepOutcome;
 
 #[derive(Debug, Args)]
@@ -69,14 +69,7 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     history.reverse();
     let quiet = Reporter::quiet();
     let remote = open_remote(&args.remote, spec.remote.as_deref(), reporter)?;
-    let executor = Executor {
-        cache: &cache,
-        graph: &graph,
-        env: &env,
-        reporter: &quiet,
-        history: &history,
-        remote: remote.as_ref(),
-    };
+    let executor = Executor::new(&cache, &graph, &env, &quiet, &history, remote.as_ref());
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     let last = history.first();
     let live = in_flight(&cache, &history);

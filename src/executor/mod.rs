@@ -85,14 +85,9 @@ pub struct Placement<'a> {
 }
 
 pub struct Executor<'a> {
-    pub cache: &'a Cache,
-    pub graph: &'a PipelineGraph,
-    pub env: &'a Environment,
-    pub reporter: &'a Reporter,
-    /// Earlier runs of this pipeline, newest first: where the reasons come from.
-    pub history: &'a [RunRecord],
-    /// The remote cache: asked after a local miss, given what runs (see remote.rs).
-    pub remote: Option<&'a Remote>,
+    /// The cache, graph, environment, reporter, history and remote: what deciding needs is what
+    /// running needs too.
+    plan: Planner<'a>,
 }
 
 /// What a job's thread tells the executor.
@@ -102,26 +97,28 @@ enum Message {
 }
 
 impl<'a> Executor<'a> {
-    /// The shared compute path, with this executor's cache, remote and environment.
-    pub fn compute(&self) -> Compute<'a> {
-        Compute { cache: self.cache, remote: self.remote, env: self.env, reporter: self.reporter }
+    /// `history`: earlier runs of this pipeline, newest first (the reasons); `remote`: asked after
+    /// a local miss, given what runs.
+    pub fn new(
+        cache: &'a Cache,
+        graph: &'a PipelineGraph,
+        env: &'a Environment,
+        reporter: &'a Reporter,
+        history: &'a [RunRecord],
+        remote: Option<&'a Remote>,
+    ) -> Executor<'a> {
+        Executor { plan: Planner { cache, graph, env, reporter, history, remote } }
     }
 
-    fn planner(&self) -> Planner<'a> {
-        Planner {
-            cache: self.cache,
-            graph: self.graph,
-            env: self.env,
-            reporter: self.reporter,
-            history: self.history,
-            remote: self.remote,
-        }
+    /// The shared compute path, with this executor's cache, remote and environment.
+    pub fn compute(&self) -> Compute<'a> {
+        Compute { cache: self.plan.cache, remote: self.plan.remote, env: self.plan.env, reporter: self.plan.reporter }
     }
 
     /// Decides and (unless dry) runs every step here, in this process.
     pub fn run(&self, options: &RunOptions, observe: &mut dyn FnMut(usize, &StepOutcome)) -> Vec<StepOutcome> {
         let local = LocalBackend { compute: self.compute() };
-        let placement = Placement { backends: vec![&local], of_step: vec![0; self.graph.steps.len()] };
+        let placement = Placement { backends: vec![&local], of_step: vec![0; self.plan.graph.steps.len()] };
         self.run_on(options, &placement, observe)
     }
 
@@ -134,15 +131,15 @@ impl<'a> Executor<'a> {
         placement: &Placement<'_>,
         observe: &mut dyn FnMut(usize, &StepOutcome),
     ) -> Vec<StepOutcome> {
-        let n = self.graph.steps.len();
+        let n = self.plan.graph.steps.len();
         let mut forced = BTreeSet::new();
         for &f in &options.force {
-            forced.extend(self.graph.with_dependents(f));
+            forced.extend(self.plan.graph.with_dependents(f));
         }
         let jobs = options.jobs.max(1);
         let local_jobs = if options.local_jobs == 0 { jobs } else { options.local_jobs.min(jobs) };
-        let planner = self.planner();
-        let order = self.graph.order();
+        let planner = &self.plan;
+        let order = self.plan.graph.order();
         let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
         let mut outcomes: Vec<Option<StepOutcome>> = vec![None; n];
         let mut decided = vec![false; n];
@@ -157,7 +154,7 @@ impl<'a> Executor<'a> {
             let mut running: BTreeMap<usize, (bool, bool)> = BTreeMap::new();
             let mut running_state: BTreeMap<usize, StepOutcome> = BTreeMap::new();
             loop {
-                let stopping = failed.is_some() || self.env.is_cancelled();
+                let stopping = failed.is_some() || self.plan.env.is_cancelled();
                 while !stopping && failed.is_none() {
                     let mut progress = false;
                     // Start what may start, in run order.
@@ -181,9 +178,9 @@ impl<'a> Executor<'a> {
                         let job = ready.remove(k);
                         running.insert(job.index, (backend.local(), heavy));
                         running_state.insert(job.index, job.outcome());
-                        self.reporter.set_in_flight(running.len());
+                        self.plan.reporter.set_in_flight(running.len());
                         let tx = tx.clone();
-                        let reporter = self.reporter;
+                        let reporter = self.plan.reporter;
                         let total = n;
                         scope.spawn(move || {
                             let events = reporter.for_step(&job.name);
@@ -220,7 +217,7 @@ impl<'a> Executor<'a> {
                     // Decide the next step whose inputs are known, while a slot is free.
                     if running.len() < jobs {
                         let next = order.iter().copied().find(|&i| {
-                            !decided[i] && self.graph.steps[i].inputs.values().all(|r| outcomes[r.step].is_some())
+                            !decided[i] && self.plan.graph.steps[i].inputs.values().all(|r| outcomes[r.step].is_some())
                         });
                         if let Some(i) = next {
                             decided[i] = true;
@@ -228,7 +225,7 @@ impl<'a> Executor<'a> {
                             let p = position[&i];
                             match planner.decide(i, p, &outcomes, forced.contains(&i), options.dry_run) {
                                 Decision::Skip { why, outcome } => {
-                                    self.reporter.step_skipped(p, n, &self.graph.steps[i].name, &why);
+                                    self.plan.reporter.step_skipped(p, n, &self.plan.graph.steps[i].name, &why);
                                     observe(i, &outcome);
                                     outcomes[i] = Some(outcome);
                                 }
@@ -273,7 +270,7 @@ impl<'a> Executor<'a> {
                         running.remove(&i);
                         running_state.remove(&i);
                         self.report(position[&i], i, &outcome);
-                        self.reporter.set_in_flight(running.len());
+                        self.plan.reporter.set_in_flight(running.len());
                         if outcome.status == StepStatus::Failed && failed.is_none() {
                             failed = Some(i);
                         }
@@ -283,7 +280,7 @@ impl<'a> Executor<'a> {
                 }
             }
         });
-        self.reporter.set_in_flight(0);
+        self.plan.reporter.set_in_flight(0);
 
         // After a failure or an interruption nothing more runs; what ran before stays cached.
         for (p, &i) in order.iter().enumerate() {
@@ -291,11 +288,11 @@ impl<'a> Executor<'a> {
                 continue;
             }
             let why = match failed {
-                _ if self.env.is_cancelled() => "not run: interrupted".to_string(),
-                Some(f) => format!("not run: step {} failed", self.graph.steps[f].name),
+                _ if self.plan.env.is_cancelled() => "not run: interrupted".to_string(),
+                Some(f) => format!("not run: step {} failed", self.plan.graph.steps[f].name),
                 None => "not run".to_string(),
             };
-            self.reporter.step_skipped(p, n, &self.graph.steps[i].name, &why);
+            self.plan.reporter.step_skipped(p, n, &self.plan.graph.steps[i].name, &why);
             let outcome = StepOutcome::new(StepStatus::Skipped);
             observe(i, &outcome);
             outcomes[i] = Some(outcome);
@@ -305,12 +302,12 @@ impl<'a> Executor<'a> {
 
     /// The line of a step whose outcome is known.
     fn report(&self, position: usize, i: usize, outcome: &StepOutcome) {
-        let name = &self.graph.steps[i].name;
-        let total = self.graph.steps.len();
+        let name = &self.plan.graph.steps[i].name;
+        let total = self.plan.graph.steps.len();
         match outcome.status {
-            StepStatus::Failed => self.reporter.step_failed(position, total, name, outcome),
-            StepStatus::Ran => self.reporter.step_done(position, total, name, outcome),
-            _ => self.reporter.step_decided(position, total, name, outcome),
+            StepStatus::Failed => self.plan.reporter.step_failed(position, total, name, outcome),
+            StepStatus::Ran => self.plan.reporter.step_done(position, total, name, outcome),
+            _ => self.plan.reporter.step_decided(position, total, name, outcome),
         }
     }
 }
@@ -393,8 +390,7 @@ steps:
         let cache = Cache::open(dir.path()).unwrap();
         let env = Environment::default();
         let reporter = Reporter::quiet();
-        let executor =
-            Executor { cache: &cache, graph: &graph, env: &env, reporter: &reporter, history: &[], remote: None };
+        let executor = Executor::new(&cache, &graph, &env, &reporter, &[], None);
         let backend = Counting {
             local,
             now: AtomicUsize::new(0),

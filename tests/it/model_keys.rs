@@ -5,61 +5,22 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::Project;
+use crate::support::{tiny_bert_pipeline, tiny_bert_table, Project, TinyBert};
 
-/// A labelled table whose two classes use different words, so a tiny BERT learns something.
-fn table(rows: usize) -> String {
-    let words = [["good", "great", "fine", "nice", "love"], ["bad", "awful", "poor", "dull", "hate"]];
-    let mut state = 12345u64;
-    let mut next = |n: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) as usize % n
-    };
-    let mut out = String::from("id\tdocument\tlabel\n");
-    for i in 0..rows {
-        let label = i % 2;
-        let text: Vec<&str> =
-            (0..4 + next(4)).map(|_| words[if next(5) == 0 { 1 - label } else { label }][next(5)]).collect();
-        out.push_str(&format!("{i}\t{}\t{label}\n", text.join(" ")));
-    }
-    out
+fn pipeline(epochs: usize, evaluate: bool) -> String {
+    tiny_bert_pipeline(&TinyBert {
+        name: "keys",
+        epochs,
+        finetune: "    log_every: 0\n",
+        evaluate,
+        ..TinyBert::default()
+    })
 }
-
-const PIPELINE: &str = "name: keys
-steps:
-  data:
-    kind: download
-    url: data.tsv
-  vocab:
-    kind: train-tokenizer
-    inputs: { data: data }
-    vocab_size: 200
-  encode:
-    kind: tokenize
-    inputs: { data: data, tokenizer: vocab }
-    max_len: 16
-  pretrain:
-    kind: pretrain
-    inputs: { data: encode }
-    layers: 1
-    hidden: 16
-    heads: 2
-    intermediate: 32
-    epochs: 1
-    log_every: 0
-  finetune:
-    kind: fine-tune
-    inputs: { train: encode, model: pretrain.model }
-    epochs: EPOCHS
-    batch_size: 8
-    lr: 1e-3
-    log_every: 0
-";
 
 fn project(epochs: usize) -> Project {
     let project = Project::new();
-    project.write("data.tsv", &table(400));
-    project.write("p.yaml", &PIPELINE.replace("EPOCHS", &epochs.to_string()));
+    project.write("data.tsv", &tiny_bert_table(400, 12345));
+    project.write("p.yaml", &pipeline(epochs, false));
     project
 }
 
@@ -115,10 +76,8 @@ fn latest_record(project: &Project) -> serde_json::Value {
 #[test]
 fn a_sweep_of_learning_rates_shares_pretraining_and_the_report_compares_the_variants() {
     let project = Project::new();
-    project.write("data.tsv", &table(400));
-    let yaml = PIPELINE.replace("EPOCHS", "2")
-        + "  evaluate:\n    kind: evaluate\n    inputs: { data: encode, model: finetune.model }\n";
-    project.write("p.yaml", &yaml);
+    project.write("data.tsv", &tiny_bert_table(400, 12345));
+    project.write("p.yaml", &pipeline(2, true));
     let run = project.run(&["run", "p.yaml", "--json", "--sweep", "finetune.lr=1e-3,3e-3"]).expect_code(0);
     let statuses = run.statuses();
     let ran = |name: &str| statuses.iter().filter(|(n, s)| n.starts_with(name) && s == "ran").count();

@@ -4,7 +4,7 @@
 //! text report of a successful run and the comparison of runs are covered by `nsmc_tiny.rs`.)
 
 use crate::support::http::{Behavior, Server};
-use crate::support::{settings, Project};
+use crate::support::{settings, tiny_bert_pipeline, Project, TinyBert};
 
 #[test]
 fn a_cache_without_runs_says_how_to_start_one() {
@@ -79,43 +79,8 @@ fn table(rows: usize) -> String {
 
 /// A BERT of one small layer fine-tuned with a validation split and logged every 5 batches,
 /// its evaluations, the linear baseline on the same rows and their ensemble.
-const SWEPT: &str = "name: html
-steps:
-  data:
-    kind: download
-    url: data.tsv
-  vocab:
-    kind: train-tokenizer
-    inputs: { data: data }
-    vocab_size: 200
-  encode:
-    kind: tokenize
-    inputs: { data: data, tokenizer: vocab }
-    max_len: 16
-  split:
-    kind: split
-    inputs: { data: encode }
-    valid_fraction: 0.2
-  pretrain:
-    kind: pretrain
-    inputs: { data: split.train }
-    layers: 1
-    hidden: 16
-    heads: 2
-    intermediate: 32
-    epochs: 1
-    log_every: 0
-  finetune:
-    kind: fine-tune
-    inputs: { train: split.train, valid: split.valid, test: encode, model: pretrain.model }
-    epochs: 2
-    batch_size: 8
-    lr: 1e-3
-    log_every: 5
-  evaluate:
-    kind: evaluate
-    inputs: { data: encode, model: finetune.model }
-  evaluate_valid:
+fn swept() -> String {
+    let after = "  evaluate_valid:
     kind: evaluate
     inputs: { data: split.valid, model: finetune.model }
   linear:
@@ -131,6 +96,16 @@ steps:
       test_b: linear.predictions
     names: [bert, linear]
 ";
+    tiny_bert_pipeline(&TinyBert {
+        name: "html",
+        split: true,
+        epochs: 2,
+        finetune: "    log_every: 5\n",
+        evaluate: true,
+        after,
+        ..TinyBert::default()
+    })
+}
 
 /// The `<g class="CLASS">` groups' first texts (legend entries, reference lines).
 fn group_texts(html: &str, class: &str) -> Vec<String> {
@@ -147,7 +122,7 @@ fn group_texts(html: &str, class: &str) -> Vec<String> {
 fn the_html_report_of_a_sweep_charts_the_batch_log_and_compares_the_variants() {
     let project = Project::new();
     project.write("data.tsv", &table(200));
-    project.write("p.yaml", SWEPT);
+    project.write("p.yaml", &swept());
     project.run(&["run", "p.yaml", "--sweep", "finetune.lr=1e-3,3e-3"]).expect_code(0);
 
     // The fine-tune metrics keep the logged batches: 160 training rows in batches of 8 are 20

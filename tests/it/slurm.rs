@@ -14,72 +14,33 @@ use std::time::{Duration, Instant};
 use crate::support::http::{Behavior, Server};
 use crate::support::s3::{Moto, ACCESS_KEY, SECRET_KEY};
 use crate::support::slurm::{cluster, Cluster};
-use crate::support::{Project, Run, TABLE};
+use crate::support::{tiny_bert_pipeline, tiny_bert_table, Project, Run, TinyBert, TABLE};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// A labelled table whose classes use different words, so a tiny BERT learns something.
-fn table(rows: usize) -> String {
-    let words = [["good", "great", "fine", "nice", "love"], ["bad", "awful", "poor", "dull", "hate"]];
-    let mut state = 7u64;
-    let mut next = |n: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        (state >> 33) as usize % n
-    };
-    let mut out = String::from("id\tdocument\tlabel\n");
-    for i in 0..rows {
-        let label = i % 2;
-        let text: Vec<&str> =
-            (0..4 + next(4)).map(|_| words[if next(5) == 0 { 1 - label } else { label }][next(5)]).collect();
-        out.push_str(&format!("{i}\t{}\t{label}\n", text.join(" ")));
-    }
-    out
-}
-
-/// Data steps here, fine-tune and evaluate as jobs on `PARTITION`.
-const PIPELINE: &str = "name: slurm-tiny
-executor:
-  kind: slurm
-  partition: PARTITION
-  local_kinds: [download, train-tokenizer, tokenize, pretrain]
-  resources: { cpus: 1, time: 10 }
-steps:
-  data:
-    kind: download
-    url: data.tsv
-  vocab:
-    kind: train-tokenizer
-    inputs: { data: data }
-    vocab_size: 200
-  encode:
-    kind: tokenize
-    inputs: { data: data, tokenizer: vocab }
-    max_len: 16
-  pretrain:
-    kind: pretrain
-    inputs: { data: encode }
-    layers: 1
-    hidden: 16
-    heads: 2
-    intermediate: 32
-    epochs: 1
-    log_every: 0
-  finetune:
-    kind: fine-tune
-    inputs: { train: encode, model: pretrain.model }
-    epochs: EPOCHS
-    batch_size: 8
-    lr: 1e-3
-    resources: { cpus: 1, time: \"0:10:00\" }
-  evaluate:
-    kind: evaluate
-    inputs: { data: encode, model: finetune.model }
-";
-
+/// A tiny BERT on `PARTITION`: data steps here, fine-tune and evaluate as jobs.
 fn project(partition: &str, epochs: usize, rows: usize) -> Project {
+    let header = format!(
+        "executor:
+  kind: slurm
+  partition: {partition}
+  local_kinds: [download, train-tokenizer, tokenize, pretrain]
+  resources: {{ cpus: 1, time: 10 }}
+"
+    );
     let project = Project::new();
-    project.write("data.tsv", &table(rows));
-    project.write("p.yaml", &PIPELINE.replace("PARTITION", partition).replace("EPOCHS", &epochs.to_string()));
+    project.write("data.tsv", &tiny_bert_table(rows, 7));
+    project.write(
+        "p.yaml",
+        &tiny_bert_pipeline(&TinyBert {
+            name: "slurm-tiny",
+            header: &header,
+            epochs,
+            finetune: "    resources: { cpus: 1, time: \"0:10:00\" }\n",
+            evaluate: true,
+            ..TinyBert::default()
+        }),
+    );
     project
 }
 
@@ -262,6 +223,29 @@ steps:
     )
 }
 
+/// `pipe run` of [`download_pipeline`] on a new partition `name`, from a server that sends a
+/// KiB every 200 ms, spawned and waited for until the job runs: the server (keep it), the
+/// project, the run and the job's id.
+fn running_slow_download(c: &Cluster, name: &str) -> (Server, Project, Child, String) {
+    let partition = c.new_partition(name);
+    let server = Server::start();
+    let body = TABLE.repeat(2000).into_bytes();
+    server.route("/slow.tsv", Behavior::Slow { body, chunk: 1024, delay: Duration::from_millis(200) });
+    let project = Project::new();
+    project.write("p.yaml", &download_pipeline(&partition, &server.url("/slow.tsv")));
+    let mut child = spawn(c, &project, &["run", "p.yaml"]);
+    let id = wait_job(&project, "fetch", "running", &mut child);
+    (server, project, child, id)
+}
+
+/// The line of [`download_pipeline`]'s `fetch` failing, in a run's output.
+fn fetch_failure(run: &Run) -> &str {
+    run.stdout
+        .lines()
+        .find(|l| l.starts_with("[1/2] fetch") && l.contains("failed"))
+        .unwrap_or_else(|| panic!("no failure line for fetch:\n{}\n{}", run.stdout, run.stderr))
+}
+
 #[test]
 fn a_failing_job_reports_its_step_the_error_and_the_exit_code() {
     let Some(c) = cluster() else { return };
@@ -271,11 +255,7 @@ fn a_failing_job_reports_its_step_the_error_and_the_exit_code() {
     let project = Project::new();
     project.write("p.yaml", &download_pipeline(&partition, &server.url("/gone.tsv")));
     let failed = run(c, &project, &["run", "p.yaml"]).expect_code(1);
-    let line = failed
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("[1/2] fetch") && l.contains("failed"))
-        .unwrap_or_else(|| panic!("no failure line for fetch:\n{}\n{}", failed.stdout, failed.stderr));
+    let line = fetch_failure(&failed);
     assert!(line.contains("HTTP 500"), "{line}");
     assert!(line.contains("(slurm job ") && line.ends_with(", exit code 1)"), "{line}");
     assert!(failed.stdout.contains("[2/2] rows   skipped     not run: step fetch failed"), "{}", failed.stdout);
@@ -288,14 +268,7 @@ fn a_failing_job_reports_its_step_the_error_and_the_exit_code() {
 #[test]
 fn scancel_of_a_running_job_is_reported_as_cancelled() {
     let Some(c) = cluster() else { return };
-    let partition = c.new_partition("scancel");
-    let server = Server::start();
-    let body = TABLE.repeat(2000).into_bytes();
-    server.route("/slow.tsv", Behavior::Slow { body, chunk: 1024, delay: Duration::from_millis(200) });
-    let project = Project::new();
-    project.write("p.yaml", &download_pipeline(&partition, &server.url("/slow.tsv")));
-    let mut child = spawn(c, &project, &["run", "p.yaml"]);
-    let id = wait_job(&project, "fetch", "running", &mut child);
+    let (_server, project, child, id) = running_slow_download(c, "scancel");
     c.scancel(&id);
     let run = finish(child).expect_code(1);
     assert!(
@@ -311,14 +284,7 @@ fn scancel_of_a_running_job_is_reported_as_cancelled() {
 #[test]
 fn ctrl_c_cancels_the_jobs_this_run_submitted() {
     let Some(c) = cluster() else { return };
-    let partition = c.new_partition("ctrl_c");
-    let server = Server::start();
-    let body = TABLE.repeat(2000).into_bytes();
-    server.route("/slow.tsv", Behavior::Slow { body, chunk: 1024, delay: Duration::from_millis(200) });
-    let project = Project::new();
-    project.write("p.yaml", &download_pipeline(&partition, &server.url("/slow.tsv")));
-    let mut child = spawn(c, &project, &["run", "p.yaml"]);
-    let id = wait_job(&project, "fetch", "running", &mut child);
+    let (_server, _project, child, id) = running_slow_download(c, "ctrl_c");
     let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let run = finish(child);
@@ -509,11 +475,7 @@ fn a_job_over_its_time_limit_is_reported_with_the_resource_to_raise() {
         .replace("    retries: 0\n", "    retries: 0\n    resources: { time: 1 }\n");
     project.write("p.yaml", &yaml);
     let run = run(c, &project, &["run", "p.yaml"]).expect_code(1);
-    let line = run
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("[1/2] fetch") && l.contains("failed"))
-        .unwrap_or_else(|| panic!("no failure line:\n{}\n{}", run.stdout, run.stderr));
+    let line = fetch_failure(&run);
     assert!(line.contains("reached its time limit"), "{line}");
     assert!(run.stdout.contains("help: give step `fetch` more time"), "{}", run.stdout);
 }

@@ -1,5 +1,6 @@
 //! Shared test support: run the real `pipe` binary in a temporary project, serve files from a
-//! real HTTP server on 127.0.0.1, and filter volatile text out of snapshots.
+//! real HTTP server on 127.0.0.1, filter volatile text out of snapshots, and the small pipelines
+//! several tests share (three fast samples; a tiny BERT and its table).
 #![allow(dead_code)]
 
 pub mod http;
@@ -175,5 +176,103 @@ steps:
       data: head
     rows: 2
 "
+    )
+}
+
+/// A labelled table whose two classes use different words (but for one word in five, drawn from
+/// `seed`), so that a tiny BERT learns something: `rows` rows of 4 to 7 words.
+pub fn tiny_bert_table(rows: usize, seed: u64) -> String {
+    let words = [["good", "great", "fine", "nice", "love"], ["bad", "awful", "poor", "dull", "hate"]];
+    let mut state = seed;
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize % n
+    };
+    let mut out = String::from("id\tdocument\tlabel\n");
+    for i in 0..rows {
+        let label = i % 2;
+        let text: Vec<&str> =
+            (0..4 + next(4)).map(|_| words[if next(5) == 0 { 1 - label } else { label }][next(5)]).collect();
+        out.push_str(&format!("{i}\t{}\t{label}\n", text.join(" ")));
+    }
+    out
+}
+
+/// What differs between the tests' tiny BERT pipelines (see [`tiny_bert_pipeline`]).
+#[derive(Default)]
+pub struct TinyBert<'a> {
+    /// The pipeline's `name:`.
+    pub name: &'a str,
+    /// Lines between the name and `steps:` (an `executor:` section).
+    pub header: &'a str,
+    /// A `split` step holds out a fifth of the rows: pre-training reads its train part, and the
+    /// fine-tune validates on its valid part and tests on every row.
+    pub split: bool,
+    /// The fine-tune's epochs.
+    pub epochs: usize,
+    /// Lines the fine-tune step ends with (`log_every`, `resources`).
+    pub finetune: &'a str,
+    /// An `evaluate` step of the fine-tuned model on every row, after the fine-tune.
+    pub evaluate: bool,
+    /// Steps after those.
+    pub after: &'a str,
+}
+
+/// A tiny BERT pipeline over `data.tsv` (see [`tiny_bert_table`]): a 200-word tokenizer, rows of
+/// 16 tokens, one small layer pre-trained for an epoch, fine-tuned in batches of 8 at lr 1e-3.
+pub fn tiny_bert_pipeline(p: &TinyBert) -> String {
+    let split = "  split:
+    kind: split
+    inputs: { data: encode }
+    valid_fraction: 0.2
+";
+    let (split, pretrain_data, finetune_data) = if p.split {
+        (split, "split.train", "train: split.train, valid: split.valid, test: encode")
+    } else {
+        ("", "encode", "train: encode")
+    };
+    let evaluate = if p.evaluate {
+        "  evaluate:
+    kind: evaluate
+    inputs: { data: encode, model: finetune.model }
+"
+    } else {
+        ""
+    };
+    format!(
+        "name: {name}
+{header}steps:
+  data:
+    kind: download
+    url: data.tsv
+  vocab:
+    kind: train-tokenizer
+    inputs: {{ data: data }}
+    vocab_size: 200
+  encode:
+    kind: tokenize
+    inputs: {{ data: data, tokenizer: vocab }}
+    max_len: 16
+{split}  pretrain:
+    kind: pretrain
+    inputs: {{ data: {pretrain_data} }}
+    layers: 1
+    hidden: 16
+    heads: 2
+    intermediate: 32
+    epochs: 1
+    log_every: 0
+  finetune:
+    kind: fine-tune
+    inputs: {{ {finetune_data}, model: pretrain.model }}
+    epochs: {epochs}
+    batch_size: 8
+    lr: 1e-3
+{finetune}{evaluate}{after}",
+        name = p.name,
+        header = p.header,
+        epochs = p.epochs,
+        finetune = p.finetune,
+        after = p.after,
     )
 }

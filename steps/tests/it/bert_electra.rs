@@ -3,10 +3,7 @@
 //! and through the step: an encoder `fine-tune` accepts, resuming to the same bytes, seeds,
 //! keys that leave MLM results alone, and clear errors.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use pipe_steps::bert::config::BertConfig;
@@ -16,12 +13,12 @@ use pipe_steps::bert::model::{Batch, Kernels, Pass, Precision};
 use pipe_steps::bert::weights::Weights;
 use pipe_steps::bert::{FineTune, Pretrain};
 use pipe_steps::report::TrainingMetrics;
-use pipe_steps::{Default, Environment, Events, NoEvents, Params, Step, StepContext, StepError};
+use pipe_steps::{Default, Environment, NoEvents, Params, Step, StepError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::bert_steps::{toy_set, toy_tensors};
+use crate::bert_steps::{defaults_with, params, run, toy_pretrain, toy_set, toy_tensors, Record};
 
 const MASK: u32 = 4;
 
@@ -283,82 +280,20 @@ fn the_gpu_kernels_and_bf16_give_the_losses_and_gradients_of_the_fused_f32_ones(
 
 // ---- through the step ----
 
-fn params(step: &dyn Step, set: &[(&str, Value)]) -> Params {
-    let mut values = BTreeMap::new();
-    for p in step.spec().params {
-        if let Some(v) = p.default.to_value() {
-            values.insert(p.name.to_string(), v);
-        }
-    }
-    for (k, v) in set {
-        assert!(step.spec().param(k).is_some(), "no parameter {k}");
-        values.insert(k.to_string(), v.clone());
-    }
-    Params::new(values)
-}
-
-fn run(
-    step: &dyn Step,
-    params: &Params,
-    inputs: &[(&str, &Path)],
-    out: &Path,
-    ck: &Path,
-    env: &Environment,
-    events: &dyn Events,
-) -> Result<(), StepError> {
-    step.validate(params)?;
-    std::fs::create_dir_all(out).unwrap();
-    let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
-    let ctx = StepContext { name: "test", params, inputs: &inputs, out_dir: out, checkpoint_dir: ck, env, events };
-    step.run(&ctx)
-}
-
 /// ELECTRA on the toy set with a discriminator of 2 layers, hidden 16.
 fn electra(extra: &[(&str, Value)]) -> Params {
-    let mut set = vec![
-        ("objective", json!("electra")),
-        ("layers", json!(2)),
-        ("hidden", json!(16)),
-        ("heads", json!(2)),
-        ("intermediate", json!(32)),
-        ("max_positions", json!(16)),
-        ("batch_size", json!(20)),
-        ("epochs", json!(3)),
-        ("lr", json!(2e-3)),
-        ("log_every", json!(1)),
-    ];
+    let mut set = toy_pretrain(
+        2,
+        &[
+            ("objective", json!("electra")),
+            ("batch_size", json!(20)),
+            ("epochs", json!(3)),
+            ("lr", json!(2e-3)),
+            ("log_every", json!(1)),
+        ],
+    );
     set.extend(extra.iter().cloned());
     params(&Pretrain, &set)
-}
-
-/// Keeps every log line; with `stop_at`, sets the cancel flag on the line that starts so, as a
-/// Ctrl-C would.
-struct Record {
-    env: Environment,
-    stop_at: Option<&'static str>,
-    lines: Mutex<Vec<String>>,
-}
-
-impl Record {
-    fn new(stop_at: Option<&'static str>) -> Self {
-        Record { env: Environment::default(), stop_at, lines: Mutex::new(Vec::new()) }
-    }
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-}
-
-impl Events for Record {
-    fn log(&self, line: &str) {
-        if self.stop_at.is_some_and(|s| line.starts_with(s)) {
-            self.env.cancelled.store(true, Ordering::SeqCst);
-        }
-        self.lines.lock().unwrap().push(line.to_string());
-    }
-    fn progress_start(&self, _: &str, _: Option<u64>, _: &str) {}
-    fn progress_inc(&self, _: u64) {}
-    fn progress_message(&self, _: &str) {}
-    fn progress_finish(&self) {}
 }
 
 fn read_json(path: &Path) -> Value {
@@ -523,12 +458,12 @@ fn same_seed_same_bytes_at_any_thread_count_and_another_seed_differs() {
 #[test]
 fn the_objective_leaves_mlm_keys_and_metrics_as_they_were() {
     let env = Environment::default();
-    let base = params(&Pretrain, &[]);
+    let base = defaults_with(&Pretrain, &[]);
     // `objective: mlm` is keyed as the parameter's absence, as before it existed.
-    let mlm = Pretrain.resolve(&params(&Pretrain, &[("objective", json!("mlm"))]), &env).unwrap();
+    let mlm = Pretrain.resolve(&defaults_with(&Pretrain, &[("objective", json!("mlm"))]), &env).unwrap();
     assert_eq!(mlm.values(), Pretrain.resolve(&base, &env).unwrap().values());
     assert!(mlm.get("objective").is_none());
-    let electra = Pretrain.resolve(&params(&Pretrain, &[("objective", json!("electra"))]), &env).unwrap();
+    let electra = Pretrain.resolve(&defaults_with(&Pretrain, &[("objective", json!("electra"))]), &env).unwrap();
     assert_eq!(electra.get("objective"), Some(&json!("electra")));
     // No new parameter has a default value (a default would enter every MLM key), and the
     // version is the one MLM results were keyed with.
@@ -543,17 +478,7 @@ fn the_objective_leaves_mlm_keys_and_metrics_as_they_were() {
     // An MLM run writes no ELECTRA fields.
     let root = tempfile::tempdir().unwrap();
     let data = toy_set(&root.path().join("text"), 16, 1);
-    let p = params(
-        &Pretrain,
-        &[
-            ("layers", json!(1)),
-            ("hidden", json!(16)),
-            ("heads", json!(2)),
-            ("intermediate", json!(32)),
-            ("max_positions", json!(16)),
-            ("batch_size", json!(16)),
-        ],
-    );
+    let p = params(&Pretrain, &toy_pretrain(1, &[]));
     let out = root.path().join("mlm");
     run(&Pretrain, &p, &[("data", &data)], &out, &root.path().join("ck"), &env, &NoEvents).unwrap();
     let text = std::fs::read_to_string(out.join("metrics")).unwrap();
@@ -563,7 +488,7 @@ fn the_objective_leaves_mlm_keys_and_metrics_as_they_were() {
 
 #[test]
 fn bad_electra_parameters_are_named() {
-    let err_of = |set: &[(&str, Value)]| Pretrain.validate(&params(&Pretrain, set)).unwrap_err().to_string();
+    let err_of = |set: &[(&str, Value)]| Pretrain.validate(&defaults_with(&Pretrain, set)).unwrap_err().to_string();
     let err = err_of(&[("objective", json!("bert"))]);
     assert!(
         err.contains("parameter `objective`") && err.contains("`bert` is not an objective (mlm, electra)"),
@@ -579,7 +504,7 @@ fn bad_electra_parameters_are_named() {
     let err = err_of(&[("generator_hidden", json!(64))]);
     assert!(err.contains("parameter `generator_hidden` applies only with `objective: electra`"), "{err}");
     // Given heads, the default width is rounded up to a multiple of them: 256/4 = 64 → 66.
-    let ok = params(&Pretrain, &[("objective", json!("electra")), ("generator_heads", json!(3))]);
+    let ok = defaults_with(&Pretrain, &[("objective", json!("electra")), ("generator_heads", json!(3))]);
     Pretrain.validate(&ok).unwrap();
 }
 

@@ -176,7 +176,7 @@ fn device_masks_drop_at_the_rate_with_the_inverted_scale() {
     assert!((kept - 0.9).abs() < 0.005, "kept {kept}");
 }
 
-use crate::bert_steps::toy_tensors as toy_set;
+use crate::bert_steps::{defaults_with, toy_pretrain, toy_tensors as toy_set};
 
 /// Log lines, for comparing what the two paths report.
 #[derive(Default)]
@@ -388,20 +388,6 @@ fn adamw_on_device_tensors_matches_the_fused_update() {
     assert_eq!(values(b2.as_tensor()), values(b3.as_tensor()));
 }
 
-fn step_params(step: &dyn Step, set: &[(&str, Value)]) -> Params {
-    let mut values = std::collections::BTreeMap::new();
-    for p in step.spec().params {
-        if let Some(v) = p.default.to_value() {
-            values.insert(p.name.to_string(), v);
-        }
-    }
-    for (k, v) in set {
-        assert!(step.spec().param(k).is_some(), "no parameter {k}");
-        values.insert(k.to_string(), v.clone());
-    }
-    Params::new(values)
-}
-
 fn run_step(step: &dyn Step, params: &Params, inputs: &[(&str, &Path)], out: &Path) {
     step.validate(params).unwrap();
     let params = step.resolve(params, &Environment::default()).unwrap();
@@ -425,15 +411,15 @@ fn run_step(step: &dyn Step, params: &Params, inputs: &[(&str, &Path)], out: &Pa
 #[test]
 fn precision_is_a_parameter_of_the_bert_steps_keyed_only_when_bf16() {
     for step in [&FineTune as &dyn Step, &Pretrain, &Evaluate] {
-        let bad = step_params(step, &[("precision", json!("fp16"))]);
+        let bad = defaults_with(step, &[("precision", json!("fp16"))]);
         let err = step.validate(&bad).unwrap_err().to_string();
         assert!(err.contains("precision") && err.contains("f32, bf16"), "{err}");
         let env = Environment::default();
         // f32 is keyed as the parameter's absence, so keys from before it existed still hold.
-        let f32s = step.resolve(&step_params(step, &[("precision", json!("f32"))]), &env).unwrap();
-        assert_eq!(f32s.values(), step.resolve(&step_params(step, &[]), &env).unwrap().values());
+        let f32s = step.resolve(&defaults_with(step, &[("precision", json!("f32"))]), &env).unwrap();
+        assert_eq!(f32s.values(), step.resolve(&defaults_with(step, &[]), &env).unwrap().values());
         assert!(f32s.get("precision").is_none());
-        let bf16 = step.resolve(&step_params(step, &[("precision", json!("bf16"))]), &env).unwrap();
+        let bf16 = step.resolve(&defaults_with(step, &[("precision", json!("bf16"))]), &env).unwrap();
         assert_eq!(bf16.get("precision"), Some(&json!("bf16")));
     }
 }
@@ -445,19 +431,7 @@ fn bf16_pretrains_fine_tunes_and_evaluates_through_the_steps() {
     std::fs::create_dir_all(&data).unwrap();
     toy_set(64, 1).save(&data).unwrap();
     let pretrain = root.path().join("pretrain");
-    let p = step_params(
-        &Pretrain,
-        &[
-            ("layers", json!(1)),
-            ("hidden", json!(16)),
-            ("heads", json!(2)),
-            ("intermediate", json!(32)),
-            ("max_positions", json!(16)),
-            ("batch_size", json!(16)),
-            ("precision", json!("bf16")),
-            ("dropout", json!(0.0)),
-        ],
-    );
+    let p = defaults_with(&Pretrain, &toy_pretrain(1, &[("precision", json!("bf16")), ("dropout", json!(0.0))]));
     run_step(&Pretrain, &p, &[("data", &data)], &pretrain);
     let config: Value = serde_json::from_slice(&std::fs::read(pretrain.join("model/config.json")).unwrap()).unwrap();
     assert_eq!(
@@ -465,7 +439,7 @@ fn bf16_pretrains_fine_tunes_and_evaluates_through_the_steps() {
         (Some(0.0), Some(0.0))
     );
     let finetune = root.path().join("finetune");
-    let f = step_params(
+    let f = defaults_with(
         &FineTune,
         &[("epochs", json!(2)), ("batch_size", json!(8)), ("lr", json!(3e-3)), ("precision", json!("bf16"))],
     );
@@ -475,7 +449,7 @@ fn bf16_pretrains_fine_tunes_and_evaluates_through_the_steps() {
     let epochs = metrics["epochs"].as_array().unwrap();
     assert!(epochs.iter().all(|e| e["train_loss"].as_f64().is_some_and(f64::is_finite)));
     let evaluate = root.path().join("evaluate");
-    let e = step_params(&Evaluate, &[("precision", json!("bf16"))]);
+    let e = defaults_with(&Evaluate, &[("precision", json!("bf16"))]);
     let tuned = finetune.join("model");
     run_step(&Evaluate, &e, &[("data", &data), ("model", &tuned)], &evaluate);
     let m: Value = serde_json::from_slice(&std::fs::read(evaluate.join("metrics")).unwrap()).unwrap();
@@ -483,7 +457,7 @@ fn bf16_pretrains_fine_tunes_and_evaluates_through_the_steps() {
     assert!((bf16_acc - valid_acc).abs() < 0.05, "evaluate {bf16_acc} vs fine-tune's last valid {valid_acc}");
     // The same model evaluated in f32 agrees closely with bf16.
     let f32_dir = root.path().join("evaluate-f32");
-    run_step(&Evaluate, &step_params(&Evaluate, &[]), &[("data", &data), ("model", &tuned)], &f32_dir);
+    run_step(&Evaluate, &defaults_with(&Evaluate, &[]), &[("data", &data), ("model", &tuned)], &f32_dir);
     let m32: Value = serde_json::from_slice(&std::fs::read(f32_dir.join("metrics")).unwrap()).unwrap();
     assert!((m32["loss"].as_f64().unwrap() - m["loss"].as_f64().unwrap()).abs() < 0.05);
 }

@@ -14,7 +14,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-fn params(step: &dyn Step, set: &[(&str, Value)]) -> Params {
+/// The step's defaults with `set` over them, not validated (for tests of bad parameters).
+pub(crate) fn defaults_with(step: &dyn Step, set: &[(&str, Value)]) -> Params {
     let mut values = BTreeMap::new();
     for p in step.spec().params {
         if let Some(v) = p.default.to_value() {
@@ -25,12 +26,18 @@ fn params(step: &dyn Step, set: &[(&str, Value)]) -> Params {
         assert!(step.spec().param(k).is_some(), "no parameter {k}");
         values.insert(k.to_string(), v.clone());
     }
-    let params = Params::new(values);
+    Params::new(values)
+}
+
+/// [`defaults_with`], validated.
+pub(crate) fn params(step: &dyn Step, set: &[(&str, Value)]) -> Params {
+    let params = defaults_with(step, set);
     step.validate(&params).unwrap();
     params
 }
 
-fn run(
+/// Runs `step` as the runner would, in `out` with checkpoints in `ck`.
+pub(crate) fn run(
     step: &dyn Step,
     params: &Params,
     inputs: &[(&str, &Path)],
@@ -82,20 +89,24 @@ pub(crate) fn toy_set(dir: &Path, rows: usize, seed: u64) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// `pretrain` parameters of a BERT for the toy set: `layers` layers of hidden 16, 2 heads and
+/// intermediate 32 over 16 positions, batches of 16; then `extra` (which may override those).
+pub(crate) fn toy_pretrain<'a>(layers: usize, extra: &[(&'a str, Value)]) -> Vec<(&'a str, Value)> {
+    let mut set = vec![
+        ("layers", json!(layers)),
+        ("hidden", json!(16)),
+        ("heads", json!(2)),
+        ("intermediate", json!(32)),
+        ("max_positions", json!(16)),
+        ("batch_size", json!(16)),
+    ];
+    set.extend(extra.iter().cloned());
+    set
+}
+
 fn pretrained(root: &Path) -> PathBuf {
     let data = toy_set(&root.join("text"), 64, 1);
-    let p = params(
-        &Pretrain,
-        &[
-            ("layers", json!(2)),
-            ("hidden", json!(16)),
-            ("heads", json!(2)),
-            ("intermediate", json!(32)),
-            ("max_positions", json!(16)),
-            ("batch_size", json!(16)),
-            ("epochs", json!(2)),
-        ],
-    );
+    let p = params(&Pretrain, &toy_pretrain(2, &[("epochs", json!(2))]));
     let out = root.join("pretrain-out");
     run(&Pretrain, &p, &[("data", &data)], &out, &root.join("pretrain-ck"), &Environment::default(), &NoEvents)
         .unwrap();
@@ -176,31 +187,32 @@ fn pretrain_writes_a_masked_lm_that_fine_tune_accepts_and_evaluate_reads() {
     assert!(predictions.starts_with("row,label,predicted,p_0,p_1\n"));
 }
 
-/// Sets the cancel flag when it sees the first batch of epoch 2, as a Ctrl-C or a kill would.
-struct StopInEpoch2 {
-    env: Environment,
+/// Keeps every log line; with `stop_at`, sets the cancel flag of `env` on the line that starts
+/// so, as a Ctrl-C or a kill would.
+pub(crate) struct Record {
+    pub(crate) env: Environment,
+    stop_at: Option<&'static str>,
     lines: Mutex<Vec<String>>,
 }
 
-impl Events for StopInEpoch2 {
-    fn log(&self, line: &str) {
-        if line.starts_with("[Epoch 2 Batch 2/") {
-            self.env.cancelled.store(true, Ordering::SeqCst);
-        }
-        self.lines.lock().unwrap().push(line.to_string());
-    }
-    fn progress_start(&self, _: &str, _: Option<u64>, _: &str) {}
-    fn progress_inc(&self, _: u64) {}
-    fn progress_message(&self, _: &str) {}
-    fn progress_finish(&self) {}
-}
+/// Where the interruption tests stop: the second batch of epoch 2.
+const IN_EPOCH_2: &str = "[Epoch 2 Batch 2/";
 
-/// Keeps every log line.
-struct Record(Mutex<Vec<String>>);
+impl Record {
+    pub(crate) fn new(stop_at: Option<&'static str>) -> Self {
+        Record { env: Environment::default(), stop_at, lines: Mutex::new(Vec::new()) }
+    }
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
 
 impl Events for Record {
     fn log(&self, line: &str) {
-        self.0.lock().unwrap().push(line.to_string());
+        if self.stop_at.is_some_and(|s| line.starts_with(s)) {
+            self.env.cancelled.store(true, Ordering::SeqCst);
+        }
+        self.lines.lock().unwrap().push(line.to_string());
     }
     fn progress_start(&self, _: &str, _: Option<u64>, _: &str) {}
     fn progress_inc(&self, _: u64) {}
@@ -239,19 +251,19 @@ fn an_interrupted_fine_tune_resumes_at_the_epoch_and_matches_an_uninterrupted_ru
     .unwrap();
 
     let ck = root.path().join("ck");
-    let events = StopInEpoch2 { env: Environment::default(), lines: Mutex::new(Vec::new()) };
+    let events = Record::new(Some(IN_EPOCH_2));
     let err =
         run(&FineTune, &fine_tune_params(3), &inputs, &root.path().join("cut"), &ck, &events.env, &events).unwrap_err();
     assert!(matches!(err, StepError::Cancelled), "{err}");
     assert!(ck.join("epoch-1").is_dir());
 
-    let resumed_events = StopInEpoch2 { env: Environment::default(), lines: Mutex::new(Vec::new()) };
+    let resumed_events = Record::new(Some(IN_EPOCH_2));
     resumed_events.env.cancelled.store(false, Ordering::SeqCst);
     let resumed = root.path().join("resumed");
     let never = Environment::default();
-    let record = Record(Mutex::new(Vec::new()));
+    let record = Record::new(None);
     run(&FineTune, &fine_tune_params(3), &inputs, &resumed, &ck, &never, &record).unwrap();
-    let lines = record.0.lock().unwrap().clone();
+    let lines = record.lines();
     assert!(lines.iter().any(|l| l == "resuming after epoch 1 from its checkpoint"), "{lines:?}");
     assert!(!lines.iter().any(|l| l.starts_with("[Epoch 1 ")), "epoch 1 was trained again: {lines:?}");
 
@@ -289,7 +301,7 @@ fn a_damaged_checkpoint_is_set_aside_and_the_rerun_matches_an_uninterrupted_run(
     run(&FineTune, &fine_tune_params(3), &inputs, &whole, &root.path().join("ck-whole"), &env, &NoEvents).unwrap();
 
     let ck = root.path().join("ck");
-    let events = StopInEpoch2 { env: Environment::default(), lines: Mutex::new(Vec::new()) };
+    let events = Record::new(Some(IN_EPOCH_2));
     let err =
         run(&FineTune, &fine_tune_params(3), &inputs, &root.path().join("cut"), &ck, &events.env, &events).unwrap_err();
     assert!(matches!(err, StepError::Cancelled), "{err}");
@@ -299,9 +311,9 @@ fn a_damaged_checkpoint_is_set_aside_and_the_rerun_matches_an_uninterrupted_run(
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
 
     let rerun = root.path().join("rerun");
-    let record = Record(Mutex::new(Vec::new()));
+    let record = Record::new(None);
     run(&FineTune, &fine_tune_params(3), &inputs, &rerun, &ck, &env, &record).unwrap();
-    let lines = record.0.into_inner().unwrap();
+    let lines = record.lines();
     assert!(
         lines.iter().any(|l| l.starts_with("warning: the checkpoint of epoch 1 cannot be restored")
             && l.contains("epoch-1.corrupt-1")

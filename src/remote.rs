@@ -241,7 +241,7 @@ impl Remote {
         }
         match self.pull(cache, key, outputs, step, reporter) {
             Ok(Pulled::Hit { manifest, bytes, host }) => {
-                Ok(Some((manifest, format!("{} from {host}", crate::commands::gc::human_bytes(bytes)))))
+                Ok(Some((manifest, format!("{} from {host}", crate::reporter::human_bytes(bytes)))))
             }
             Ok(Pulled::Missing) => Ok(None),
             Ok(Pulled::Unusable(reason)) => {
@@ -836,11 +836,7 @@ impl Remote {
             if referenced.contains(name) || age(&meta) < grace {
                 continue;
             }
-            line(format!(
-                "{verb} file {}  {}",
-                &name[..name.len().min(12)],
-                crate::commands::gc::human_bytes(meta.size)
-            ));
+            line(format!("{verb} file {}  {}", &name[..name.len().min(12)], crate::reporter::human_bytes(meta.size)));
             if !dry_run {
                 match self.store.delete(&meta.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

@@ -64,7 +64,7 @@ struct Progress {
 
 impl Progress {
     fn text(&self) -> String {
-        let amount = |n: u64| if self.bytes { crate::commands::gc::human_bytes(n) } else { n.to_string() };
+        let amount = |n: u64| if self.bytes { human_bytes(n) } else { n.to_string() };
         let mut text = match self.total {
             Some(t) if t > 0 => {
                 format!("{} {}% ({}/{})", self.label, (self.pos.min(t) * 100) / t, amount(self.pos), amount(t))
@@ -401,6 +401,11 @@ fn reasons_text(outcome: &StepOutcome) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A size for people: `512 B`, `3.40 MiB` (indicatif's binary units).
+pub fn human_bytes(bytes: u64) -> String {
+    indicatif::HumanBytes(bytes).to_string()
 }
 
 /// `0.4s`, `12.3s`, `4m05s`.

@@ -26,7 +26,7 @@ use crate::cache::{Cache, CacheError, Lookup};
 use crate::commands::GlobalArgs;
 use crate::error::Error;
 use crate::remote::{Remote, RemoteMode};
-use crate::reporter::Reporter;
+use crate::reporter::{human_bytes, Reporter};
 use crate::run_record::{RunRecord, RunState};
 use crate::step_key::StepKey;
 
@@ -220,20 +220,4 @@ fn newest_modified(path: &std::path::Path) -> Option<SystemTime> {
     }
     let inner = std::fs::read_dir(path).ok()?.flatten().filter_map(|e| newest_modified(&e.path())).max();
     own.max(inner)
-}
-
-/// `512 B`, `3.4 MiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }

@@ -10,13 +10,12 @@ use clap::Args;
 use serde_json::json;
 
 use crate::cache::{Cache, Lookup};
-use crate::commands::gc::human_bytes;
 use crate::commands::push::{no_remote, pipeline_and_steps, select};
 use crate::commands::{environment, load_pipeline, open_remote, GlobalArgs, RemoteArgs};
 use crate::error::Error;
 use crate::executor::{Executor, RunOptions};
 use crate::remote::Pulled;
-use crate::reporter::Reporter;
+use crate::reporter::{human_bytes, Reporter};
 use crate::run_record::{RunRecord, StepStatus};
 use crate::spec::OverrideArg;
 

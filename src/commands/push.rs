@@ -9,13 +9,12 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cache::{Cache, Lookup};
-use crate::commands::gc::human_bytes;
 use crate::commands::{environment, load_pipeline, open_remote, GlobalArgs, RemoteArgs};
 use crate::error::Error;
 use crate::executor::{Executor, RunOptions};
 use crate::graph::PipelineGraph;
 use crate::remote::{Pushed, RemoteMode};
-use crate::reporter::Reporter;
+use crate::reporter::{human_bytes, Reporter};
 use crate::run_record::{RunRecord, StepStatus};
 use crate::spec::{did_you_mean, OverrideArg};
 

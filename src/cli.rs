@@ -32,6 +32,8 @@ pub(crate) enum Command {
     Run(commands::run::RunArgs),
     /// Show, per step, whether it is up-to-date, stale (and why) or never run.
     Status(commands::status::StatusArgs),
+    /// The step graph: steps, kinds, inputs, up-to-date or stale; as text, Mermaid or DOT.
+    Dag(commands::dag::DagArgs),
     /// Accuracy per epoch of the latest run, its final evaluation, and runs compared.
     Report(commands::report::ReportArgs),
     /// Remove cached results that no recent run references (`--remote`: on the remote).
@@ -60,6 +62,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => commands::run::execute(&args, &cli.global, &reporter),
         Command::Status(args) => commands::status::execute(&args, &cli.global, &reporter),
+        Command::Dag(args) => commands::dag::execute(&args, &cli.global, &reporter),
         Command::Report(args) => commands::report::execute(&args, &cli.global, &reporter),
         Command::Gc(args) => commands::gc::execute(&args, &cli.global, &reporter),
         Command::Push(args) => commands::push::execute(&args, &cli.global, &reporter),

@@ -403,6 +403,19 @@ fn reasons_text(outcome: &StepOutcome) -> String {
         .join("; ")
 }
 
+/// `text` coloured for step state `state` (as `pipe status` names it: up-to-date green, stale
+/// yellow, never-run dim, unknown red) when stdout is a colour terminal and `NO_COLOR` is not
+/// set; else `text` as it is.
+pub fn paint_state(state: &str, text: &str) -> String {
+    let style = match state {
+        "up-to-date" => console::Style::new().green(),
+        "stale" => console::Style::new().yellow(),
+        "never-run" => console::Style::new().dim(),
+        _ => console::Style::new().red(),
+    };
+    style.apply_to(text).to_string()
+}
+
 /// A size for people: `512 B`, `3.40 MiB` (indicatif's binary units).
 pub fn human_bytes(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()

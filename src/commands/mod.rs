@@ -1,5 +1,6 @@
 //! One file per command, each with its explicit arguments.
 
+pub mod dag;
 pub mod gc;
 pub mod kinds;
 pub mod pull;
@@ -18,7 +19,7 @@ use crate::error::Error;
 use crate::graph::PipelineGraph;
 use crate::remote::{Remote, RemoteMode};
 use crate::reporter::Reporter;
-use crate::spec::{OverrideArg, PipelineSpec};
+use crate::spec::{variant_label, variants, OverrideArg, PipelineSpec, SweepArg};
 
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
@@ -71,6 +72,42 @@ pub fn load_pipeline(file: &Path, overrides: &[OverrideArg]) -> Result<(Pipeline
     let spec = PipelineSpec::load(file, overrides)??;
     let graph = PipelineGraph::build(&spec)?;
     Ok((spec, graph))
+}
+
+/// A pipeline run once per `--sweep` variant, as one graph in which the steps the variants
+/// share appear once.
+pub struct Swept {
+    pub spec: PipelineSpec,
+    pub graph: PipelineGraph,
+    /// Each variant's overrides (the sweep's values; one empty variant without a sweep).
+    pub variants: Vec<Vec<OverrideArg>>,
+    /// Each variant's label (`lr=3e-5`).
+    pub labels: Vec<String>,
+    /// Per variant, the index in `graph` of each of the pipeline's steps.
+    pub maps: Vec<Vec<usize>>,
+}
+
+/// Reads, parses and checks a pipeline file with its `--set`s, once per `--sweep` variant.
+pub fn load_swept(file: &Path, set: &[OverrideArg], sweep: &[SweepArg]) -> Result<Swept, Error> {
+    let variants = variants(sweep);
+    let labels: Vec<String> = variants.iter().map(|v| variant_label(v)).collect();
+    let mut graphs = Vec::new();
+    let mut spec = None;
+    for variant in &variants {
+        let overrides: Vec<OverrideArg> = set.iter().chain(variant).cloned().collect();
+        let (s, g) = load_pipeline(file, &overrides)?;
+        spec.get_or_insert(s);
+        graphs.push(g);
+    }
+    let Some(spec) = spec else { return Err(Error::usage("nothing to run", None)) };
+    let (graph, maps) = if sweep.is_empty() {
+        let graph = graphs.remove(0);
+        let map = (0..graph.steps.len()).collect();
+        (graph, vec![map])
+    } else {
+        PipelineGraph::merge(graphs, &labels)
+    };
+    Ok(Swept { spec, graph, variants, labels, maps })
 }
 
 /// The run environment from the global options.

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::cache::Cache;
 use crate::commands::GlobalArgs;
-use crate::commands::{environment, load_pipeline, open_remote, RemoteArgs};
+use crate::commands::{environment, load_swept, open_remote, RemoteArgs, Swept};
 use crate::error::Error;
 use crate::executor::job_file::JobRemote;
 use crate::executor::slurm::{SlurmConfig, MAX_POLL};
@@ -18,7 +18,7 @@ use crate::executor::{Executor, LocalBackend, Placement, RunOptions, SlurmBacken
 use crate::graph::PipelineGraph;
 use crate::reporter::{seconds, step_json, Reporter};
 use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
-use crate::spec::{did_you_mean, variant_label, variants, ExecutorKind, OverrideArg, PipelineSpec, SweepArg};
+use crate::spec::{did_you_mean, ExecutorKind, OverrideArg, PipelineSpec, SweepArg};
 use crate::step_outcome::StepOutcome;
 
 #[derive(Debug, Args)]
@@ -59,24 +59,7 @@ pub struct RunArgs {
 const DEFAULT_SLURM_JOBS: usize = 16;
 
 pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
-    let variants = variants(&args.sweep);
-    let labels: Vec<String> = variants.iter().map(|v| variant_label(v)).collect();
-    let mut graphs = Vec::new();
-    let mut spec = None;
-    for variant in &variants {
-        let overrides: Vec<OverrideArg> = args.set.iter().chain(variant).cloned().collect();
-        let (s, g) = load_pipeline(&args.pipeline, &overrides)?;
-        spec.get_or_insert(s);
-        graphs.push(g);
-    }
-    let Some(spec) = spec else { return Err(Error::usage("nothing to run", None)) };
-    let (graph, maps) = if args.sweep.is_empty() {
-        let graph = graphs.remove(0);
-        let map = (0..graph.steps.len()).collect();
-        (graph, vec![map])
-    } else {
-        PipelineGraph::merge(graphs, &labels)
-    };
+    let Swept { spec, graph, variants, labels, maps } = load_swept(&args.pipeline, &args.set, &args.sweep)?;
     let mut force = BTreeSet::new();
     for name in &args.force {
         let found = graph.indices(name);

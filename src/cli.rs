@@ -8,10 +8,15 @@ use crate::commands::{self, GlobalArgs};
 use crate::error::Error;
 use crate::reporter::Reporter;
 
+/// `pipe --version`: the version, the commit built from (`-dirty`: with changes to its sources;
+/// `unknown`: built outside git) and the enabled cargo features (build.rs sets both).
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("PIPE_COMMIT"), ", features: ", env!("PIPE_FEATURES"), ")");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pipe",
-    version,
+    version = VERSION,
     about = "Declarative, content-cached pipelines for fine-tuning BERT classifiers",
     long_about = "Declarative, content-cached pipelines for fine-tuning BERT classifiers.\n\n\
         A YAML file describes steps (download, train-tokenizer, tokenize, split, pretrain, fine-tune, \

@@ -16,3 +16,4 @@ mod slurm_cluster;
 mod spec_errors;
 mod support;
 mod sweep;
+mod version;

@@ -24,3 +24,4 @@ pub(crate) mod run_record;
 pub(crate) mod spec;
 pub(crate) mod step_key;
 pub(crate) mod step_outcome;
+pub(crate) mod tracking;

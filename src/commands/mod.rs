@@ -48,6 +48,31 @@ pub struct RemoteArgs {
     pub remote_mode: RemoteMode,
 }
 
+/// Where `pipe run` tracks its runs besides the cache (nothing by default; not part of any key).
+#[derive(Debug, Clone, Args)]
+pub struct TrackArgs {
+    /// Track each run (each sweep variant) in MLflow: the tracking server's http(s) URI.
+    /// Credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and _PASSWORD.
+    #[arg(long = "track", env = "MLFLOW_TRACKING_URI", hide_env_values = true, value_name = "URI")]
+    pub track: Option<String>,
+    /// The MLflow experiment [default: the pipeline's name].
+    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME", value_name = "NAME")]
+    pub experiment: Option<String>,
+    /// Write TensorBoard event files of the training steps to DIR/<run>/<step>/
+    /// (`tensorboard --logdir DIR`).
+    #[arg(long, env = "PIPE_TENSORBOARD", value_name = "DIR")]
+    pub tensorboard: Option<PathBuf>,
+}
+
+impl TrackArgs {
+    pub fn tracking(&self) -> crate::tracking::Tracking {
+        crate::tracking::Tracking {
+            mlflow: self.track.clone().filter(|u| !u.trim().is_empty()).map(|u| (u, self.experiment.clone())),
+            tensorboard: self.tensorboard.clone().filter(|d| !d.as_os_str().is_empty()),
+        }
+    }
+}
+
 /// The remote named by `--remote`/`PIPE_REMOTE`, else by the pipeline (`configured`), checked
 /// to answer. `None` when there is none, it is off, or it cannot be reached in fallback mode
 /// (with a warning).

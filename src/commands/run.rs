@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::cache::Cache;
 use crate::commands::GlobalArgs;
-use crate::commands::{environment, load_swept, open_remote, RemoteArgs, Swept};
+use crate::commands::{environment, load_swept, open_remote, RemoteArgs, Swept, TrackArgs};
 use crate::error::Error;
 use crate::executor::job_file::JobRemote;
 use crate::executor::slurm::{SlurmConfig, MAX_POLL};
@@ -53,6 +53,8 @@ pub struct RunArgs {
     pub executor: Option<ExecutorKind>,
     #[command(flatten)]
     pub remote: RemoteArgs,
+    #[command(flatten)]
+    pub track: TrackArgs,
 }
 
 /// Slurm jobs in flight at once unless `--jobs` or `executor: {jobs: N}` say otherwise.
@@ -190,6 +192,7 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
                 }
             }
         }
+        args.track.tracking().after_run(&cache, &records, reporter);
     }
 
     if args.json {

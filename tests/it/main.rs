@@ -16,4 +16,5 @@ mod slurm_cluster;
 mod spec_errors;
 mod support;
 mod sweep;
+mod tracking;
 mod version;

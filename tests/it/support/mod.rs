@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod mlflow;
 pub mod s3;
 pub mod slurm;
 
@@ -51,6 +52,13 @@ impl Project {
             // its own), and an S3 client without credentials must not look for an EC2 role.
             .env_remove("PIPE_REMOTE")
             .env_remove("PIPE_REMOTE_MODE")
+            // Nor is an MLflow server or a TensorBoard folder (tests/it/tracking.rs sets its own).
+            .env_remove("MLFLOW_TRACKING_URI")
+            .env_remove("MLFLOW_TRACKING_TOKEN")
+            .env_remove("MLFLOW_TRACKING_USERNAME")
+            .env_remove("MLFLOW_TRACKING_PASSWORD")
+            .env_remove("MLFLOW_EXPERIMENT_NAME")
+            .env_remove("PIPE_TENSORBOARD")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9");
         cmd

@@ -44,22 +44,25 @@ pub fn write(dir: &Path, run: &RunRecord, results: &RunResults) -> Result<Vec<Pa
         let mut bytes = Vec::new();
         record(&mut bytes, &event(start, 0, Body::FileVersion("brain.Event:2")));
         // One event per series and step number, with every field measured there.
-        let mut groups: Vec<((u8, u64), f64, Vec<(String, f32)>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         for s in scalars {
-            let (prefix, order) = match s.series {
+            let (prefix, series) = match s.series {
                 Series::Epoch => ("epoch", 0),
                 _ => ("batch", 1),
             };
-            let tag = format!("{prefix}/{}", s.name);
-            let key = (order, s.step);
-            let wall = start + s.offset.unwrap_or(total);
-            match groups.iter_mut().find(|g| g.0 == key) {
-                Some(g) => g.2.push((tag, s.value as f32)),
-                None => groups.push((key, wall, vec![(tag, s.value as f32)])),
+            let value = (format!("{prefix}/{}", s.name), s.value as f32);
+            match groups.iter_mut().find(|g| g.series == series && g.step == s.step) {
+                Some(g) => g.values.push(value),
+                None => groups.push(Group {
+                    series,
+                    step: s.step,
+                    wall: start + s.offset.unwrap_or(total),
+                    values: vec![value],
+                }),
             }
         }
-        for ((_, step_number), wall, values) in &groups {
-            record(&mut bytes, &event(*wall, *step_number as i64, Body::Summary(values)));
+        for g in &groups {
+            record(&mut bytes, &event(g.wall, g.step as i64, Body::Summary(&g.values)));
         }
         let path = step_dir.join(format!("events.out.tfevents.{}.{}.pipe", now as u64, sanitize(&host)));
         let mut file =
@@ -81,6 +84,14 @@ pub fn run_folder(run: &RunRecord) -> String {
 /// A name safe as one path component.
 fn sanitize(text: &str) -> String {
     text.chars().map(|c| if c.is_ascii_alphanumeric() || "._=,-+".contains(c) { c } else { '_' }).collect()
+}
+
+/// The values of one event: a series (0 epoch, 1 batch) at one step number.
+struct Group {
+    series: u8,
+    step: u64,
+    wall: f64,
+    values: Vec<(String, f32)>,
 }
 
 enum Body<'a> {

@@ -2,6 +2,7 @@
 //! tokenizers), one module per behaviour, all through the real `pipe` binary.
 
 mod cache_contract;
+mod command;
 mod download;
 mod hub;
 mod jobs;

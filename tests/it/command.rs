@@ -234,7 +234,10 @@ steps:
 
     // A file where a folder is declared is a failure.
     let yaml = fs::read_to_string(project.path().join("p.yaml")).unwrap();
-    project.write("p.yaml", &yaml.replace("mkdir {outputs.parts} && tail", "touch {outputs.parts} && tail"));
+    project.write(
+        "p.yaml",
+        &yaml.replace("mkdir {outputs.parts} && tail -n +2 {inputs.data} | split -l 2 - {outputs.parts}/part-", "touch {outputs.parts}"),
+    );
     let wrong = project.run(&["run", "p.yaml", "--json"]).expect_code(1);
     assert!(wrong.json()["steps"][0]["error"].as_str().unwrap().contains("declared as a folder"));
 }
@@ -254,6 +257,31 @@ steps:
     outputs: {table: clean.tsv}
     run: cat {inputs.dta} {input.data} > {outputs.table} {params.n}
     timeout: 5
+",
+    );
+    let run = project.run(&["run", "p.yaml"]).expect_code(2);
+    assert!(!project.cache().join("steps").exists(), "nothing ran");
+    for expected in [
+        "p.yaml:9:5",  // unknown field
+        "p.yaml:6:12", // dep that does not exist
+        "p.yaml:8:14", // {inputs.dta}
+        "p.yaml:8:27", // {input.data}
+        "p.yaml:8:58", // {params.n}
+    ] {
+        assert!(run.stderr.contains(expected), "{expected}:\n{}", run.stderr);
+    }
+    settings(Some(&project)).bind(|| insta::assert_snapshot!("command_spec_errors", run.stderr));
+
+    // A later step takes an output the command never declared.
+    project.write(
+        "p.yaml",
+        "name: bad
+steps:
+  clean:
+    kind: command
+    inputs: {data: data.tsv}
+    outputs: {table: clean.tsv}
+    run: cat {inputs.data} > {outputs.table}
   count:
     kind: command
     inputs: {table: clean.tabel}
@@ -262,16 +290,9 @@ steps:
 ",
     );
     let run = project.run(&["run", "p.yaml"]).expect_code(2);
+    assert!(run.stderr.contains("p.yaml:10:21"), "{}", run.stderr);
+    assert!(run.stderr.contains("did you mean `table`?"), "{}", run.stderr);
     assert!(!project.cache().join("steps").exists(), "nothing ran");
-    for expected in [
-        "p.yaml:9:5",   // unknown field
-        "p.yaml:6:12",  // dep that does not exist
-        "p.yaml:8:14",  // {inputs.dta}
-        "p.yaml:12:21", // an output never declared
-    ] {
-        assert!(run.stderr.contains(expected), "{expected}:\n{}", run.stderr);
-    }
-    settings(Some(&project)).bind(|| insta::assert_snapshot!("command_spec_errors", run.stderr));
 
     // `--set` of a param the step does not declare.
     one_step(&project, "cat {inputs.data} > {outputs.table}");

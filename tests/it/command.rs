@@ -348,6 +348,44 @@ fn the_shipped_example_pipeline_is_valid() {
     assert!(!manual.stdout.is_empty());
 }
 
+/// Runs `args` with the S3 server's settings (and the cluster's, when given).
+fn run_with(project: &Project, args: &[&str], moto: &Moto, c: Option<&crate::support::slurm::Cluster>) -> Run {
+    let mut cmd = project.command(args);
+    cmd.env_remove("GREETING").env_remove("TOKEN");
+    if let Some(c) = c {
+        c.env(&mut cmd);
+    }
+    moto.env(&mut cmd);
+    Run::from(cmd.output().unwrap())
+}
+
+/// A second project (the same files elsewhere, its own cache) takes every step from the
+/// remote: the same keys, nothing runs.
+fn fetched_by_a_second_cache(yaml: &str, moto: &Moto, key: &str) {
+    let second = project();
+    second.write("p.yaml", yaml);
+    let fetched =
+        run_with(&second, &["run", "p.yaml", "--json", "--remote", "s3://team/cache", "--executor", "local"], moto, None)
+            .expect_code(0);
+    for step in fetched.json()["steps"].as_array().unwrap() {
+        assert_eq!(step["status"], "cached", "{step}");
+        assert_eq!(step["remote"], true, "{step}");
+    }
+    assert_eq!(key_of(&fetched, "clean"), key);
+    let table = fs::read_to_string(second.output(key, "table")).unwrap();
+    assert_eq!(table, "id\ttext\n2\ta longer review\n4\tanother long one\n");
+}
+
+#[test]
+fn a_command_result_is_pushed_and_a_second_cache_fetches_it_from_s3() {
+    let Some(moto) = Moto::start("command_remote") else { return };
+    moto.create_bucket("team");
+    let first = project();
+    let ran = run_with(&first, &["run", "p.yaml", "--json", "--remote", "s3://team/cache"], &moto, None).expect_code(0);
+    assert_eq!(statuses(&ran), pair("ran", "ran"));
+    fetched_by_a_second_cache(PIPELINE, &moto, &key_of(&ran, "clean"));
+}
+
 #[test]
 fn a_command_runs_as_a_slurm_job_and_a_second_cache_fetches_it_from_s3() {
     let Some(c) = cluster() else { return };
@@ -355,37 +393,26 @@ fn a_command_runs_as_a_slurm_job_and_a_second_cache_fetches_it_from_s3() {
     moto.create_bucket("team");
     let partition = c.new_partition("command");
     let header = format!("executor:\n  kind: slurm\n  partition: {partition}\n  resources: {{ cpus: 1, time: 10 }}\n");
+    let yaml = PIPELINE.replacen("steps:\n", &format!("{header}steps:\n"), 1);
     let first = project();
-    let yaml = fs::read_to_string(first.path().join("p.yaml")).unwrap();
-    let yaml = yaml.replacen("steps:\n", &format!("{header}steps:\n"), 1);
     first.write("p.yaml", &yaml);
-    let mut cmd = first.command(&["run", "p.yaml", "--json", "--remote", "s3://team/cache"]);
-    cmd.env_remove("GREETING");
-    c.env(&mut cmd);
-    moto.env(&mut cmd);
-    let ran = Run::from(cmd.output().unwrap()).expect_code(0);
+    let ran =
+        run_with(&first, &["run", "p.yaml", "--json", "--remote", "s3://team/cache"], &moto, Some(c)).expect_code(0);
     let doc = ran.json();
-    let clean = doc["steps"].as_array().unwrap().iter().find(|s| s["name"] == "clean").unwrap().clone();
-    assert_eq!(clean["job"]["executor"], "slurm", "{clean}");
-    assert_eq!(clean["status"], "ran", "{clean}");
-    let key = clean["key"].as_str().unwrap().to_string();
+    for step in doc["steps"].as_array().unwrap() {
+        assert_eq!(step["job"]["executor"], "slurm", "{step}");
+        assert_eq!(step["status"], "ran", "{step}");
+    }
+    let key = key_of(&ran, "clean");
     let manifests: Vec<String> = moto.list("team", "cache/manifests").into_iter().map(|(k, _)| k).collect();
     assert!(manifests.contains(&format!("cache/manifests/{key}.json")), "{manifests:?}");
-
-    // Another project with the same files in another place, and its own cache: the same keys,
-    // fetched, nothing runs.
-    let second = project();
-    second.write("p.yaml", &yaml);
-    let mut cmd = second.command(&["run", "p.yaml", "--json", "--remote", "s3://team/cache", "--executor", "local"]);
-    cmd.env_remove("GREETING");
-    moto.env(&mut cmd);
-    let fetched = Run::from(cmd.output().unwrap()).expect_code(0);
-    let doc = fetched.json();
-    for step in doc["steps"].as_array().unwrap() {
-        assert_eq!(step["status"], "cached", "{step}");
-        assert_eq!(step["remote"], true, "{step}");
-    }
-    assert_eq!(key_of(&fetched, "clean"), key);
-    let table = fs::read_to_string(second.output(&key, "table")).unwrap();
-    assert_eq!(table, "id\ttext\n2\ta longer review\n4\tanother long one\n");
+    // The job's log has the command's stdout.
+    let logs: String = fs::read_dir(first.cache().join("jobs").join(&key))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".out"))
+        .map(|e| fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(logs.contains("kept 2 rows"), "{logs}");
+    fetched_by_a_second_cache(&yaml, &moto, &key);
 }

@@ -102,7 +102,11 @@ fn parse(
                 outputs.insert(name, Json::from(file));
             }
         }
-        Some(_) => c.at_value("`outputs` must map output names to file names, e.g. {table: clean.tsv}".into(), &["outputs"], None),
+        Some(_) => c.at_value(
+            "`outputs` must map output names to file names, e.g. {table: clean.tsv}".into(),
+            &["outputs"],
+            None,
+        ),
         None => c.at_key(
             "a command step needs `outputs:`, what it writes".into(),
             &[],
@@ -219,11 +223,7 @@ fn parse(
                         let flag = m.get("unkeyed").and_then(Yaml::as_bool);
                         let other = m.keys().map(scalar).find(|k| k != "name" && k != "unkeyed");
                         if name.is_empty() || other.is_some() || m.contains_key("unkeyed") && flag.is_none() {
-                            c.at_value(
-                                "an `env` entry is NAME or {name: NAME, unkeyed: true}".into(),
-                                &["env"],
-                                None,
-                            );
+                            c.at_value("an `env` entry is NAME or {name: NAME, unkeyed: true}".into(), &["env"], None);
                             continue;
                         }
                         (name, flag.unwrap_or(false))
@@ -246,7 +246,9 @@ fn parse(
                 }
             }
         }
-        Some(_) => c.at_value("`env` must be a list, e.g. [LANG, {name: HF_TOKEN, unkeyed: true}]".into(), &["env"], None),
+        Some(_) => {
+            c.at_value("`env` must be a list, e.g. [LANG, {name: HF_TOKEN, unkeyed: true}]".into(), &["env"], None)
+        }
     }
 
     // Every placeholder names something declared; the environment variables do not collide.

@@ -347,9 +347,9 @@ impl Parser<'_> {
                 Value::Sequence(items.iter().map(|v| self.substitute(v, shared, path, shell)).collect())
             }
             // A command's `params: {min_len: ${params.min_len}}`.
-            Value::Mapping(m) => Value::Mapping(
-                m.iter().map(|(k, v)| (k.clone(), self.substitute(v, shared, path, shell))).collect(),
-            ),
+            Value::Mapping(m) => {
+                Value::Mapping(m.iter().map(|(k, v)| (k.clone(), self.substitute(v, shared, path, shell))).collect())
+            }
             other => other.clone(),
         }
     }

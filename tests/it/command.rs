@@ -236,7 +236,10 @@ steps:
     let yaml = fs::read_to_string(project.path().join("p.yaml")).unwrap();
     project.write(
         "p.yaml",
-        &yaml.replace("mkdir {outputs.parts} && tail -n +2 {inputs.data} | split -l 2 - {outputs.parts}/part-", "touch {outputs.parts}"),
+        &yaml.replace(
+            "mkdir {outputs.parts} && tail -n +2 {inputs.data} | split -l 2 - {outputs.parts}/part-",
+            "touch {outputs.parts}",
+        ),
     );
     let wrong = project.run(&["run", "p.yaml", "--json"]).expect_code(1);
     assert!(wrong.json()["steps"][0]["error"].as_str().unwrap().contains("declared as a folder"));
@@ -306,7 +309,8 @@ fn pipe_kinds_command_documents_the_declaration() {
     let list = project.run(&["kinds"]).expect_code(0);
     assert!(list.stdout.lines().any(|l| l.starts_with("command ")), "{}", list.stdout);
     let manual = project.run(&["kinds", "command"]).expect_code(0);
-    for part in ["kind: command", "{inputs.NAME}", "$PIPE_OUTPUT_NAME", "unkeyed: true", "ending in /", "not detected"] {
+    for part in ["kind: command", "{inputs.NAME}", "$PIPE_OUTPUT_NAME", "unkeyed: true", "ending in /", "not detected"]
+    {
         assert!(manual.stdout.contains(part), "{part}:\n{}", manual.stdout);
     }
 }
@@ -328,10 +332,9 @@ fn commands_run_side_by_side_under_jobs() {
         )
     };
     project.write("p.yaml", &format!("name: jobs\nsteps:\n{}{}", step("a", "b"), step("b", "a")));
-    let run = Run::from(
-        project.command(&["run", "p.yaml", "--json", "--jobs", "2"]).env("MEET", &meet).output().unwrap(),
-    )
-    .expect_code(0);
+    let run =
+        Run::from(project.command(&["run", "p.yaml", "--json", "--jobs", "2"]).env("MEET", &meet).output().unwrap())
+            .expect_code(0);
     assert_eq!((run.status_of("a"), run.status_of("b")), pair("ran", "ran"));
 }
 
@@ -364,9 +367,13 @@ fn run_with(project: &Project, args: &[&str], moto: &Moto, c: Option<&crate::sup
 fn fetched_by_a_second_cache(yaml: &str, moto: &Moto, key: &str) {
     let second = project();
     second.write("p.yaml", yaml);
-    let fetched =
-        run_with(&second, &["run", "p.yaml", "--json", "--remote", "s3://team/cache", "--executor", "local"], moto, None)
-            .expect_code(0);
+    let fetched = run_with(
+        &second,
+        &["run", "p.yaml", "--json", "--remote", "s3://team/cache", "--executor", "local"],
+        moto,
+        None,
+    )
+    .expect_code(0);
     for step in fetched.json()["steps"].as_array().unwrap() {
         assert_eq!(step["status"], "cached", "{step}");
         assert_eq!(step["remote"], true, "{step}");

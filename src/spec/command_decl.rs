@@ -264,7 +264,8 @@ fn parse(
         if !names.contains(&p.name) {
             let what = &run[p.span.clone()];
             let word = p.group.word();
-            let help = did_you_mean(&p.name, names.iter().map(String::as_str)).unwrap_or_else(|| {
+            let written: Vec<String> = names.iter().map(|n| format!("{{{word}.{n}}}")).collect();
+            let help = did_you_mean(what, written.iter().map(String::as_str)).unwrap_or_else(|| {
                 if names.is_empty() {
                     format!("the step declares no {word}")
                 } else {

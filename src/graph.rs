@@ -2,7 +2,7 @@
 //! (petgraph) of steps with typed parameters and resolved inputs. Pure data: no I/O but
 //! checking that local paths named by parameters exist.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use std::cmp::Reverse;
@@ -12,11 +12,12 @@ use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Bfs;
 use petgraph::Direction;
+use pipe_steps::command::{self, Command};
 use pipe_steps::{ParamSpec, ParamType, Params, Step};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
-use crate::spec::{did_you_mean, Origin, PipelineSpec, SpecError, SpecErrors, StepSpec};
+use crate::spec::{did_you_mean, CommandDecl, Origin, PipelineSpec, SpecError, SpecErrors, StepSpec};
 
 /// An input resolved to an upstream step's output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,9 +53,38 @@ impl PipelineGraph {
     pub fn build(spec: &PipelineSpec) -> Result<PipelineGraph, SpecErrors> {
         let mut errors = Vec::new();
         let index: BTreeMap<&str, usize> = spec.steps.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        // A command step's kind comes from its declaration: its own inputs, outputs, params.
+        let names: BTreeSet<&str> = index.keys().copied().collect();
+        let decls: Vec<Option<CommandDecl>> = spec
+            .steps
+            .iter()
+            .map(|s| (s.kind == command::KIND).then(|| CommandDecl::parse(spec, s, &names, &mut errors)).flatten())
+            .collect();
+        let mut kinds: Vec<Option<&'static dyn Step>> = Vec::new();
+        for (s, decl) in spec.steps.iter().zip(&decls) {
+            kinds.push(match decl {
+                Some(d) => {
+                    let inputs: Vec<String> = d.step_inputs.keys().cloned().collect();
+                    match Command::declare(&inputs, &d.params) {
+                        Ok(kind) => Some(kind),
+                        Err(e) => {
+                            let location = spec.locate(&["steps", &s.name]);
+                            errors.push(SpecError::new(format!("step `{}`: {e}", s.name)).at(location, s.name.len()));
+                            None
+                        }
+                    }
+                }
+                None if s.kind == command::KIND => None,
+                None => pipe_steps::find(&s.kind),
+            });
+        }
         let mut steps = Vec::new();
-        for step in &spec.steps {
-            if let Some(checked) = check_step(spec, step, &index, &mut errors) {
+        for (i, step) in spec.steps.iter().enumerate() {
+            if step.kind == command::KIND && kinds[i].is_none() {
+                continue; // its declaration's errors are reported
+            }
+            let lookup = Kinds { of: &kinds, decl: decls[i].as_ref() };
+            if let Some(checked) = check_step(spec, step, &index, &lookup, &mut errors) {
                 steps.push(checked);
             }
         }
@@ -196,14 +226,22 @@ impl PipelineGraph {
     }
 }
 
+/// The kind of each step of the file (`None`: unknown, or a command with errors), and the
+/// declaration of the step being checked when it is a command.
+struct Kinds<'a> {
+    of: &'a [Option<&'static dyn Step>],
+    decl: Option<&'a CommandDecl>,
+}
+
 fn check_step(
     spec: &PipelineSpec,
     step: &StepSpec,
     index: &BTreeMap<&str, usize>,
+    kinds: &Kinds<'_>,
     errors: &mut Vec<SpecError>,
 ) -> Option<GraphStep> {
     let name = step.name.as_str();
-    let Some(kind) = pipe_steps::find(&step.kind) else {
+    let Some(kind) = index.get(name).and_then(|&i| kinds.of[i]) else {
         let kinds: Vec<&str> = pipe_steps::registry().iter().map(|k| k.spec().kind).collect();
         let help = did_you_mean(&step.kind, kinds.iter().copied())
             .unwrap_or_else(|| format!("the step kinds are: {}", kinds.join(", ")));
@@ -219,7 +257,13 @@ fn check_step(
 
     let mut inputs = BTreeMap::new();
     for (input_name, reference) in &step.inputs {
-        let location = spec.locate_value(&["steps", name, "inputs", input_name]);
+        if kinds.decl.is_some_and(|d| !d.step_inputs.contains_key(input_name)) {
+            continue; // a command's file input, in its parameters
+        }
+        // A flow mapping (`inputs: {data: a}`) has no line per input: find the reference's text.
+        let location = spec
+            .locate_value(&["steps", name, "inputs", input_name])
+            .or_else(|| spec.locate_text(&["steps", name, "inputs"], &reference.to_string()));
         let span = reference.to_string().len();
         if ks.input(input_name).is_none() {
             let names: Vec<&str> = ks.inputs.iter().map(|i| i.name).collect();
@@ -248,7 +292,7 @@ fn check_step(
             errors.push(e);
             continue;
         };
-        let Some(upstream_kind) = pipe_steps::find(&spec.steps[upstream].kind) else {
+        let Some(upstream_kind) = kinds.of[upstream] else {
             continue;
         };
         let outputs = upstream_kind.spec().outputs;
@@ -298,7 +342,9 @@ fn check_step(
 
     let mut params = BTreeMap::new();
     let mut suggested: Vec<String> = Vec::new();
-    for (param, raw) in &step.params {
+    // A command's parameters are its checked declaration's.
+    let raw_params = if kinds.decl.is_some() { BTreeMap::new() } else { step.params.clone() };
+    for (param, raw) in &raw_params {
         let (location, span) = match &raw.origin {
             Origin::File => (spec.locate(&["steps", name, param]), param.len()),
             Origin::Override(_) => (None, 1),
@@ -335,7 +381,7 @@ fn check_step(
             }
         }
     }
-    for ps in ks.params {
+    for ps in ks.params.iter().filter(|_| kinds.decl.is_none()) {
         if params.contains_key(ps.name) || step.params.contains_key(ps.name) || suggested.iter().any(|s| s == ps.name) {
             continue;
         }
@@ -351,7 +397,10 @@ fn check_step(
             None => {}
         }
     }
-    let params = Params::new(params);
+    let params = match kinds.decl {
+        Some(d) => d.params.clone(),
+        None => Params::new(params),
+    };
     if errors.len() == before {
         if let Err(e) = kind.validate(&params) {
             let location = match &e {

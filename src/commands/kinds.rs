@@ -29,7 +29,12 @@ pub fn execute(args: &KindsArgs, reporter: &Reporter) -> Result<ExitCode, Error>
         let help = did_you_mean(name, kinds.iter().map(|k| k.spec().kind));
         return Err(Error::usage(format!("unknown step kind `{name}`"), help));
     };
-    describe(kind.spec(), reporter);
+    if kind.spec().kind == pipe_steps::command::KIND {
+        // Its inputs, outputs and parameters are the user's: the manual says how to declare them.
+        reporter.line(pipe_steps::command::MANUAL);
+    } else {
+        describe(kind.spec(), reporter);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

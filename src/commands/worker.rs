@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
+use pipe_steps::command::{self, Command};
 use pipe_steps::Params;
 
 use crate::cache::{Cache, Lookup};
@@ -151,14 +152,17 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
 /// The job as this node sees it: its inputs found in the cache (or pulled), its key computed
 /// again and compared.
 fn job(file: &JobFile, cache: &Cache, remote: Option<&Remote>, reporter: &Reporter) -> Result<StepJob, Refusal> {
-    let Some(kind) = pipe_steps::find(&file.kind) else {
-        return Err(Refusal(
-            format!("unknown step kind `{}`: the node runs another pipe version", file.kind),
-            None,
-            true,
-        ));
-    };
     let params = Params::new(file.params.clone());
+    // A command step's kind is made from its declaration, which its parameters carry.
+    let kind = match file.kind.as_str() {
+        command::KIND => {
+            let inputs: Vec<String> = file.inputs.keys().cloned().collect();
+            Command::declare(&inputs, &params).map_err(|e| Refusal(e.to_string(), None, true))?
+        }
+        other => pipe_steps::find(other).ok_or_else(|| {
+            Refusal(format!("unknown step kind `{other}`: the node runs another pipe version"), None, true)
+        })?,
+    };
     let mut inputs = BTreeMap::new();
     let mut hashes = BTreeMap::new();
     for (name, input) in &file.inputs {

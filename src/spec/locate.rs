@@ -39,6 +39,26 @@ pub fn locate_value(source: &str, path: &[&str]) -> Option<Location> {
     Some(Location { line: key_loc.line, column: after_key + offset + 1 })
 }
 
+/// The location of `needle` in the value of the key at `path`: on the key's line or the more
+/// indented lines under it (a flow mapping `{table: clean.tsv}` or a block list). Falls back to
+/// the key.
+pub fn locate_text(source: &str, path: &[&str], needle: &str) -> Option<Location> {
+    let key_loc = locate(source, path)?;
+    let indent = key_loc.column - 1;
+    for (i, line) in source.lines().enumerate().skip(key_loc.line - 1) {
+        let trimmed = line.trim_start();
+        let deeper = line.len() - trimmed.len() > indent;
+        if i + 1 > key_loc.line && !trimmed.is_empty() && !deeper {
+            break;
+        }
+        let from = if i + 1 == key_loc.line { indent + path.last().map_or(0, |k| k.len()) } else { 0 };
+        if let Some(at) = line.get(from..).and_then(|rest| rest.find(needle)) {
+            return Some(Location { line: i + 1, column: from + at + 1 });
+        }
+    }
+    Some(key_loc)
+}
+
 fn strip_comment(line: &str) -> &str {
     match line.find(" #") {
         Some(i) => &line[..i],
@@ -70,5 +90,9 @@ mod tests {
         assert_eq!(locate(SRC, &["steps", "b", "inputs", "data"]), Some(Location { line: 9, column: 7 }));
         assert_eq!(locate_value(SRC, &["steps", "b", "inputs", "data"]), Some(Location { line: 9, column: 13 }));
         assert_eq!(locate(SRC, &["steps", "c"]), None);
+        let flow = "steps:\n  c:\n    outputs: {table: t.tsv}\n    deps:\n      - a.py\n  d:\n    x: a.py\n";
+        assert_eq!(locate_text(flow, &["steps", "c", "outputs"], "t.tsv"), Some(Location { line: 3, column: 22 }));
+        assert_eq!(locate_text(flow, &["steps", "c", "deps"], "a.py"), Some(Location { line: 5, column: 9 }));
+        assert_eq!(locate_text(flow, &["steps", "c", "deps"], "zz"), Some(Location { line: 4, column: 5 }));
     }
 }

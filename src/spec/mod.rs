@@ -1,6 +1,7 @@
 //! Pipeline files: parsing, `${params.NAME}` substitution, `--set` overrides, `--sweep`
-//! variants and the errors they can produce.
+//! variants, `kind: command` declarations ([`command_decl`]) and the errors they can produce.
 
+mod command_decl;
 mod executor_spec;
 mod locate;
 mod override_arg;
@@ -9,6 +10,7 @@ mod spec_error;
 mod step_spec;
 mod sweep_arg;
 
+pub use command_decl::CommandDecl;
 pub use executor_spec::{ExecutorKind, Resources};
 pub use override_arg::OverrideArg;
 pub use pipeline_spec::{PipelineSpec, UnreadablePipeline};

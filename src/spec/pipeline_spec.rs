@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_yaml::{Mapping, Value};
 
 use crate::spec::executor_spec::{Checker, ExecutorSpec};
-use crate::spec::locate::{locate, locate_value};
+use crate::spec::locate::{locate, locate_text, locate_value};
 use crate::spec::override_arg::OverrideArg;
 use crate::spec::spec_error::{did_you_mean, Location, SpecError, SpecErrors};
 use crate::spec::step_spec::{InputRef, Origin, RawParam, StepSpec};
@@ -71,6 +71,11 @@ impl PipelineSpec {
 
     pub fn locate_value(&self, path: &[&str]) -> Option<Location> {
         locate_value(&self.source, path)
+    }
+
+    /// Where `needle` is in the value of the key at `path` (an item of a flow mapping or list).
+    pub fn locate_text(&self, path: &[&str], needle: &str) -> Option<Location> {
+        locate_text(&self.source, path, needle)
     }
 }
 
@@ -251,7 +256,9 @@ impl Parser<'_> {
             if ["kind", "inputs", "executor", "resources"].contains(&key.as_str()) {
                 continue;
             }
-            let value = self.substitute(v, shared, &["steps", name, &key]);
+            // A command's text keeps the shell's own `${VAR}`.
+            let shell = kind == pipe_steps::command::KIND && key == "run";
+            let value = self.substitute(v, shared, &["steps", name, &key], shell);
             params.insert(key, RawParam { value, origin: Origin::File });
         }
         Some(StepSpec {
@@ -291,8 +298,9 @@ impl Parser<'_> {
     }
 
     /// Replaces `${params.NAME}`: a value that is exactly one reference takes the shared
-    /// value with its type; references inside a longer string are interpolated as text.
-    fn substitute(&mut self, value: &Value, shared: &BTreeMap<String, Value>, path: &[&str]) -> Value {
+    /// value with its type; references inside a longer string are interpolated as text. With
+    /// `shell`, other `${...}` are left as written (a command's `${HOME}`).
+    fn substitute(&mut self, value: &Value, shared: &BTreeMap<String, Value>, path: &[&str], shell: bool) -> Value {
         match value {
             Value::String(s) if s.contains("${") => {
                 let mut out = String::new();
@@ -304,6 +312,11 @@ impl Parser<'_> {
                         return value.clone();
                     };
                     let reference = &rest[start + 2..start + end];
+                    if shell && !reference.starts_with("params.") {
+                        out.push_str(&rest[start..start + end + 1]);
+                        rest = &rest[start + end + 1..];
+                        continue;
+                    }
                     let Some(name) = reference.strip_prefix("params.") else {
                         self.value_error(
                             format!("`${{{reference}}}`: only `${{params.NAME}}` references are supported"),
@@ -330,7 +343,13 @@ impl Parser<'_> {
                 out.push_str(rest);
                 Value::String(out)
             }
-            Value::Sequence(items) => Value::Sequence(items.iter().map(|v| self.substitute(v, shared, path)).collect()),
+            Value::Sequence(items) => {
+                Value::Sequence(items.iter().map(|v| self.substitute(v, shared, path, shell)).collect())
+            }
+            // A command's `params: {min_len: ${params.min_len}}`.
+            Value::Mapping(m) => {
+                Value::Mapping(m.iter().map(|(k, v)| (k.clone(), self.substitute(v, shared, path, shell))).collect())
+            }
             other => other.clone(),
         }
     }

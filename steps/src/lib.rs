@@ -5,6 +5,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod bert;
+pub mod command;
 pub(crate) mod download;
 pub mod ensemble;
 pub mod error;
@@ -41,6 +42,7 @@ pub fn registry() -> Vec<&'static dyn Step> {
         &linear::Linear,
         &ensemble::Ensemble,
         &report::ReportStep,
+        &command::TEMPLATE,
     ]
 }
 

@@ -2,6 +2,7 @@
 //! tokenizers), one module per behaviour, all through the real `pipe` binary.
 
 mod cache_contract;
+mod command;
 mod dag;
 mod download;
 mod hub;

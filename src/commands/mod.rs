@@ -2,6 +2,7 @@
 
 pub mod gc;
 pub mod kinds;
+pub mod predict;
 pub mod pull;
 pub mod push;
 pub mod report;

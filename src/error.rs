@@ -20,6 +20,10 @@ pub enum Error {
     /// The remote cache is misconfigured (exit 2) or failing (exit 1).
     #[error(transparent)]
     Remote(#[from] RemoteError),
+    /// A step's computation run by a command (`pipe predict`): bad input (exit 2) or a failure
+    /// (exit 1).
+    #[error(transparent)]
+    Step(#[from] pipe_steps::StepError),
     /// A file the command writes could not be written (exit 1).
     #[error("writing {}: {source}", path.display())]
     Write { path: std::path::PathBuf, source: std::io::Error },
@@ -34,7 +38,8 @@ impl Error {
         match self {
             Error::Spec(_) | Error::Unreadable(_) | Error::Usage { .. } => 2,
             Error::Remote(e) if e.config => 2,
-            Error::Cache(_) | Error::Remote(_) | Error::Write { .. } => 1,
+            Error::Step(e) if e.is_bad_input() => 2,
+            Error::Cache(_) | Error::Remote(_) | Error::Step(_) | Error::Write { .. } => 1,
         }
     }
 }

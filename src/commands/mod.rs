@@ -3,6 +3,7 @@
 pub mod dag;
 pub mod gc;
 pub mod kinds;
+pub mod predict;
 pub mod pull;
 pub mod push;
 pub mod report;

@@ -54,7 +54,7 @@ fn random_model(config: &BertConfig, dir: &Path) -> Result<(), Box<dyn std::erro
     let mut rng = StdRng::seed_from_u64(SEED);
     BertClassifier::new(config, 2, &mut weights, &mut rng)?;
     weights.save(&dir.join(WEIGHTS), &[])?;
-    write_config(dir, config, Some(&[0, 1]))?;
+    write_config(dir, config, Some(&["0".to_string(), "1".to_string()]))?;
     Ok(())
 }
 

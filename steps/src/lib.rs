@@ -10,6 +10,7 @@ pub(crate) mod download;
 pub mod ensemble;
 pub mod error;
 pub mod hub;
+pub mod labels;
 pub mod linear;
 pub mod predictions;
 pub mod report;
@@ -39,6 +40,7 @@ pub fn registry() -> Vec<&'static dyn Step> {
         &bert::Pretrain,
         &bert::FineTune,
         &bert::Evaluate,
+        &bert::Predict,
         &linear::Linear,
         &ensemble::Ensemble,
         &report::ReportStep,

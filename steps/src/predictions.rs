@@ -1,29 +1,44 @@
 //! The per-row predictions file of a classifier (`evaluate`'s `predictions` output, and the
 //! `linear` and `ensemble` step kinds'): a CSV with the header `row,label,predicted,p_<label>...`
 //! and one line per evaluated row, in the evaluated table's row order. `row` counts from 0,
-//! `label` is the true label, `predicted` the label of the highest probability (the lower class
-//! on ties), and the `p_` columns hold the class probabilities, in the classifier's label order,
-//! with six decimals.
+//! `label` is the true label's name, `predicted` the name of the class of the highest
+//! probability (the lower class on ties), and the `p_<name>` columns hold the class
+//! probabilities, in the classifier's class order, with six decimals. Integer labels are named
+//! by their value, so their files read as before names existed; a cell with a comma or a quote
+//! is quoted as RFC 4180 says (names never hold line breaks, [`crate::labels::invalid`]).
 //!
 //! The file carries no row ids: two files describe the same rows when their row numbers and
 //! true labels agree, which is all [`Predictions::check_aligned`] can check.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::fs;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
+
+use polars::prelude::{CsvReadOptions, SerReader};
 
 use crate::error::{StepError, StepResult};
 
+/// A CSV cell: quoted (quotes doubled) when it holds a separator, a quote or a line break.
+pub fn csv_cell(s: &str) -> Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
 /// Writes a predictions file: `labels` names the classes (the `p_` columns), `truth` is each
 /// row's true label and `probs` its class probabilities (as `evaluate` computes them, `f32`).
-pub fn write(path: &Path, labels: &[i64], truth: &[i64], probs: &[Vec<f32>]) -> StepResult<()> {
+pub fn write<S: AsRef<str>>(path: &Path, labels: &[String], truth: &[S], probs: &[Vec<f32>]) -> StepResult<()> {
     let mut csv = String::from("row,label,predicted");
     for l in labels {
-        let _ = write!(csv, ",p_{l}");
+        let _ = write!(csv, ",{}", csv_cell(&format!("p_{l}")));
     }
     csv.push('\n');
     for (row, (t, p)) in truth.iter().zip(probs).enumerate() {
-        let _ = write!(csv, "{row},{t},{}", labels[argmax(p)]);
+        let _ = write!(csv, "{row},{},{}", csv_cell(t.as_ref()), csv_cell(&labels[argmax(p)]));
         for v in p {
             let _ = write!(csv, ",{v:.6}");
         }
@@ -41,12 +56,12 @@ pub fn argmax(p: &[f32]) -> usize {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Predictions {
     pub path: PathBuf,
-    /// The class labels of the `p_` columns, in column order.
-    pub labels: Vec<i64>,
+    /// The class names of the `p_` columns, in column order.
+    pub labels: Vec<String>,
     /// The true label of each row.
-    pub truth: Vec<i64>,
+    pub truth: Vec<String>,
     /// The `predicted` column.
-    pub predicted: Vec<i64>,
+    pub predicted: Vec<String>,
     /// The class probabilities of each row (in `labels` order).
     pub probs: Vec<Vec<f64>>,
 }
@@ -54,15 +69,21 @@ pub struct Predictions {
 impl Predictions {
     /// Reads a predictions file; `what` names it in errors (e.g. "input `valid_a`").
     pub fn read(path: &Path, what: &str) -> StepResult<Predictions> {
-        let text = fs::read_to_string(path).map_err(StepError::io("reading", path))?;
+        let bytes = fs::read(path).map_err(StepError::io("reading", path))?;
         let bad = |line: usize, why: String| {
             StepError::input_with_help(
                 format!("{what} ({}) line {line}: {why}", path.display()),
                 "give the `predictions` (or `valid_predictions`) output of `evaluate`, `linear` or `ensemble`",
             )
         };
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+        // Every cell as text (quoted cells unquoted); the rows never span lines.
+        let df = CsvReadOptions::default()
+            .with_has_header(true)
+            .with_infer_schema_length(Some(0))
+            .into_reader_with_file_handle(Cursor::new(bytes))
+            .finish()
+            .map_err(|e| bad(1, format!("not a CSV file: {e}")))?;
+        let header: Vec<String> = df.get_column_names().into_iter().map(|n| n.to_string()).collect();
         if header.len() < 5 || header[..3] != ["row", "label", "predicted"] {
             return Err(bad(
                 1,
@@ -71,9 +92,16 @@ impl Predictions {
         }
         let labels = header[3..]
             .iter()
-            .map(|h| h.strip_prefix("p_").and_then(|l| l.parse::<i64>().ok()))
-            .collect::<Option<Vec<i64>>>()
-            .ok_or_else(|| bad(1, format!("class columns must be `p_<integer label>`: `{}`", header[3..].join(","))))?;
+            .map(|h| h.strip_prefix("p_").filter(|l| !l.is_empty()).map(str::to_string))
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| bad(1, format!("class columns must be `p_<label>`: `{}`", header[3..].join(","))))?;
+        let mut columns = Vec::with_capacity(header.len());
+        for name in &header {
+            let column =
+                df.column(name).and_then(|c| c.str().cloned()).map_err(|e| bad(1, format!("column `{name}`: {e}")))?;
+            columns.push(column);
+        }
+        let cell = |k: usize, i: usize| columns[k].get(i).unwrap_or_default();
         let mut out = Predictions {
             path: path.to_path_buf(),
             labels,
@@ -81,23 +109,15 @@ impl Predictions {
             predicted: Vec::new(),
             probs: Vec::new(),
         };
-        for (i, line) in lines.enumerate() {
+        for i in 0..df.height() {
             let line_no = i + 2;
-            let cells: Vec<&str> = line.split(',').collect();
-            if cells.len() != header.len() {
-                return Err(bad(line_no, format!("{} fields, the header has {}", cells.len(), header.len())));
+            if cell(0, i).parse::<usize>().ok() != Some(i) {
+                return Err(bad(line_no, format!("row number {} where {i} was expected", cell(0, i))));
             }
-            let int = |k: usize| {
-                cells[k].parse::<i64>().map_err(|_| bad(line_no, format!("`{}` is not an integer", cells[k])))
-            };
-            if int(0)? != i as i64 {
-                return Err(bad(line_no, format!("row number {} where {i} was expected", cells[0])));
-            }
-            out.truth.push(int(1)?);
-            out.predicted.push(int(2)?);
-            let probs = cells[3..]
-                .iter()
-                .map(|c| c.parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p)))
+            out.truth.push(cell(1, i).to_string());
+            out.predicted.push(cell(2, i).to_string());
+            let probs = (3..header.len())
+                .map(|k| cell(k, i).parse::<f64>().ok().filter(|p| (0.0..=1.0).contains(p)))
                 .collect::<Option<Vec<f64>>>()
                 .ok_or_else(|| bad(line_no, "class probabilities must be numbers between 0 and 1".into()))?;
             out.probs.push(probs);
@@ -138,7 +158,7 @@ impl Predictions {
         if let Some(row) = (0..self.len()).find(|&r| self.truth[r] != other.truth[r]) {
             return Err(StepError::input_with_help(
                 format!(
-                    "{other_what} and {what} disagree on the true label of row {row} ({} vs {}): not the same rows",
+                    "{other_what} and {what} disagree on the true label of row {row} (`{}` vs `{}`): not the same rows",
                     other.truth[row], self.truth[row]
                 ),
                 help,
@@ -156,7 +176,8 @@ mod tests {
     fn written_files_read_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.csv");
-        write(&path, &[0, 1], &[1, 0, 1], &[vec![0.25, 0.75], vec![0.5, 0.5], vec![0.9, 0.1]]).unwrap();
+        let labels = ["0".to_string(), "1".to_string()];
+        write(&path, &labels, &["1", "0", "1"], &[vec![0.25, 0.75], vec![0.5, 0.5], vec![0.9, 0.1]]).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
@@ -165,10 +186,29 @@ mod tests {
         let p = Predictions::read(&path, "input `x`").unwrap();
         assert_eq!(
             (p.labels.clone(), p.truth.clone(), p.predicted.clone()),
-            (vec![0, 1], vec![1, 0, 1], vec![1, 0, 0])
+            (s(&["0", "1"]), s(&["1", "0", "1"]), s(&["1", "0", "0"]))
         );
         assert_eq!(p.probs[0], vec![0.25, 0.75]);
         assert!((p.accuracy() - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn names_with_commas_and_quotes_are_quoted_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.csv");
+        let labels = s(&["arts, culture", "say \"hi\""]);
+        write(&path, &labels, &["say \"hi\""], &[vec![0.75, 0.25]]).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "row,label,predicted,\"p_arts, culture\",\"p_say \"\"hi\"\"\"\n0,\"say \"\"hi\"\"\",\"arts, culture\",0.750000,0.250000\n"
+        );
+        let p = Predictions::read(&path, "input `x`").unwrap();
+        assert_eq!((p.labels, p.truth, p.predicted), (labels.clone(), s(&["say \"hi\""]), s(&["arts, culture"])));
     }
 
     #[test]
@@ -177,8 +217,7 @@ mod tests {
         let path = dir.path().join("p.csv");
         for (text, wanted) in [
             ("id,document,label\n1,a,0\n", "the header is not"),
-            ("row,label,predicted,p_0,p_x\n", "class columns must be"),
-            ("row,label,predicted,p_0,p_1\n0,1,1,0.2\n", "line 2: 4 fields"),
+            ("row,label,predicted,p_0,x\n", "class columns must be"),
             ("row,label,predicted,p_0,p_1\n1,1,1,0.2,0.8\n", "row number 1 where 0 was expected"),
             ("row,label,predicted,p_0,p_1\n0,1,1,0.2,1.8\n", "between 0 and 1"),
         ] {

@@ -155,7 +155,10 @@ impl StepSpec {
     /// them in one process share the same pool and gain nothing; the light ones (downloads,
     /// samples, splits, reports) may run beside them (`pipe run --jobs`).
     pub fn uses_all_cores(&self) -> bool {
-        matches!(self.kind, "pretrain" | "fine-tune" | "evaluate" | "linear" | "tokenize" | "train-tokenizer")
+        matches!(
+            self.kind,
+            "pretrain" | "fine-tune" | "evaluate" | "predict" | "linear" | "tokenize" | "train-tokenizer"
+        )
     }
 }
 

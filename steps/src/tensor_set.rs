@@ -44,6 +44,31 @@ pub struct TensorSetMeta {
     /// The distinct label values, sorted; a model's class `k` is `label_values[k]`.
     /// Empty for unlabelled text (labels are then all -1).
     pub label_values: Vec<i64>,
+    /// The names of string labels, sorted: a row's label is the index of its name, and
+    /// `label_values` is `0..N` ([`crate::labels`]). Absent for integer labels, whose names are
+    /// their values (so sets of integer labels are written as before names existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_names: Vec<String>,
+}
+
+impl TensorSetMeta {
+    /// The class names in class order: `label_names`, or the integer labels written out.
+    pub fn class_names(&self) -> Vec<String> {
+        if self.label_names.is_empty() {
+            self.label_values.iter().map(i64::to_string).collect()
+        } else {
+            self.label_names.clone()
+        }
+    }
+
+    /// The name of a stored label (`None` for unlabelled rows: -1 in a set without labels).
+    pub fn name_of(&self, label: i64) -> Option<String> {
+        if self.label_names.is_empty() {
+            self.label_values.binary_search(&label).ok().map(|_| label.to_string())
+        } else {
+            usize::try_from(label).ok().and_then(|i| self.label_names.get(i)).cloned()
+        }
+    }
 }
 
 /// A tokenized data set in memory.
@@ -188,6 +213,11 @@ impl TensorSet {
         }
     }
 
+    /// Each row's label name (`None` where unlabelled), in row order.
+    pub fn label_names(&self) -> Vec<Option<String>> {
+        self.labels.iter().map(|&l| self.meta.name_of(l)).collect()
+    }
+
     /// Index of each label value in `meta.label_values` (the class a model predicts).
     pub fn class_index(&self) -> HashMap<i64, usize> {
         self.meta.label_values.iter().enumerate().map(|(i, &v)| (v, i)).collect()
@@ -209,6 +239,7 @@ mod tests {
             vocab_size: 200,
             pair: false,
             label_values: vec![0, 1],
+            label_names: vec![],
         }
     }
 
@@ -224,5 +255,18 @@ mod tests {
         let picked = loaded.select(&[1]);
         assert_eq!(picked.ids(0), &[101, 8, 9, 102]);
         assert_eq!(picked.labels, vec![0]);
+    }
+
+    #[test]
+    fn integer_labels_are_written_without_names_and_string_labels_with_them() {
+        let text = serde_json::to_string(&meta()).unwrap();
+        assert!(!text.contains("label_names"), "{text}");
+        let named = TensorSetMeta { label_names: vec!["neg".into(), "pos".into()], ..meta() };
+        let text = serde_json::to_string(&named).unwrap();
+        assert!(text.contains(r#""label_names":["neg","pos"]"#), "{text}");
+        assert_eq!(serde_json::from_str::<TensorSetMeta>(&text).unwrap(), named);
+        assert_eq!(named.class_names(), ["neg", "pos"]);
+        assert_eq!(named.name_of(1), Some("pos".into()));
+        assert_eq!((meta().name_of(1), meta().name_of(-1)), (Some("1".into()), None));
     }
 }

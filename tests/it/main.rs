@@ -10,6 +10,7 @@ mod jobs;
 mod model_keys;
 mod nsmc_tiny;
 mod pipelines;
+mod predict;
 mod remote;
 mod report;
 mod slurm;

@@ -1,8 +1,6 @@
 //! Building a classifier from a checkpoint, running it over a tensor set, and the metrics of
 //! its predictions. Shared by `fine-tune` (per-epoch evaluation) and `evaluate`.
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Tensor, D};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -17,24 +15,12 @@ use crate::report::EvalMetrics;
 use crate::step::Environment;
 use crate::tensor_set::TensorSet;
 
-/// The class index of every row: the position of its label in `labels`.
-pub fn classes_of(set: &TensorSet, labels: &[i64], what: &str) -> StepResult<Vec<u32>> {
-    let index: HashMap<i64, u32> = labels.iter().enumerate().map(|(i, &l)| (l, i as u32)).collect();
-    set.labels
-        .iter()
-        .enumerate()
-        .map(|(row, l)| {
-            index.get(l).copied().ok_or_else(|| {
-                if *l < 0 {
-                    StepError::input(format!("{what} has no labels (row {row})"))
-                } else {
-                    StepError::input(format!(
-                        "{what}: row {row} has label {l}, which the model does not know (labels: {labels:?})"
-                    ))
-                }
-            })
-        })
-        .collect()
+/// The class index of every row: the position of its label's name in `classes` (the model's
+/// class names; [`crate::labels::classes_by_name`]). `known` names the classes in errors.
+pub fn classes_of(set: &TensorSet, classes: &[String], what: &str, known: &str) -> StepResult<Vec<u32>> {
+    let names = set.label_names();
+    let rows: Vec<Option<&str>> = names.iter().map(Option::as_deref).collect();
+    crate::labels::classes_by_name(&rows, classes, what, known)
 }
 
 /// Checks that a tensor set fits a model: its token ids index the embedding table, its rows fit
@@ -129,6 +115,20 @@ pub fn predict(
     Ok(Predictions { probs, classes: classes.to_vec(), loss: loss_sum / set.len().max(1) as f64 })
 }
 
+/// The class probabilities of every row of `set`, which needs no labels: [`predict`] with every
+/// row taken as class 0 for the loss, which is dropped (one gather per batch).
+pub fn probabilities(
+    model: &BertClassifier,
+    set: &TensorSet,
+    batch_size: usize,
+    precision: Precision,
+    device: &Device,
+    env: &Environment,
+) -> StepResult<Vec<Vec<f32>>> {
+    let classes = vec![0u32; set.len()];
+    Ok(predict(model, set, &classes, batch_size, precision, device, env)?.probs)
+}
+
 impl Predictions {
     /// The predicted class of each row (ties go to the lower class).
     pub fn predicted(&self) -> Vec<usize> {
@@ -149,8 +149,8 @@ impl Predictions {
     }
 
     /// Accuracy, per-class and macro precision/recall/F1, and the confusion matrix
-    /// (`confusion[true][predicted]`).
-    pub fn metrics(&self, labels: &[i64]) -> EvalMetrics {
+    /// (`confusion[true][predicted]`); `labels` names the classes.
+    pub fn metrics(&self, labels: &[String]) -> EvalMetrics {
         let k = labels.len();
         let mut confusion = vec![vec![0u64; k]; k];
         for (p, &c) in self.predicted().iter().zip(&self.classes) {

@@ -1,10 +1,7 @@
 //! The `evaluate` step kind: runs a fine-tuned classifier over a tensor set and writes its
 //! metrics and per-row predictions.
 
-use std::fmt::Write as _;
 use std::fs;
-
-use serde_json::Value;
 
 use super::classify::{check_fits, classes_of, load_classifier, predict};
 use super::device;
@@ -58,33 +55,6 @@ static SPEC: StepSpec = StepSpec {
     ],
 };
 
-/// The labels of a classification model's `config.json` (`id2label`, in class order).
-fn model_labels(
-    config_extra: &std::collections::BTreeMap<String, Value>,
-    path: &std::path::Path,
-) -> StepResult<Vec<i64>> {
-    let not_classifier = || {
-        StepError::input_with_help(
-            format!("{}: not a classification model (no `id2label`)", path.display()),
-            "evaluate a model written by `fine-tune`",
-        )
-    };
-    let map = config_extra.get("id2label").and_then(Value::as_object).ok_or_else(not_classifier)?;
-    let mut labels = vec![None; map.len()];
-    for (k, v) in map {
-        let class: usize = k.parse().map_err(|_| not_classifier())?;
-        let label = v
-            .as_str()
-            .and_then(|s| s.parse::<i64>().ok())
-            .or_else(|| v.as_i64())
-            .ok_or_else(|| StepError::input(format!("{}: label `{v}` is not an integer", path.display())))?;
-        if class < labels.len() {
-            labels[class] = Some(label);
-        }
-    }
-    labels.into_iter().collect::<Option<Vec<i64>>>().ok_or_else(not_classifier)
-}
-
 impl Step for Evaluate {
     fn spec(&self) -> &'static StepSpec {
         &SPEC
@@ -103,10 +73,10 @@ impl Step for Evaluate {
         let device = device::open(ctx.params.str("device")?)?;
         let source = ModelDir::resolve(ctx.opt_input("model"), ctx.params.opt_str("model")?, ctx.env)?;
         let config = source.config()?;
-        let labels = model_labels(&config.extra, &source.config)?;
+        let labels = source.class_names(&config)?;
         let set = TensorSet::load(ctx.input("data")?)?;
         check_fits(&config, &set, "data")?;
-        let classes = classes_of(&set, &labels, "data")?;
+        let classes = classes_of(&set, &labels, "input `data`", "the model's labels")?;
         let checkpoint = Checkpoint::load(&source.weights)?;
         let (model, _weights, _) = load_classifier(&config, labels.len(), &checkpoint, true, 0, &device)?;
         let precision = crate::bert::train::precision(ctx.params)?;
@@ -121,19 +91,7 @@ impl Step for Evaluate {
         let text = serde_json::to_vec_pretty(&metrics).map_err(|e| StepError::failed(e.to_string()))?;
         fs::write(&path, text).map_err(StepError::io("writing", &path))?;
 
-        let mut csv = String::from("row,label,predicted");
-        for l in &labels {
-            let _ = write!(csv, ",p_{l}");
-        }
-        csv.push('\n');
-        for (row, (p, predicted)) in predictions.probs.iter().zip(predictions.predicted()).enumerate() {
-            let _ = write!(csv, "{row},{},{}", set.labels[row], labels[predicted]);
-            for v in p {
-                let _ = write!(csv, ",{v:.6}");
-            }
-            csv.push('\n');
-        }
-        let path = ctx.output("predictions");
-        fs::write(&path, csv).map_err(StepError::io("writing", &path))
+        let truth: Vec<&str> = predictions.classes.iter().map(|&c| labels[c as usize].as_str()).collect();
+        crate::predictions::write(&ctx.output("predictions"), &labels, &truth, &predictions.probs)
     }
 }

@@ -100,16 +100,17 @@ impl Step for FineTune {
         let train = TensorSet::load(train_dir)?;
         let valid = ctx.opt_input("valid").map(TensorSet::load).transpose()?;
         let test = ctx.opt_input("test").map(TensorSet::load).transpose()?;
-        let labels = train.meta.label_values.clone();
+        let labels = train.meta.class_names();
         if labels.len() < 2 {
             return Err(StepError::input(format!(
                 "the training set has {} distinct label(s); a classifier needs at least 2",
                 labels.len()
             )));
         }
-        let train_classes = classes_of(&train, &labels, "train")?;
-        let valid_classes = valid.as_ref().map(|s| classes_of(s, &labels, "valid")).transpose()?;
-        let test_classes = test.as_ref().map(|s| classes_of(s, &labels, "test")).transpose()?;
+        let known = "the training labels";
+        let train_classes = classes_of(&train, &labels, "input `train`", known)?;
+        let valid_classes = valid.as_ref().map(|s| classes_of(s, &labels, "input `valid`", known)).transpose()?;
+        let test_classes = test.as_ref().map(|s| classes_of(s, &labels, "input `test`", known)).transpose()?;
 
         let source = ModelDir::resolve(ctx.opt_input("model"), params.opt_str("model")?, ctx.env)?;
         let config = source.config()?;

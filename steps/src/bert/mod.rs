@@ -1,6 +1,7 @@
 //! BERT in candle: our own differentiable BERT module and the `fine-tune`, `evaluate` and
 //! `pretrain` step kinds (masked-language modelling, or ELECTRA's replaced-token detection
-//! with [`electra`]).
+//! with [`electra`]), and `predict` (a model on raw text; [`predictor`], shared with
+//! `pipe predict`).
 //!
 //! The model and the training loop take tensors and configs ([`model`], [`train`],
 //! [`optimizer`]); reading checkpoints and writing Hugging Face model directories happen at the
@@ -13,7 +14,7 @@ pub(crate) mod checkpoint;
 pub(crate) mod classify;
 pub mod config;
 pub(crate) mod dense_ops;
-pub(crate) mod device;
+pub mod device;
 pub mod electra;
 pub(crate) mod evaluate;
 pub(crate) mod fine_tune;
@@ -22,6 +23,8 @@ pub mod model;
 pub mod model_dir;
 pub(crate) mod ops;
 pub mod optimizer;
+pub mod predict;
+pub mod predictor;
 pub(crate) mod pretrain;
 pub(crate) mod shard;
 pub(crate) mod tokenizer_files;
@@ -30,4 +33,5 @@ pub mod weights;
 
 pub use evaluate::Evaluate;
 pub use fine_tune::FineTune;
+pub use predict::Predict;
 pub use pretrain::Pretrain;

@@ -92,18 +92,44 @@ impl ModelDir {
     pub fn config(&self) -> StepResult<BertConfig> {
         BertConfig::load(&self.config)
     }
+
+    /// The class names of a classification model (`config.json`'s `id2label`, in class order).
+    pub fn class_names(&self, config: &BertConfig) -> StepResult<Vec<String>> {
+        class_names(&config.extra, &self.config)
+    }
 }
 
-/// Writes `config.json` for a model head: `BertForSequenceClassification` with its labels, or
-/// `BertForMaskedLM`.
-pub fn write_config(dir: &Path, config: &BertConfig, labels: Option<&[i64]>) -> StepResult<()> {
+/// The class names in `id2label` (of the config file at `path`, for errors), in class order.
+fn class_names(extra: &std::collections::BTreeMap<String, Value>, path: &Path) -> StepResult<Vec<String>> {
+    let not_classifier = || {
+        StepError::input_with_help(
+            format!("{}: not a classification model (no `id2label` with classes 0..N)", path.display()),
+            "give a model written by `fine-tune` (or any BertForSequenceClassification)",
+        )
+    };
+    let map = extra.get("id2label").and_then(Value::as_object).ok_or_else(not_classifier)?;
+    let mut names = vec![None; map.len()];
+    for (k, v) in map {
+        let class: usize = k.parse().map_err(|_| not_classifier())?;
+        let name = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        *names.get_mut(class).ok_or_else(not_classifier)? = Some(name);
+    }
+    names.into_iter().collect::<Option<Vec<String>>>().ok_or_else(not_classifier)
+}
+
+/// Writes `config.json` for a model head: `BertForSequenceClassification` with its class names
+/// (`id2label`, `label2id`: what `transformers.pipeline` reports), or `BertForMaskedLM`.
+pub fn write_config(dir: &Path, config: &BertConfig, labels: Option<&[String]>) -> StepResult<()> {
     let mut config = config.clone();
     match labels {
         Some(labels) => {
             let id2label: serde_json::Map<String, Value> =
-                labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l.to_string()))).collect();
+                labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
             let label2id: serde_json::Map<String, Value> =
-                labels.iter().enumerate().map(|(i, l)| (l.to_string(), json!(i))).collect();
+                labels.iter().enumerate().map(|(i, l)| (l.clone(), json!(i))).collect();
             config.extra.insert("architectures".into(), json!(["BertForSequenceClassification"]));
             config.extra.insert("num_labels".into(), json!(labels.len()));
             config.extra.insert("id2label".into(), Value::Object(id2label));

@@ -280,6 +280,7 @@ mod tests {
             vocab_size: 9,
             pair: false,
             label_values: vec![],
+            label_names: vec![],
         }
     }
 

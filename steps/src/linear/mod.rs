@@ -7,8 +7,9 @@
 //! exactly as the `split` step holds them out of the tokenized training table
 //! ([`crate::text::split::split_rows`] on the same labels, seed and stratification), so an
 //! ensemble can weigh this model against a BERT fine-tuned on the other rows. Rows are read as
-//! `tokenize` reads them ([`crate::text::table::Table`], labels parsed the same way, empty
-//! texts kept), so row `i` here is row `i` of the tokenized table.
+//! `tokenize` reads them ([`crate::text::table::Table`], labels integers or strings as
+//! [`crate::labels`] says, empty texts kept), so row `i` here is row `i` of the tokenized table.
+//! Any number of classes (multinomial for more than two); `nb_scaling` takes two only.
 //!
 //! The vocabulary and idf are fit on the training rows only; validation rows never choose
 //! anything here (they are predicted, for the ensemble to weigh).
@@ -18,7 +19,6 @@ pub mod nb;
 pub mod solver;
 pub mod sparse;
 
-use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::Path;
 use std::time::Instant;
@@ -43,13 +43,18 @@ static SPEC: StepSpec = StepSpec {
     summary: "TF-IDF (word + char n-grams) logistic regression on a raw table: metrics and predictions as `evaluate`",
     params: &[
         ParamSpec::optional("text_column", ParamType::Str, Default::Str("document"), "column of the text"),
-        ParamSpec::optional("label_column", ParamType::Str, Default::Str("label"), "column of integer labels"),
+        ParamSpec::optional(
+            "label_column",
+            ParamType::Str,
+            Default::Str("label"),
+            "column of labels, integers or strings (as `tokenize`)",
+        ),
         ParamSpec::optional("separator", ParamType::Str, Default::Str("\t"), "field separator: \"\\t\" or \",\""),
         ParamSpec::optional(
             "malformed",
             ParamType::Choice(&["drop", "error"]),
             Default::Str("error"),
-            "lines with the wrong number of fields or a non-integer label: drop or fail (as `tokenize`)",
+            "lines with the wrong number of fields or an empty label: drop or fail (as `tokenize`)",
         ),
         ParamSpec::optional("lowercase", ParamType::Bool, Default::Bool(true), "lowercase texts first (as sklearn)"),
         ParamSpec::optional(
@@ -231,22 +236,22 @@ impl<'a> Settings<'a> {
     }
 }
 
-/// The texts and integer labels of a table, read as `tokenize` reads them.
+/// The texts and labels (trimmed names) of a table, read as `tokenize` reads them.
 struct Labelled {
     texts: Vec<String>,
-    labels: Vec<i64>,
+    labels: Vec<String>,
 }
 
 impl Labelled {
     fn select(&self, rows: &[usize]) -> Labelled {
         Labelled {
             texts: rows.iter().map(|&i| self.texts[i].clone()).collect(),
-            labels: rows.iter().map(|&i| self.labels[i]).collect(),
+            labels: rows.iter().map(|&i| self.labels[i].clone()).collect(),
         }
     }
 }
 
-/// Reads `path` (the input `what`): the text and label columns, non-integer labels dropped or an
+/// Reads `path` (the input `what`): the text and label columns, empty labels dropped or an
 /// error as `malformed` says, like `tokenize`.
 fn read_table(path: &Path, what: &str, s: &Settings<'_>) -> StepResult<(Labelled, usize)> {
     let table = Table::read(path, s.separator, s.malformed)?;
@@ -255,22 +260,23 @@ fn read_table(path: &Path, what: &str, s: &Settings<'_>) -> StepResult<(Labelled
     let mut out = Labelled { texts: Vec::with_capacity(texts.len()), labels: Vec::with_capacity(texts.len()) };
     let mut dropped = table.malformed_dropped;
     for (i, (text, label)) in texts.into_iter().zip(&raw).enumerate() {
-        match label.trim().parse::<i64>() {
-            Ok(v) => {
+        let name = label.trim();
+        match crate::labels::invalid(name) {
+            None => {
                 out.texts.push(text);
-                out.labels.push(v);
+                out.labels.push(name.to_string());
             }
-            Err(_) if s.malformed == Malformed::Drop => dropped += 1,
-            Err(_) => {
+            Some(_) if s.malformed == Malformed::Drop => dropped += 1,
+            Some(why) => {
                 return Err(StepError::input_with_help(
                     format!(
-                        "input `{what}` ({}) line {}: label `{}` in column `{}` is not an integer",
+                        "input `{what}` ({}) line {}: the label `{}` in column `{}` {why}",
                         path.display(),
                         table.line_of(i),
                         label.chars().take(40).collect::<String>(),
                         s.label_column
                     ),
-                    "labels must be integers; set `malformed: drop` to skip such rows",
+                    "set `malformed: drop` to skip such rows",
                 ))
             }
         }
@@ -278,22 +284,14 @@ fn read_table(path: &Path, what: &str, s: &Settings<'_>) -> StepResult<(Labelled
     if out.labels.is_empty() {
         return Err(StepError::input(format!("input `{what}` ({}) has no rows", path.display())));
     }
+    out.labels = crate::labels::encode(&out.labels).row_names();
     Ok((out, dropped))
 }
 
-/// The class index of each label; a label the training rows lack is an error.
-fn classes_of(labels: &[i64], index: &HashMap<i64, u32>, known: &[i64], what: &str) -> StepResult<Vec<u32>> {
-    labels
-        .iter()
-        .enumerate()
-        .map(|(row, l)| {
-            index.get(l).copied().ok_or_else(|| {
-                StepError::input(format!(
-                    "input `{what}`: row {row} has label {l}, which the training rows lack (labels: {known:?})"
-                ))
-            })
-        })
-        .collect()
+/// The class index of each label; a label the training rows lack is an error naming its rows.
+fn classes_of(labels: &[String], classes: &[String], what: &str) -> StepResult<Vec<u32>> {
+    let rows: Vec<Option<&str>> = labels.iter().map(|l| Some(l.as_str())).collect();
+    crate::labels::classes_by_name(&rows, classes, &format!("input `{what}`"), "the training labels")
 }
 
 /// Scores rows with the model and writes `evaluate`'s metrics and predictions; returns the
@@ -301,9 +299,9 @@ fn classes_of(labels: &[i64], index: &HashMap<i64, u32>, known: &[i64], what: &s
 fn evaluate(
     model: &Model,
     x: &sparse::Csr,
-    truth: &[i64],
+    truth: &[String],
     classes: Vec<u32>,
-    labels: &[i64],
+    labels: &[String],
     metrics_path: &Path,
     predictions_path: &Path,
 ) -> StepResult<crate::report::EvalMetrics> {
@@ -351,7 +349,9 @@ fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
         }
         (Some(path), None) => (all_train, Some(read_table(path, "valid", s)?.0)),
         (None, Some(fraction)) => {
-            let (train_rows, valid_rows) = split_rows(&all_train.labels, fraction, s.seed, s.stratify)?;
+            // The ids `tokenize` stores for these labels, so the hold-out is `split`'s.
+            let ids = crate::labels::encode(&all_train.labels).ids;
+            let (train_rows, valid_rows) = split_rows(&ids, fraction, s.seed, s.stratify)?;
             (all_train.select(&train_rows), Some(all_train.select(&valid_rows)))
         }
         (None, None) => (all_train, None),
@@ -360,22 +360,26 @@ fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
     if dropped > 0 {
         ctx.events.log(&format!("train: dropped {dropped} malformed lines"));
     }
-    let labels: Vec<i64> = train.labels.iter().copied().collect::<BTreeSet<i64>>().into_iter().collect();
+    let labels = crate::labels::encode(&train.labels).class_names();
     if labels.len() < 2 {
         return Err(StepError::input_with_help(
             format!("the training rows have one label ({}): a classifier needs two or more", labels[0]),
             "check `label_column`",
         ));
     }
-    let index: HashMap<i64, u32> = labels.iter().enumerate().map(|(i, &l)| (l, i as u32)).collect();
-    let y = classes_of(&train.labels, &index, &labels, "train")?;
-    let test_classes = classes_of(&test.labels, &index, &labels, "test")?;
-    let valid_classes = valid.as_ref().map(|v| classes_of(&v.labels, &index, &labels, "valid")).transpose()?;
+    let y = classes_of(&train.labels, &labels, "train")?;
+    let test_classes = classes_of(&test.labels, &labels, "test")?;
+    let valid_classes = valid.as_ref().map(|v| classes_of(&v.labels, &labels, "valid")).transpose()?;
 
     if s.nb_scaling && labels.len() != 2 {
         return Err(StepError::param(
             "nb_scaling",
-            format!("needs exactly two labels; the training rows have {} ({labels:?})", labels.len()),
+            format!(
+                "needs exactly two labels (naive-Bayes ratios compare two classes); the training rows have {} ({}): \
+                 leave it out for a multinomial model",
+                labels.len(),
+                crate::labels::quoted(&labels)
+            ),
         ));
     }
     let (vectorizer, mut x) = Vectorizer::fit_transform(&train.texts, &s.features);
@@ -458,7 +462,7 @@ fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
         }
         _ => {
             write_json(&ctx.output("valid_metrics"), &serde_json::Value::Null)?;
-            predictions::write(&ctx.output("valid_predictions"), &labels, &[], &[])?;
+            predictions::write::<&str>(&ctx.output("valid_predictions"), &labels, &[], &[])?;
         }
     }
     ctx.events.log(&format!("done in {:.1}s", started.elapsed().as_secs_f64()));

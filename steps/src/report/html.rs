@@ -415,8 +415,14 @@ fn latest_section(out: &mut String, latest: &RunReport) {
         let _ = writeln!(
             out,
             "<h3>Final evaluation</h3>\n<p>accuracy {:.4}, macro precision {:.4}, macro recall {:.4}, macro F1 {:.4}, \
-             loss {:.4} ({} rows)</p>",
-            e.accuracy, e.macro_precision, e.macro_recall, e.macro_f1, e.loss, e.rows
+             weighted F1 {:.4}, loss {:.4} ({} rows)</p>",
+            e.accuracy,
+            e.macro_precision,
+            e.macro_recall,
+            e.macro_f1,
+            e.weighted_f1(),
+            e.loss,
+            e.rows
         );
         let (header, rows) = confusion_table(e);
         out.push_str(&html_table(&header, &rows));

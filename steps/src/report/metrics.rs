@@ -115,7 +115,10 @@ pub struct EvalMetrics {
     pub rows: usize,
     pub accuracy: f64,
     pub loss: f64,
-    pub labels: Vec<i64>,
+    /// The class names in class order; integer labels are written as numbers
+    /// ([`crate::labels::as_json`]), as before string labels existed.
+    #[serde(with = "crate::labels::as_json")]
+    pub labels: Vec<String>,
     pub precision: Vec<f64>,
     pub recall: Vec<f64>,
     pub f1: Vec<f64>,
@@ -123,4 +126,22 @@ pub struct EvalMetrics {
     pub macro_recall: f64,
     pub macro_f1: f64,
     pub confusion: Vec<Vec<u64>>,
+}
+
+impl EvalMetrics {
+    /// The rows of each class (the confusion matrix's row sums).
+    pub fn support(&self) -> Vec<u64> {
+        self.confusion.iter().map(|row| row.iter().sum()).collect()
+    }
+
+    /// The F1 of each class weighted by its rows (scikit-learn's `average="weighted"`); derived
+    /// from the confusion matrix, so files written before it existed have it too.
+    pub fn weighted_f1(&self) -> f64 {
+        let support = self.support();
+        let total: u64 = support.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        self.f1.iter().zip(&support).map(|(f, &n)| f * n as f64).sum::<f64>() / total as f64
+    }
 }

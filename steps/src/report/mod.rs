@@ -243,14 +243,14 @@ fn text_table(header: &[String], rows: &[Vec<String>], markdown: bool) -> String
 /// The confusion matrix with each class's precision, recall and F1: header and rows.
 fn confusion_table(e: &EvalMetrics) -> (Vec<String>, Vec<Vec<String>>) {
     let mut header = vec!["true \\ predicted".to_string()];
-    header.extend(e.labels.iter().map(|l| l.to_string()));
+    header.extend(e.labels.iter().cloned());
     header.extend(["precision", "recall", "F1"].map(String::from));
     let rows = e
         .labels
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let mut row = vec![l.to_string()];
+            let mut row = vec![l.clone()];
             row.extend(e.confusion.get(i).into_iter().flatten().map(|c| c.to_string()));
             row.push(pct(e.precision.get(i).copied()));
             row.push(pct(e.recall.get(i).copied()));
@@ -265,8 +265,14 @@ fn evaluation_text(e: &EvalMetrics, markdown: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "accuracy {:.4}  macro precision {:.4}  macro recall {:.4}  macro F1 {:.4}  loss {:.4}  ({} rows)",
-        e.accuracy, e.macro_precision, e.macro_recall, e.macro_f1, e.loss, e.rows
+        "accuracy {:.4}  macro precision {:.4}  macro recall {:.4}  macro F1 {:.4}  weighted F1 {:.4}  loss {:.4}  ({} rows)",
+        e.accuracy,
+        e.macro_precision,
+        e.macro_recall,
+        e.macro_f1,
+        e.weighted_f1(),
+        e.loss,
+        e.rows
     );
     out.push('\n');
     let (header, rows) = confusion_table(e);
@@ -455,7 +461,7 @@ mod tests {
                 rows: 10,
                 accuracy: 0.8,
                 loss: 0.45,
-                labels: vec![0, 1],
+                labels: vec!["0".into(), "1".into()],
                 precision: vec![0.75, 0.83],
                 recall: vec![0.8, 0.8],
                 f1: vec![0.77, 0.81],

@@ -332,7 +332,9 @@ pub fn shade(count: u64, max: u64) -> f64 {
 pub fn confusion_grid(e: &EvalMetrics, label: &str) -> String {
     let n = e.labels.len();
     let cell = (360.0 / n.max(1) as f64).clamp(30.0, 92.0);
-    let (left, top) = (70.0, 50.0);
+    // Room on the left for the longest class name (about 7 px a character at 12 px).
+    let longest = e.labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    let (left, top) = ((16.0 + 7.0 * longest as f64).max(70.0), 50.0);
     let (w, h) = (left + cell * n as f64 + 12.0, top + cell * n as f64 + 12.0);
     let max = e.confusion.iter().flatten().copied().max().unwrap_or(0);
     let mut out = format!(
@@ -345,6 +347,7 @@ pub fn confusion_grid(e: &EvalMetrics, label: &str) -> String {
         top + cell * n as f64 / 2.0
     );
     for (i, class) in e.labels.iter().enumerate() {
+        let class = esc(class);
         let at = i as f64 * cell + cell / 2.0;
         let _ = writeln!(
             out,
@@ -368,7 +371,9 @@ pub fn confusion_grid(e: &EvalMetrics, label: &str) -> String {
                 "<g><rect class=\"cell\" data-count=\"{count}\" x=\"{cx:.1}\" y=\"{cy:.1}\" width=\"{cell:.1}\" height=\"{cell:.1}\" \
                  fill=\"#1f5fa8\" fill-opacity=\"{opacity:.3}\" stroke=\"white\" stroke-width=\"2\"/>\
                  <title>true {} predicted {}: {count} ({share:.1}% of true {})</title>",
-                e.labels[i], e.labels[j], e.labels[i]
+                esc(&e.labels[i]),
+                esc(&e.labels[j]),
+                esc(&e.labels[i])
             );
             let mid = cx + cell / 2.0;
             if cell >= 56.0 {

@@ -8,7 +8,6 @@
 //! The output directory holds the tensor set (ragged rows unless `pad`), a copy of the
 //! tokenizer and `stats.json` ([`super::stats::TokenizeStats`]).
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
@@ -18,6 +17,7 @@ use super::stats::TokenizeStats;
 use super::table::{parse_separator, Malformed, Table};
 use super::{sentence_transform::SentenceTransform, thread_pool};
 use crate::error::{StepError, StepResult};
+use crate::labels::{self, quoted, Encoded};
 use crate::step::{
     Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
@@ -48,7 +48,8 @@ static SPEC: StepSpec = StepSpec {
             "label_column",
             ParamType::Str,
             Default::Str("label"),
-            "column of integer labels; empty string for unlabelled text (labels -1)",
+            "column of labels, integers or strings (string labels get ids in sorted order, their names kept); \
+             empty string for unlabelled text (labels -1)",
         ),
         ParamSpec::optional("max_len", ParamType::Uint, Default::Int(64), "tokens per row, [CLS] and [SEP] included"),
         ParamSpec::optional(
@@ -74,7 +75,7 @@ static SPEC: StepSpec = StepSpec {
             "malformed",
             ParamType::Choice(&["drop", "error"]),
             Default::Str("error"),
-            "lines with the wrong number of fields or a non-integer label: drop or fail",
+            "lines with the wrong number of fields or an empty label: drop or fail",
         ),
     ],
     inputs: &[
@@ -175,11 +176,17 @@ impl Step for Tokenize {
             )));
         }
 
-        let label_values: Vec<i64> = if settings.label_column.is_some() {
-            rows.labels.iter().copied().collect::<BTreeSet<i64>>().into_iter().collect()
-        } else {
-            Vec::new()
+        let (label_values, label_names) = match &rows.encoded {
+            Some(e) => (e.values.clone(), e.names.clone()),
+            None => (Vec::new(), Vec::new()),
         };
+        if !label_names.is_empty() {
+            ctx.events.log(&format!(
+                "{} string labels, ids in sorted order: {}",
+                label_names.len(),
+                quoted(&label_names)
+            ));
+        }
         let meta = TensorSetMeta {
             max_len: settings.max_len,
             pad_id: ids.pad,
@@ -190,6 +197,7 @@ impl Step for Tokenize {
             vocab_size: encoder.tokenizer().get_vocab_size(true),
             pair: settings.text_b_column.is_some(),
             label_values,
+            label_names,
         };
         let mut set = TensorSet::empty(meta);
         let pool = thread_pool(ctx.env)?;
@@ -317,7 +325,10 @@ fn load_tokenizer(ctx: &StepContext<'_>) -> StepResult<LoadedTokenizer> {
 struct Rows {
     a: Vec<String>,
     b: Option<Vec<String>>,
+    /// Each row's label as stored (-1 for unlabelled text).
     labels: Vec<i64>,
+    /// The labels encoded ([`labels::encode`]), for labelled text.
+    encoded: Option<Encoded>,
 }
 
 fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> StepResult<Rows> {
@@ -336,32 +347,40 @@ fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> St
         })?),
         None => None,
     };
-    let mut rows =
-        Rows { a: Vec::with_capacity(a_all.len()), b: b_all.as_ref().map(|_| Vec::new()), labels: Vec::new() };
+    let mut rows = Rows {
+        a: Vec::with_capacity(a_all.len()),
+        b: b_all.as_ref().map(|_| Vec::new()),
+        labels: Vec::new(),
+        encoded: None,
+    };
+    let mut raw_labels: Vec<&str> = Vec::new();
     let mut b_iter = b_all.map(Vec::into_iter);
     for (i, a) in a_all.into_iter().enumerate() {
         let b = b_iter.as_mut().and_then(Iterator::next);
         let label = match &labels_all {
-            None => -1,
-            Some(labels) => match labels[i].trim().parse::<i64>() {
-                Ok(v) => v,
-                Err(_) if s.malformed == Malformed::Drop => {
-                    stats.drop_row("bad_label");
-                    continue;
+            None => None,
+            Some(labels) => {
+                let label = labels[i].trim();
+                match labels::invalid(label) {
+                    None => Some(label),
+                    Some(_) if s.malformed == Malformed::Drop => {
+                        stats.drop_row("bad_label");
+                        continue;
+                    }
+                    Some(why) => {
+                        return Err(StepError::input_with_help(
+                            format!(
+                                "{} line {}: the label `{}` in column `{}` {why}",
+                                table.path().display(),
+                                table.line_of(i),
+                                preview(&labels[i]),
+                                s.label_column.unwrap_or_default()
+                            ),
+                            "set `malformed: drop` to skip such rows, or `label_column: \"\"` for unlabelled text",
+                        ))
+                    }
                 }
-                Err(_) => {
-                    return Err(StepError::input_with_help(
-                        format!(
-                            "{} line {}: label `{}` in column `{}` is not an integer",
-                            table.path().display(),
-                            table.line_of(i),
-                            preview(&labels[i]),
-                            s.label_column.unwrap_or_default()
-                        ),
-                        "labels must be integers; set `malformed: drop` to skip such rows, or `label_column: \"\"` for unlabelled text",
-                    ))
-                }
-            },
+            }
         };
         let is_empty = a.trim().is_empty() || b.as_ref().is_some_and(|b| b.trim().is_empty());
         if is_empty {
@@ -383,7 +402,14 @@ fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> St
         if let (Some(bs), Some(b)) = (rows.b.as_mut(), b) {
             bs.push(b);
         }
-        rows.labels.push(label);
+        raw_labels.extend(label);
+    }
+    if labels_all.is_some() {
+        let encoded = labels::encode(&raw_labels);
+        rows.labels = encoded.ids.clone();
+        rows.encoded = Some(encoded);
+    } else {
+        rows.labels = vec![-1; rows.a.len()];
     }
     Ok(rows)
 }

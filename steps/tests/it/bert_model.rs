@@ -216,6 +216,7 @@ fn toy_set(rows: &[(Vec<u32>, i64)]) -> TensorSet {
         vocab_size: 30,
         pair: false,
         label_values: vec![0, 1],
+        label_names: vec![],
     };
     let mut set = TensorSet::empty(meta);
     for (ids, label) in rows {

@@ -64,6 +64,7 @@ pub(crate) fn toy_tensors(rows: usize, seed: u64) -> TensorSet {
         vocab_size: 40,
         pair: false,
         label_values: vec![0, 1],
+        label_names: vec![],
     };
     let mut set = TensorSet::empty(meta);
     let mut rng = StdRng::seed_from_u64(seed);

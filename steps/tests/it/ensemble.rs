@@ -18,6 +18,11 @@ use tempfile::TempDir;
 
 use crate::text_support::{message, run, table};
 
+/// Integer labels as the class names the predictions files hold.
+fn names(labels: &[i64]) -> Vec<String> {
+    labels.iter().map(i64::to_string).collect()
+}
+
 /// A two-class predictions file: row `i` has label `i % 2` and gives its true class
 /// `p_true[i]`.
 fn file(dir: &Path, name: &str, p_true: &[f32]) -> PathBuf {
@@ -25,7 +30,7 @@ fn file(dir: &Path, name: &str, p_true: &[f32]) -> PathBuf {
     let probs: Vec<Vec<f32>> =
         p_true.iter().zip(&truth).map(|(&p, &t)| if t == 1 { vec![1.0 - p, p] } else { vec![p, 1.0 - p] }).collect();
     let path = dir.join(name);
-    predictions::write(&path, &[0, 1], &truth, &probs).unwrap();
+    predictions::write(&path, &names(&[0, 1]), &names(&truth), &probs).unwrap();
     path
 }
 
@@ -102,10 +107,10 @@ fn misaligned_members_are_errors() {
     let other_labels = d.join("labels");
     let mut truth: Vec<i64> = (0..10).map(|i| i % 2).collect();
     truth[3] = 0;
-    predictions::write(&other_labels, &[0, 1], &truth, &vec![vec![0.5f32, 0.5]; 10]).unwrap();
+    predictions::write(&other_labels, &names(&[0, 1]), &names(&truth), &vec![vec![0.5f32, 0.5]; 10]).unwrap();
     // Other classes.
     let classes = d.join("classes");
-    predictions::write(&classes, &[0, 2], &[0; 10], &vec![vec![0.5f32, 0.5]; 10]).unwrap();
+    predictions::write(&classes, &names(&[0, 2]), &names(&[0; 10]), &vec![vec![0.5f32, 0.5]; 10]).unwrap();
 
     let e = message(
         &run(&Ensemble, json!({}), &[("valid_a", &v), ("test_a", &t), ("valid_b", &v), ("test_b", &short)])
@@ -148,7 +153,7 @@ fn incomplete_members_and_bad_parameters_are_errors() {
     assert!(e.contains("parameter `grid_step`"), "{e}");
     // A member without validation rows (`linear` without a validation set).
     let empty = d.join("empty");
-    predictions::write(&empty, &[0, 1], &[], &[]).unwrap();
+    predictions::write::<&str>(&empty, &names(&[0, 1]), &[], &[]).unwrap();
     let e = message(
         &run(&Ensemble, json!({}), &[("valid_a", &v), ("test_a", &t), ("valid_b", &empty), ("test_b", &t)])
             .unwrap_err(),

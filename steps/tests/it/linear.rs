@@ -46,7 +46,7 @@ fn a_separable_table_is_learnt_with_evaluates_outputs() {
     let (_d2, test) = keyword_table(100, 2, &[0, 1], &["great", "awful"]);
     let out = run(&Linear, json!({}), &[("train", &train), ("test", &test)]).unwrap();
     let m = metrics(out.path(), "metrics");
-    assert_eq!((m.rows, m.labels.clone()), (100, vec![0, 1]));
+    assert_eq!((m.rows, m.labels.clone()), (100, vec!["0".to_string(), "1".to_string()]));
     assert_eq!(m.accuracy, 1.0, "{m:?}");
     assert_eq!(m.confusion.iter().flatten().sum::<u64>(), 100);
     let text = fs::read_to_string(out.path().join("predictions")).unwrap();
@@ -68,13 +68,13 @@ fn more_than_two_classes_are_learnt_in_label_order() {
     let (_d3, valid) = keyword_table(60, 5, &labels, &keywords);
     let out = run(&Linear, json!({"char_max": 0}), &[("train", &train), ("valid", &valid), ("test", &test)]).unwrap();
     let m = metrics(out.path(), "metrics");
-    assert_eq!(m.labels, vec![3, 5, 7], "labels sorted, as `tokenize` orders them");
+    assert_eq!(m.labels, ["3", "5", "7"], "labels sorted, as `tokenize` orders them");
     assert!(m.accuracy >= 0.99, "{m:?}");
     let p = Predictions::read(&out.path().join("predictions"), "predictions").unwrap();
-    assert_eq!(p.labels, vec![3, 5, 7]);
+    assert_eq!(p.labels, ["3", "5", "7"]);
     // The probability of the true class is the highest: the columns name the right labels.
     for (row, probs) in p.probs.iter().enumerate() {
-        let truth = p.labels.iter().position(|&l| l == p.truth[row]).unwrap();
+        let truth = p.labels.iter().position(|l| *l == p.truth[row]).unwrap();
         assert!(probs.iter().all(|&q| q <= probs[truth]), "row {row}: {probs:?}");
     }
     let v = metrics(out.path(), "valid_metrics");
@@ -96,7 +96,8 @@ fn held_out_rows_are_the_rows_split_holds_out_of_the_tokenized_table() {
     let out = run(&Linear, json!({"valid_fraction": 0.2, "seed": 11}), &[("train", &train), ("test", &test)]).unwrap();
     let valid = Predictions::read(&out.path().join("valid_predictions"), "valid").unwrap();
     assert_eq!(valid.len(), bert_valid.len());
-    assert_eq!(valid.truth, bert_valid.labels, "the same rows in the same order");
+    let bert_truth: Vec<String> = bert_valid.label_names().into_iter().map(Option::unwrap).collect();
+    assert_eq!(valid.truth, bert_truth, "the same rows in the same order");
     // Another seed holds out other rows.
     let other =
         run(&Linear, json!({"valid_fraction": 0.2, "seed": 12}), &[("train", &train), ("test", &test)]).unwrap();
@@ -135,11 +136,11 @@ fn bad_inputs_are_clear_errors() {
 
     let (_d3, unknown) = table("u.tsv", "id\tdocument\tlabel\n1\tgreat film\t0\n2\tnew label\t9\n");
     let e = run(&Linear, json!({}), &[("train", &train), ("test", &unknown)]).unwrap_err().to_string();
-    assert!(e.contains("input `test`: row 1 has label 9, which the training rows lack"), "{e}");
+    assert!(e.contains("input `test`: label `9` (row 1) is not among the training labels (`0`, `1`)"), "{e}");
 
-    let (_d4, bad_label) = table("b.tsv", "id\tdocument\tlabel\n1\tgreat film\t0\n2\tbad film\tpositive\n");
+    let (_d4, bad_label) = table("b.tsv", "id\tdocument\tlabel\n1\tgreat film\t0\n2\tbad film\t\n");
     let e = message(&run(&Linear, json!({}), &[("train", &train), ("test", &bad_label)]).unwrap_err());
-    assert!(e.contains("line 3: label `positive`") && e.contains("malformed: drop"), "{e}");
+    assert!(e.contains("line 3: the label `` in column `label` is empty") && e.contains("malformed: drop"), "{e}");
 
     let (_d5, one_label) = table("o.tsv", "id\tdocument\tlabel\n1\tgreat film\t1\n2\tbad film\t1\n");
     let e = run(&Linear, json!({}), &[("train", &one_label), ("test", &test)]).unwrap_err().to_string();

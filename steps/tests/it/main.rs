@@ -9,6 +9,7 @@ mod bert_steps;
 mod ensemble;
 mod hf_tokenizer;
 mod hub;
+mod labels;
 mod linear;
 mod text_encode;
 mod text_nsmc;

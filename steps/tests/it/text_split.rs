@@ -20,6 +20,7 @@ fn meta() -> TensorSetMeta {
         vocab_size: 100,
         pair: false,
         label_values: vec![0, 1],
+        label_names: vec![],
     }
 }
 

@@ -305,12 +305,22 @@ fn unknown_columns_list_the_available_ones() {
 }
 
 #[test]
-fn non_integer_labels_name_the_line_or_are_dropped() {
+fn a_non_integer_label_makes_every_label_a_name() {
     let Some(tok) = minilm_json() else { return };
-    let (_dir, path) = table("bad.tsv", "document\tlabel\ngood\t1\nbad\tpositive\nfine\t0\n");
+    let (_dir, path) = table("mixed.tsv", "document\tlabel\ngood\t1\nbad\tpositive\nfine\t 0 \n");
+    let out = run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap()}), &[("data", &path)]).unwrap();
+    let set = TensorSet::load(&out.path().join("tensors")).unwrap();
+    assert_eq!(set.meta.label_names, ["0", "1", "positive"]);
+    assert_eq!((set.meta.label_values.clone(), set.labels.clone()), (vec![0, 1, 2], vec![1, 2, 0]));
+}
+
+#[test]
+fn empty_labels_name_the_line_or_are_dropped() {
+    let Some(tok) = minilm_json() else { return };
+    let (_dir, path) = table("bad.tsv", "document\tlabel\ngood\t1\nbad\t \nfine\t0\n");
     let e = err(json!({"tokenizer": tok.to_str().unwrap()}), &path);
     assert!(e.is_bad_input());
-    assert!(message(&e).contains("line 3: label `positive` in column `label` is not an integer"), "{}", message(&e));
+    assert!(message(&e).contains("line 3: the label ` ` in column `label` is empty"), "{}", message(&e));
     let out =
         run(&Tokenize, json!({"tokenizer": tok.to_str().unwrap(), "malformed": "drop"}), &[("data", &path)]).unwrap();
     let dir = out.path().join("tensors");

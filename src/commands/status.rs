@@ -41,8 +41,9 @@ pub struct StatusArgs {
 /// A step's state as `status` names it.
 pub fn state(outcome: &StepOutcome) -> &'static str {
     match outcome.status {
-        // Deciding failed (a hub that cannot be asked which commit `main` is): unknown.
-        StepStatus::Failed => "unknown",
+        // Deciding failed (a hub that cannot be asked which commit `main` is), or it reads such
+        // a step (skipped): its key is not known.
+        StepStatus::Failed | StepStatus::Skipped => "unknown",
         StepStatus::WouldUseCache | StepStatus::Cached => "up-to-date",
         _ if outcome.reasons == [DirtyReason::NeverRun] => "never-run",
         _ => "stale",

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::cache::Cache;
 use crate::commands::GlobalArgs;
-use crate::commands::{environment, load_pipeline, open_remote, RemoteArgs};
+use crate::commands::{environment, load_pipeline, open_remote_to_read, RemoteArgs};
 use crate::dirty_reason::DirtyReason;
 use crate::error::Error;
 use crate::executor::place;
@@ -69,7 +69,7 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
     history.reverse();
     let quiet = Reporter::quiet();
-    let remote = open_remote(&args.remote, spec.remote.as_deref(), reporter)?;
+    let remote = open_remote_to_read(&args.remote, spec.remote.as_deref(), reporter)?;
     let executor = Executor::new(&cache, &graph, &env, &quiet, &history, remote.as_ref());
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     let last = history.first();

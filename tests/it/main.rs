@@ -10,6 +10,7 @@ mod nsmc_tiny;
 mod pipelines;
 mod remote;
 mod report;
+mod run_records;
 mod slurm;
 mod slurm_cluster;
 mod spec_errors;

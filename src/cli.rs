@@ -17,7 +17,7 @@ use crate::reporter::Reporter;
         A YAML file describes steps (download, train-tokenizer, tokenize, split, pretrain, fine-tune, \
         evaluate, report). Every result is cached under a key made of the step's kind, the parameters \
         that affect its output and the content of its inputs, so a rerun repeats only what changed.",
-    after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe run pipelines/nsmc-tiny.yaml --sweep finetune.lr=3e-4,5e-4,1e-3\n  pipe status\n  pipe report --format html --output report.html\n  pipe kinds tokenize\n  pipe run pipelines/nsmc.yaml --remote s3://team-bucket/pipe\n  pipe run pipelines/nsmc.yaml --jobs 4\n  pipe run pipelines/nsmc.yaml --executor slurm --cache-dir /shared/pipe-cache\n\nExit codes: 0 success, 1 a step or the remote cache failed, 2 bad input, usage or remote configuration (nothing was run)."
+    after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe run pipelines/nsmc-tiny.yaml --sweep finetune.lr=3e-4,5e-4,1e-3\n  pipe status\n  pipe report --format html --output report.html\n  pipe show finetune --path\n  pipe kinds tokenize\n  pipe run pipelines/nsmc.yaml --remote s3://team-bucket/pipe\n  pipe run pipelines/nsmc.yaml --jobs 4\n  pipe run pipelines/nsmc.yaml --executor slurm --cache-dir /shared/pipe-cache\n\nExit codes: 0 success, 1 a step or the remote cache failed, 2 bad input, usage or remote configuration (nothing was run)."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
@@ -40,6 +40,8 @@ pub(crate) enum Command {
     Push(commands::push::PushArgs),
     /// Download the pipeline's results (or STEPs and what they need) from the remote cache.
     Pull(commands::pull::PullArgs),
+    /// Print a step's cached output folder and its files (`--path`: the folder alone).
+    Show(commands::show::ShowArgs),
     /// List the step kinds, or describe one: parameters, inputs, outputs.
     Kinds(commands::kinds::KindsArgs),
     /// Compute one step from a job file (what a Slurm job runs on its node).
@@ -64,6 +66,7 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => commands::gc::execute(&args, &cli.global, &reporter),
         Command::Push(args) => commands::push::execute(&args, &cli.global, &reporter),
         Command::Pull(args) => commands::pull::execute(&args, &cli.global, &reporter),
+        Command::Show(args) => commands::show::execute(&args, &cli.global, &reporter),
         Command::Kinds(args) => commands::kinds::execute(&args, &reporter),
         Command::Worker(args) => commands::worker::execute(&args, &cli.global, &reporter),
     };

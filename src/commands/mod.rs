@@ -6,6 +6,7 @@ pub mod pull;
 pub mod push;
 pub mod report;
 pub mod run;
+pub mod show;
 pub mod status;
 pub mod worker;
 

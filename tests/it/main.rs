@@ -13,6 +13,7 @@ mod report;
 mod run_records;
 mod slurm;
 mod slurm_cluster;
+mod show;
 mod spec_errors;
 mod support;
 mod sweep;

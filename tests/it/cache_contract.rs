@@ -448,3 +448,20 @@ steps:
     let statuses = dry.statuses();
     assert_eq!(&statuses[2..], pairs(&[("a", "would-use-cache"), ("head", "would-use-cache")]), "{}", dry.stderr);
 }
+
+/// A step whose latest attempt at its key failed (here a download answered 404; a cancelled
+/// Slurm job the same) is `failed` with the error in `status`, not `never-run`.
+#[test]
+fn status_shows_a_step_whose_last_attempt_failed_as_failed() {
+    let server = Server::start();
+    server.route("/data.tsv", Behavior::Status(404));
+    let project = Project::new();
+    project.write("p.yaml", &pipeline(&server.url("/data.tsv")));
+    project.run(&["run", "p.yaml"]).expect_code(2);
+    let status = project.run(&["status", "p.yaml", "--json"]).expect_code(0).json();
+    assert_eq!(status["steps"][0]["state"], "failed", "{status}");
+    assert!(status["steps"][0]["error"].as_str().unwrap().contains("404"), "{status}");
+    assert_eq!(status["steps"][1]["state"], "never-run", "{status}");
+    let text = project.run(&["status", "p.yaml"]).expect_code(0).stdout;
+    assert!(text.lines().any(|l| l.contains("fetch") && l.contains("failed") && l.contains("404")), "{text}");
+}

@@ -17,9 +17,9 @@ use crate::cache::{Cache, Lookup};
 use crate::commands::GlobalArgs;
 use crate::commands::{load_pipeline, open_remote_to_read, RemoteArgs};
 use crate::error::Error;
+use crate::provenance::GitState;
 use crate::remote::Remote;
 use crate::reporter::Reporter;
-use crate::provenance::GitState;
 use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
 use crate::step_key::StepKey;
 

@@ -84,7 +84,12 @@ pub fn execute(args: &ShowArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
             reporter.line(&dir.display().to_string());
             continue;
         }
-        reporter.line(&format!("{name} ({}), key {}, made {}", graph.steps[i].kind.spec().kind, manifest.key.short(), manifest.created));
+        reporter.line(&format!(
+            "{name} ({}), key {}, made {}",
+            graph.steps[i].kind.spec().kind,
+            manifest.key.short(),
+            manifest.created
+        ));
         reporter.line(&dir.display().to_string());
         let rows: Vec<(String, String, String)> = manifest
             .outputs

@@ -54,8 +54,7 @@ fn outputs(project: &Project, run: &Run) -> BTreeMap<String, (String, Json)> {
 
 /// The run records in the cache, oldest first.
 fn records(project: &Project) -> Vec<Json> {
-    let mut paths: Vec<_> =
-        fs::read_dir(project.cache().join("runs")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut paths: Vec<_> = fs::read_dir(project.cache().join("runs")).unwrap().flatten().map(|e| e.path()).collect();
     paths.sort();
     paths.iter().map(|p| serde_json::from_slice(&fs::read(p).unwrap()).unwrap()).collect()
 }

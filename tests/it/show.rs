@@ -20,7 +20,10 @@ fn show_prints_a_cached_steps_folder_and_files_and_path_alone_for_scripts() {
     let path = project.run(&["show", "head", "--path"]).expect_code(0).stdout;
     let path = path.trim_end_matches('\n');
     assert!(!path.contains('\n'), "one line: {path}");
-    assert_eq!(fs::read_to_string(std::path::Path::new(path).join("file")).unwrap(), fs::read_to_string(project.output(&key, "file")).unwrap());
+    assert_eq!(
+        fs::read_to_string(std::path::Path::new(path).join("file")).unwrap(),
+        fs::read_to_string(project.output(&key, "file")).unwrap()
+    );
 
     let shown = project.run(&["show", "head", "p.yaml"]).expect_code(0);
     assert!(shown.stdout.contains(path), "{}", shown.stdout);

@@ -105,8 +105,13 @@ impl RemoteError {
     }
 }
 
+/// A remote manifest read for a key: it and who pushed it, or why it cannot be used.
+pub type Peeked = Result<(Manifest, String), String>;
+
 /// What a pull found.
 #[derive(Debug)]
+// Hit is the common case, returned once per pull: boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Pulled {
     /// Downloaded, verified and committed to the local cache.
     Hit { manifest: Manifest, bytes: u64, host: String },
@@ -426,19 +431,11 @@ impl Remote {
 
     /// The remote's manifest for `key`, checked against the steps `outputs` when given: `None`
     /// when there is none, `Err(reason)` inside when it cannot be used.
-    pub fn peek(
-        &self,
-        key: &StepKey,
-        outputs: Option<&[&str]>,
-    ) -> Result<Option<Result<(Manifest, String), String>>, RemoteError> {
+    pub fn peek(&self, key: &StepKey, outputs: Option<&[&str]>) -> Result<Option<Peeked>, RemoteError> {
         self.rt.block_on(self.read_manifest(key, outputs))
     }
 
-    async fn read_manifest(
-        &self,
-        key: &StepKey,
-        outputs: Option<&[&str]>,
-    ) -> Result<Option<Result<(Manifest, String), String>>, RemoteError> {
+    async fn read_manifest(&self, key: &StepKey, outputs: Option<&[&str]>) -> Result<Option<Peeked>, RemoteError> {
         let path = self.manifest_path(key);
         let bytes = match self.store.get(&path).await {
             Ok(r) => r.bytes().await.map_err(|e| self.error(&format!("reading {path}"), e))?,

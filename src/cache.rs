@@ -51,6 +51,8 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Erro
 
 /// The result of looking a key up.
 #[derive(Debug)]
+// A hit is the common case and is used at once: boxing its manifest would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Lookup {
     Hit(Manifest),
     /// Nothing complete is stored under the key.
@@ -303,7 +305,7 @@ impl Cache {
 
     /// Keys of every stored result (complete or not).
     pub fn keys(&self) -> Result<Vec<StepKey>, CacheError> {
-        list_keys(&self.root.join("steps"), |name| StepKey::parse(name))
+        list_keys(&self.root.join("steps"), StepKey::parse)
     }
 
     /// The directory of `key`'s cluster jobs (written by the Slurm executor, read by its worker).
@@ -322,7 +324,7 @@ impl Cache {
 
     /// Keys with checkpoints.
     pub fn checkpoint_keys(&self) -> Result<Vec<StepKey>, CacheError> {
-        list_keys(&self.root.join("checkpoints"), |name| StepKey::parse(name))
+        list_keys(&self.root.join("checkpoints"), StepKey::parse)
     }
 
     /// Scratch directories left behind (by killed runs, or runs in progress), with the key

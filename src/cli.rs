@@ -22,7 +22,7 @@ pub const VERSION: &str =
         A YAML file describes steps (download, train-tokenizer, tokenize, split, pretrain, fine-tune, \
         evaluate, report). Every result is cached under a key made of the step's kind, the parameters \
         that affect its output and the content of its inputs, so a rerun repeats only what changed.",
-    after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe run pipelines/nsmc-tiny.yaml --sweep finetune.lr=3e-4,5e-4,1e-3\n  pipe status\n  pipe report --format html --output report.html\n  pipe kinds tokenize\n  pipe predict pipelines/nsmc-tiny.yaml:finetune --text \"재밌어요\"\n  pipe run pipelines/nsmc.yaml --remote s3://team-bucket/pipe\n  pipe run pipelines/nsmc.yaml --jobs 4\n  pipe run pipelines/nsmc.yaml --executor slurm --cache-dir /shared/pipe-cache\n\nExit codes: 0 success, 1 a step or the remote cache failed, 2 bad input, usage or remote configuration (nothing was run)."
+    after_help = "Examples:\n  pipe run pipelines/nsmc-tiny.yaml\n  pipe run pipelines/nsmc.yaml --set finetune.lr=3e-5 --mirror ../shared/nsmc\n  pipe run pipelines/nsmc-tiny.yaml --sweep finetune.lr=3e-4,5e-4,1e-3\n  pipe status\n  pipe report --format html --output report.html\n  pipe show finetune --path\n  pipe predict pipelines/nsmc-tiny.yaml:finetune --text \"재밌어요\"\n  pipe kinds tokenize\n  pipe run pipelines/nsmc.yaml --remote s3://team-bucket/pipe\n  pipe run pipelines/nsmc.yaml --jobs 4\n  pipe run pipelines/nsmc.yaml --executor slurm --cache-dir /shared/pipe-cache\n\nExit codes: 0 success, 1 a step or the remote cache failed, 2 bad input, usage or remote configuration (nothing was run)."
 )]
 pub(crate) struct Cli {
     #[command(flatten)]
@@ -49,6 +49,8 @@ pub(crate) enum Command {
     Pull(commands::pull::PullArgs),
     /// Classify raw text with a fine-tuned model: a pipeline's cached step, a directory or a hub id.
     Predict(commands::predict::PredictArgs),
+    /// Print a step's cached output folder and its files (`--path`: the folder alone).
+    Show(commands::show::ShowArgs),
     /// List the step kinds, or describe one: parameters, inputs, outputs.
     Kinds(commands::kinds::KindsArgs),
     /// Compute one step from a job file (what a Slurm job runs on its node).
@@ -75,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Push(args) => commands::push::execute(&args, &cli.global, &reporter),
         Command::Pull(args) => commands::pull::execute(&args, &cli.global, &reporter),
         Command::Predict(args) => commands::predict::execute(&args, &cli.global, &reporter),
+        Command::Show(args) => commands::show::execute(&args, &cli.global, &reporter),
         Command::Kinds(args) => commands::kinds::execute(&args, &reporter),
         Command::Worker(args) => commands::worker::execute(&args, &cli.global, &reporter),
     };

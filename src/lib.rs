@@ -18,6 +18,7 @@ pub(crate) mod fingerprint;
 pub(crate) mod graph;
 pub(crate) mod manifest;
 pub(crate) mod plan;
+pub(crate) mod provenance;
 pub(crate) mod remote;
 pub(crate) mod reporter;
 pub(crate) mod run_record;

@@ -105,8 +105,13 @@ impl RemoteError {
     }
 }
 
+/// A remote manifest read for a key: it and who pushed it, or why it cannot be used.
+pub type Peeked = Result<(Manifest, String), String>;
+
 /// What a pull found.
 #[derive(Debug)]
+// Hit is the common case, returned once per pull: boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Pulled {
     /// Downloaded, verified and committed to the local cache.
     Hit { manifest: Manifest, bytes: u64, host: String },
@@ -147,6 +152,9 @@ pub struct Remote {
     root: Path,
     url: String,
     mode: RemoteMode,
+    /// S3: credentials were given (environment, profile, web identity, container); without
+    /// them the client asks the instance metadata service, and its failure means "none found".
+    credentials_given: bool,
     /// Set after a failure in fallback mode: the rest of the command works locally.
     disabled: AtomicBool,
     /// Files found corrupt on the remote by this process: its pushes upload them again.
@@ -164,8 +172,13 @@ impl Remote {
     /// Parses `url` and builds the client (nothing is sent yet; see [`Remote::check`]).
     pub fn open(url: &str, mode: RemoteMode) -> Result<Remote, RemoteError> {
         let (location, shown) = parse_url(url)?;
+        let mut credentials_given = true;
         let (store, root): (Arc<dyn ObjectStore>, Path) = match &location {
-            Location::S3 { bucket, prefix } => (Arc::new(s3_store(bucket, &shown)?), Path::from(prefix.as_str())),
+            Location::S3 { bucket, prefix } => {
+                let (store, configured) = s3_store(bucket, &shown)?;
+                credentials_given = configured;
+                (Arc::new(store), Path::from(prefix.as_str()))
+            }
             Location::File { dir } => {
                 if !dir.is_dir() {
                     return Err(RemoteError::config(
@@ -193,6 +206,7 @@ impl Remote {
             root,
             url: shown,
             mode,
+            credentials_given,
             disabled: AtomicBool::new(false),
             bad_files: Mutex::new(HashSet::new()),
         })
@@ -360,6 +374,19 @@ impl Remote {
                 Some("create it, or check the bucket name and AWS_ENDPOINT_URL".to_string()),
             );
         }
+        // No credentials given, and the instance metadata service (an EC2 role) did not answer:
+        // the client never reached the store. Said so, without the service's address.
+        if !self.credentials_given && (text.contains("/latest/api/token") || text.contains("/latest/meta-data")) {
+            return RemoteError::config(
+                &self.url,
+                format!("{action}: no AWS credentials found (none in the environment or ~/.aws, and no instance role)"),
+                Some(
+                    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary ones), or \
+                     AWS_PROFILE with ~/.aws/credentials"
+                        .to_string(),
+                ),
+            );
+        }
         // Listings report HTTP statuses inside a generic error.
         let refused = text.contains(" 403 Forbidden") || text.contains(" 401 Unauthorized");
         match e {
@@ -404,19 +431,11 @@ impl Remote {
 
     /// The remote's manifest for `key`, checked against the steps `outputs` when given: `None`
     /// when there is none, `Err(reason)` inside when it cannot be used.
-    pub fn peek(
-        &self,
-        key: &StepKey,
-        outputs: Option<&[&str]>,
-    ) -> Result<Option<Result<(Manifest, String), String>>, RemoteError> {
+    pub fn peek(&self, key: &StepKey, outputs: Option<&[&str]>) -> Result<Option<Peeked>, RemoteError> {
         self.rt.block_on(self.read_manifest(key, outputs))
     }
 
-    async fn read_manifest(
-        &self,
-        key: &StepKey,
-        outputs: Option<&[&str]>,
-    ) -> Result<Option<Result<(Manifest, String), String>>, RemoteError> {
+    async fn read_manifest(&self, key: &StepKey, outputs: Option<&[&str]>) -> Result<Option<Peeked>, RemoteError> {
         let path = self.manifest_path(key);
         let bytes = match self.store.get(&path).await {
             Ok(r) => r.bytes().await.map_err(|e| self.error(&format!("reading {path}"), e))?,
@@ -1008,7 +1027,8 @@ fn strip_userinfo(text: &str) -> String {
 
 /// The S3 client: settings from the `AWS_*` environment (object_store reads them), else from
 /// the `~/.aws` profile; retries bounded so that a store that is down is reported in seconds.
-fn s3_store(bucket: &str, shown: &str) -> Result<object_store::aws::AmazonS3, RemoteError> {
+/// The S3 client, and whether credentials were given (else it asks the instance metadata).
+fn s3_store(bucket: &str, shown: &str) -> Result<(object_store::aws::AmazonS3, bool), RemoteError> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL") {
         if endpoint.contains('@') || endpoint.contains('?') {
@@ -1084,13 +1104,14 @@ fn s3_store(bucket: &str, shown: &str) -> Result<object_store::aws::AmazonS3, Re
     if std::env::var_os("AWS_CONNECT_TIMEOUT").is_none() {
         builder = builder.with_config(AmazonS3ConfigKey::Client(object_store::ClientConfigKey::ConnectTimeout), "5s");
     }
-    builder.build().map_err(|e| {
+    let store = builder.build().map_err(|e| {
         RemoteError::config(
             shown,
             format!("cannot set up the S3 client: {e}"),
             Some("check AWS_REGION, AWS_ENDPOINT_URL and the bucket name".to_string()),
         )
-    })
+    })?;
+    Ok((store, configured))
 }
 
 fn env_true(name: &str) -> bool {

@@ -1,17 +1,19 @@
 //! The record of one `pipe run`: pipeline, effective parameters, per-step key and outcome,
-//! timings. Written when the run starts and after every step, so a killed run still shows as
+//! timings, and who ran it (host, user, the pipeline's git commit). Written when the run starts and after every step, so a killed run still shows as
 //! incomplete. `status` and `report` read these.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use pipe_steps::Timing;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::cache::{write_synced, Cache, CacheError};
 use crate::fingerprint::Fingerprint;
 use crate::graph::GraphStep;
+use crate::provenance::GitState;
 use crate::step_key::StepKey;
 use crate::step_outcome::StepOutcome;
 
@@ -59,6 +61,10 @@ pub struct StepRecord {
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
     pub seconds: f64,
+    /// What the step reported of its phases (`epoch 1`...) when it ran: timings live here,
+    /// never in a hashed output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<Timing>,
     #[serde(default)]
     pub reasons: Vec<String>,
     #[serde(default)]
@@ -123,6 +129,12 @@ pub struct RunRecord {
     /// remote cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Who ran it ([`crate::provenance::user`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The commit of the git work tree the pipeline file is in, when it is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitState>,
     pub steps: Vec<StepRecord>,
 }
 
@@ -138,6 +150,7 @@ impl StepRecord {
             params: step.params.values().clone(),
             outputs: outcome.outputs.clone(),
             seconds: outcome.seconds,
+            timings: outcome.timings.clone(),
             reasons: outcome.reasons.iter().map(ToString::to_string).collect(),
             error: outcome.failure.as_ref().map(|f| f.message.clone()),
             remote: outcome.from_remote.is_some(),

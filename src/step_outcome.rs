@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use pipe_steps::Timing;
+
 use crate::dirty_reason::DirtyReason;
 use crate::fingerprint::Fingerprint;
 use crate::run_record::{JobRef, StepStatus};
@@ -30,6 +32,8 @@ pub struct StepOutcome {
     /// The directory holding the outputs in the cache (known once the step is cached or ran).
     pub artifact: Option<PathBuf>,
     pub seconds: f64,
+    /// What the step reported of its phases (epochs), for the run record.
+    pub timings: Vec<Timing>,
     pub failure: Option<StepFailure>,
     /// Taken from the remote cache (a dry run: found there): what was transferred from where.
     pub from_remote: Option<String>,
@@ -47,6 +51,7 @@ impl StepOutcome {
             outputs: BTreeMap::new(),
             artifact: None,
             seconds: 0.0,
+            timings: Vec::new(),
             failure: None,
             from_remote: None,
             job: None,

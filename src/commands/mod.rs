@@ -8,6 +8,7 @@ pub mod pull;
 pub mod push;
 pub mod report;
 pub mod run;
+pub mod show;
 pub mod status;
 pub mod worker;
 
@@ -90,6 +91,32 @@ pub fn open_remote(args: &RemoteArgs, configured: Option<&str>, reporter: &Repor
             Ok(None)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// For the commands that only read (`status`, `report`): [`open_remote`], but a remote that
+/// cannot be reached or refuses us is a warning, and the command shows the local cache. (A
+/// malformed URL is still an error: that is the user's to fix.) Later failures of the remote
+/// are handled the same way, as in fallback mode.
+pub fn open_remote_to_read(
+    args: &RemoteArgs,
+    configured: Option<&str>,
+    reporter: &Reporter,
+) -> Result<Option<Remote>, Error> {
+    let Some(url) = args.remote.as_deref().filter(|u| !u.is_empty()).or(configured) else { return Ok(None) };
+    if args.remote_mode == RemoteMode::Off {
+        return Ok(None);
+    }
+    let remote = Remote::open(url, RemoteMode::Fallback)?;
+    match remote.check() {
+        Ok(()) => Ok(Some(remote)),
+        Err(e) => {
+            reporter.warning(&format!("{e}; showing the local cache only"));
+            if let Some(help) = &e.help {
+                reporter.note(&format!("  help: {help}"));
+            }
+            Ok(None)
+        }
     }
 }
 

@@ -1,6 +1,8 @@
-//! `pipe report [PIPELINE.yaml]`: the accuracy-per-epoch table of the latest run, its final
-//! evaluation, and a comparison of the runs that differ in parameters (the HTML form charts
-//! them: `pipe_steps::report`). This module gathers the runs and their metrics from the cache.
+//! `pipe report [PIPELINE.yaml]`: the accuracy-per-epoch table of the latest run (or, when it
+//! failed, the latest good one with its parameters), its final evaluation, and every run with
+//! a result of its own compared, with who ran it (the HTML form charts them:
+//! `pipe_steps::report`). This module gathers the runs and their metrics from the cache (and
+//! the remote, when it answers), and the epochs' timings from the run records.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -8,15 +10,18 @@ use std::process::ExitCode;
 
 use clap::Args;
 use pipe_steps::report::{EvalMetrics, Format, ModelScore, Report, RunReport, TrainingMetrics};
+use pipe_steps::Timing;
 use serde_json::Value as Json;
 
 use crate::cache::{Cache, Lookup};
 use crate::commands::GlobalArgs;
-use crate::commands::{load_pipeline, open_remote, RemoteArgs};
+use crate::commands::{load_pipeline, open_remote_to_read, RemoteArgs};
 use crate::error::Error;
+use crate::provenance::GitState;
 use crate::remote::Remote;
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
+use crate::step_key::StepKey;
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -39,6 +44,19 @@ struct Results<'a> {
     remote: Option<&'a Remote>,
     /// Label runs with the machine they ran on (runs of more than one machine are compared).
     hosts: bool,
+    /// Per key, the timings of the step that computed it (the latest run that did).
+    timings: BTreeMap<StepKey, Vec<Timing>>,
+}
+
+/// Per key, the timings recorded by the latest run that computed it.
+fn timings(runs: &[RunRecord]) -> BTreeMap<StepKey, Vec<Timing>> {
+    let mut out = BTreeMap::new();
+    for step in runs.iter().flat_map(|r| &r.steps) {
+        if let (Some(key), StepStatus::Ran, false) = (&step.key, step.status, step.timings.is_empty()) {
+            out.insert(key.clone(), step.timings.clone());
+        }
+    }
+    out
 }
 
 pub fn execute(args: &ReportArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
@@ -60,19 +78,28 @@ pub fn execute(args: &ReportArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         },
     };
     let mut runs: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == name).collect();
-    let remote = open_remote(&args.remote, configured.as_deref(), reporter)?;
-    if let Some(remote) = &remote {
-        for run in remote.runs(&name)? {
-            if !runs.iter().any(|r| r.id == run.id && r.host == run.host) {
-                runs.push(run);
+    let mut remote = open_remote_to_read(&args.remote, configured.as_deref(), reporter)?;
+    if let Some(r) = &remote {
+        match r.runs(&name) {
+            Ok(theirs) => {
+                for run in theirs {
+                    if !runs.iter().any(|r| r.id == run.id && r.host == run.host) {
+                        runs.push(run);
+                    }
+                }
+                runs.sort_by(|a, b| a.id.cmp(&b.id));
+            }
+            // Reading only: what the local cache holds is still worth showing.
+            Err(e) => {
+                reporter.warning(&format!("{e}; showing the local cache only"));
+                remote = None;
             }
         }
-        runs.sort_by(|a, b| a.id.cmp(&b.id));
     }
     // Runs recorded before hosts were (no host) do not make a second machine.
     let hosts = runs.iter().filter_map(|r| r.host.as_ref()).collect::<BTreeSet<_>>().len() > 1;
-    let results = Results { cache: &cache, remote: remote.as_ref(), hosts };
-    let Some(latest) = runs.last() else { return Err(no_runs(global, Some(&name))) };
+    let results = Results { cache: &cache, remote: remote.as_ref(), hosts, timings: timings(&runs) };
+    let Some(latest) = headline(&runs) else { return Err(no_runs(global, Some(&name))) };
     let (comparison, differing) = compare(&results, &runs);
     let report = Report { pipeline: name.clone(), latest: run_report(&results, latest, &differing), comparison };
     let format = Format::parse(&args.format).unwrap_or(Format::Table);
@@ -110,18 +137,38 @@ fn flat_params(run: &RunRecord) -> BTreeMap<String, String> {
     out
 }
 
-/// One row per distinct parameter set (the latest run of each), with the parameters that
-/// differ as columns, and those parameters; empty unless at least two such runs exist.
-fn compare(results: &Results, runs: &[RunRecord]) -> (Vec<RunReport>, BTreeSet<String>) {
-    let mut latest_by_params: BTreeMap<BTreeMap<String, String>, &RunRecord> = BTreeMap::new();
-    for r in runs {
-        latest_by_params.insert(flat_params(r), r);
+/// The run the report is about: the latest one, unless it failed or did not finish and an
+/// earlier run with the same parameters succeeded (a failed `--force` rerun does not hide a
+/// good result).
+fn headline(runs: &[RunRecord]) -> Option<&RunRecord> {
+    let latest = runs.last()?;
+    if latest.state == RunState::Succeeded {
+        return Some(latest);
     }
-    if latest_by_params.len() < 2 {
+    let params = flat_params(latest);
+    runs.iter().rev().find(|r| r.state == RunState::Succeeded && flat_params(r) == params).or(Some(latest))
+}
+
+/// Every run with a result of its own — runs that repeat another's parameters, outcome and
+/// keys (a rerun that found everything cached) are the first of them, the one that computed
+/// it — the succeeded ones first, each group oldest first; with the parameters that differ as
+/// columns, and those parameters. Empty unless at least two rows.
+fn compare(results: &Results, runs: &[RunRecord]) -> (Vec<RunReport>, BTreeSet<String>) {
+    type Identity = (BTreeMap<String, String>, &'static str, Vec<Option<StepKey>>);
+    let mut seen: BTreeSet<Identity> = BTreeSet::new();
+    let mut chosen: Vec<&RunRecord> = Vec::new();
+    for r in runs {
+        let identity = (flat_params(r), r.state.as_str(), r.steps.iter().map(|s| s.key.clone()).collect());
+        if seen.insert(identity) {
+            chosen.push(r);
+        }
+    }
+    if chosen.len() < 2 {
         return (Vec::new(), BTreeSet::new());
     }
+    let params: Vec<BTreeMap<String, String>> = chosen.iter().map(|r| flat_params(r)).collect();
     let mut differing = BTreeSet::new();
-    let sets: Vec<&BTreeMap<String, String>> = latest_by_params.keys().collect();
+    let sets: Vec<&BTreeMap<String, String>> = params.iter().collect();
     // A step that only some runs have (added to the pipeline later) is not a parameter change.
     let has_step = |set: &BTreeMap<String, String>, key: &str| {
         let step = key.split_once('.').map_or(key, |(s, _)| s);
@@ -133,15 +180,24 @@ fn compare(results: &Results, runs: &[RunRecord]) -> (Vec<RunReport>, BTreeSet<S
             differing.insert(key.clone());
         }
     }
-    let mut chosen: Vec<&RunRecord> = latest_by_params.into_values().collect();
-    chosen.sort_by(|a, b| a.id.cmp(&b.id));
+    chosen.sort_by_key(|r| (r.state != RunState::Succeeded, r.id.clone()));
     (chosen.into_iter().map(|r| run_report(results, r, &differing)).collect(), differing)
 }
 
 fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) -> RunReport {
     let params = flat_params(run).into_iter().filter(|(k, _)| differing.contains(k)).collect();
     let mut notes = Vec::new();
-    let training = metrics::<TrainingMetrics>(results, run, "fine-tune", &mut notes);
+    let mut training = metrics::<TrainingMetrics>(results, run, "fine-tune", &mut notes);
+    // Timings are in no hashed output: the epochs' come from the run that computed the result.
+    let finetune = run.steps.iter().find(|s| s.kind == "fine-tune").and_then(|s| s.key.as_ref());
+    if let (Some(t), Some(timings)) = (training.as_mut(), finetune.and_then(|k| results.timings.get(k))) {
+        for e in &mut t.epochs {
+            if let Some(timing) = timings.iter().find(|t| t.epoch_number() == Some(e.epoch)) {
+                e.seconds = Some(timing.seconds);
+                e.samples_per_second = timing.samples_per_second();
+            }
+        }
+    }
     let evaluation = metrics::<EvalMetrics>(results, run, "evaluate", &mut notes);
     let models = models(results, run);
     RunReport {
@@ -150,6 +206,13 @@ fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) 
             (None, true) => format!("{} on (unknown)", run.started),
             _ => run.started.clone(),
         } + &run.variant.as_ref().map(|v| format!(" [{v}]")).unwrap_or_default(),
+        by: match (&run.user, &run.host) {
+            (Some(user), Some(host)) => Some(format!("{user}@{host}")),
+            (None, Some(host)) => Some(host.clone()),
+            (Some(user), None) => Some(user.clone()),
+            (None, None) => None,
+        },
+        commit: run.git.as_ref().map(GitState::describe),
         state: match run.state {
             RunState::Succeeded => "succeeded".into(),
             RunState::Failed => "failed".into(),

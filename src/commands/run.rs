@@ -16,6 +16,7 @@ use crate::executor::job_file::JobRemote;
 use crate::executor::slurm::{SlurmConfig, MAX_POLL};
 use crate::executor::{Executor, LocalBackend, Placement, RunOptions, SlurmBackend};
 use crate::graph::PipelineGraph;
+use crate::provenance::GitState;
 use crate::reporter::{seconds, step_json, Reporter};
 use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
 use crate::spec::{did_you_mean, ExecutorKind, OverrideArg, PipelineSpec, SweepArg};
@@ -126,6 +127,11 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
     let started = Instant::now();
     let id = RunRecord::new_id();
     let pending = StepOutcome::new(StepStatus::Pending);
+    let git = match (args.dry_run, spec.file.parent()) {
+        (false, Some(dir)) => GitState::of(if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir }),
+        _ => None,
+    };
+    let user = crate::provenance::user();
     let mut records: Vec<RunRecord> = variants
         .iter()
         .zip(&maps)
@@ -140,6 +146,8 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
             overrides: args.set.iter().chain(variant).map(|o| o.text.clone()).collect(),
             variant: (!args.sweep.is_empty()).then(|| labels[v].clone()),
             host: Some(crate::remote::host()),
+            user: user.clone(),
+            git: git.clone(),
             steps: map.iter().map(|&i| StepRecord::of(&graph.steps[i], &pending)).collect(),
         })
         .collect();

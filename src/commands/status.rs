@@ -1,5 +1,6 @@
-//! `pipe status [PIPELINE.yaml]`: per step `up-to-date`, `stale` (with the reasons) or
-//! `never-run`, decided exactly as `pipe run --dry-run` would; a step that a run in progress
+//! `pipe status [PIPELINE.yaml]`: per step `up-to-date`, `stale` (with the reasons),
+//! `never-run`, or `failed` (with the error: its latest attempt at this key failed), decided
+//! exactly as `pipe run --dry-run` would; a step that a run in progress
 //! computes now is `running` (here: its compute lock is taken) or, as a Slurm job, `queued` or
 //! `running` as `squeue` says, with the job's id.
 
@@ -12,7 +13,7 @@ use serde_json::json;
 
 use crate::cache::Cache;
 use crate::commands::GlobalArgs;
-use crate::commands::{environment, load_pipeline, open_remote, RemoteArgs};
+use crate::commands::{environment, load_pipeline, open_remote_to_read, RemoteArgs};
 use crate::dirty_reason::DirtyReason;
 use crate::error::Error;
 use crate::executor::place;
@@ -41,8 +42,9 @@ pub struct StatusArgs {
 /// A step's state as `status` names it.
 pub fn state(outcome: &StepOutcome) -> &'static str {
     match outcome.status {
-        // Deciding failed (a hub that cannot be asked which commit `main` is): unknown.
-        StepStatus::Failed => "unknown",
+        // Deciding failed (a hub that cannot be asked which commit `main` is), or it reads such
+        // a step (skipped): its key is not known.
+        StepStatus::Failed | StepStatus::Skipped => "unknown",
         StepStatus::WouldUseCache | StepStatus::Cached => "up-to-date",
         _ if outcome.reasons == [DirtyReason::NeverRun] => "never-run",
         _ => "stale",
@@ -68,7 +70,7 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
     history.reverse();
     let quiet = Reporter::quiet();
-    let remote = open_remote(&args.remote, spec.remote.as_deref(), reporter)?;
+    let remote = open_remote_to_read(&args.remote, spec.remote.as_deref(), reporter)?;
     let executor = Executor::new(&cache, &graph, &env, &quiet, &history, remote.as_ref());
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     let last = history.first();
@@ -76,6 +78,17 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     // Per step: `queued`/`running` and where, for the steps a live run computes.
     let live: Vec<Option<(&'static str, String)>> =
         outcomes.iter().map(|o| o.key.as_ref().and_then(|k| live.get(k).cloned())).collect();
+    // Per step that is not stored: the error of its latest attempt at this key, when that failed
+    // (a cancelled Slurm job, a failed download): `failed`, not `never-run`.
+    let last_failure: Vec<Option<String>> = graph
+        .steps
+        .iter()
+        .zip(&outcomes)
+        .map(|(s, o)| match (&o.key, o.status) {
+            (Some(key), StepStatus::WouldRun) => last_failure(&history, &s.base, key),
+            _ => None,
+        })
+        .collect();
     // Which results the remote holds: those decided from it, and those the local cache has
     // that it has too. `None` without a remote or a key.
     let on_remote: Vec<Option<bool>> = outcomes
@@ -100,11 +113,11 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
                 json!({
                     "name": s.name,
                     "kind": s.kind.spec().kind,
-                    "state": live[i].as_ref().map_or(state(o), |l| l.0),
+                    "state": live[i].as_ref().map_or(if last_failure[i].is_some() { "failed" } else { state(o) }, |l| l.0),
                     "where": live[i].as_ref().map(|l| l.1.as_str()),
                     "key": o.key.as_ref().map(|k| k.as_str()),
                     "reasons": o.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect::<Vec<_>>(),
-                    "error": o.failure.as_ref().map(|f| f.message.as_str()),
+                    "error": o.failure.as_ref().map(|f| f.message.as_str()).or(last_failure[i].as_deref()),
                     "remote": on_remote[i],
                     "local": o.status == StepStatus::WouldUseCache && o.from_remote.is_none(),
                 })
@@ -139,9 +152,10 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
             (Some(false), _, true) => format!("{:<12}  ", "local only"),
             (Some(false), _, false) => format!("{:<12}  ", "-"),
         };
-        let (shown, reasons) = match &live[i] {
-            Some((now, at)) => (*now, vec![at.clone()]),
-            None => (state(o), reasons),
+        let (shown, reasons) = match (&live[i], &last_failure[i]) {
+            (Some((now, at)), _) => (*now, vec![at.clone()]),
+            (None, Some(error)) => ("failed", vec![error.clone()]),
+            (None, None) => (state(o), reasons),
         };
         let line = format!("  {:<width$}  {:<10}  {place}{}", s.name, shown, reasons.join("; "));
         reporter.line(line.trim_end());
@@ -150,6 +164,15 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The error of the latest recorded attempt at `key` of step `name` (history newest first),
+/// when it failed; `None` when it never ran or last ran fine (then gone: the reasons say so).
+fn last_failure(history: &[RunRecord], name: &str, key: &StepKey) -> Option<String> {
+    let attempt = history.iter().filter_map(|r| r.step(name)).find(|s| {
+        s.key.as_ref() == Some(key) && matches!(s.status, StepStatus::Ran | StepStatus::Cached | StepStatus::Failed)
+    })?;
+    (attempt.status == StepStatus::Failed).then(|| attempt.error.clone().unwrap_or_else(|| "failed".into()))
 }
 
 /// The keys that runs in progress compute now: `running` (here, its compute lock taken) or,

@@ -94,6 +94,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         help: r.1,
         bad_input: r.2,
         seconds: 0.0,
+        timings: Vec::new(),
         host: host.clone(),
     };
 
@@ -107,8 +108,15 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     // A repeated job (requeued, resubmitted) or another run may have committed the key.
     if let Lookup::Hit(manifest) = cache.lookup(&file.key) {
         if !file.forced || file.replaces.as_deref().is_some_and(|r| r != manifest.dir) {
-            let result =
-                JobResult { status: "cached".into(), message: None, help: None, bad_input: false, seconds: 0.0, host };
+            let result = JobResult {
+                status: "cached".into(),
+                message: None,
+                help: None,
+                bad_input: false,
+                seconds: 0.0,
+                timings: Vec::new(),
+                host,
+            };
             return Ok(finish(result));
         }
     }
@@ -144,6 +152,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         help: failure.and_then(|f| f.help.clone()),
         bad_input: failure.is_some_and(|f| f.bad_input),
         seconds: outcome.seconds,
+        timings: outcome.timings.clone(),
         host,
     };
     Ok(finish(result))

@@ -8,9 +8,10 @@
 //! push it to the remote. The lock is an `flock` on a file of its own handle, so two threads of
 //! one process exclude each other as two processes do.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
-use pipe_steps::{Environment, Events, StepContext, StepError};
+use pipe_steps::{Environment, Events, StepContext, StepError, Timing};
 
 use crate::cache::{Cache, CommitError, KeyLock, Lookup};
 use crate::manifest::Manifest;
@@ -114,6 +115,7 @@ impl Compute<'_> {
         let began = Instant::now();
         let out_dir = scratch.out_dir();
         let inputs = job.inputs.iter().map(|(name, input)| (name.clone(), input.path.clone())).collect();
+        let events = Timed { events, timings: Mutex::new(Vec::new()) };
         let ctx = StepContext {
             name: &job.name,
             params: &job.params,
@@ -121,11 +123,12 @@ impl Compute<'_> {
             out_dir: &out_dir,
             checkpoint_dir: &checkpoint_dir,
             env: self.env,
-            events,
+            events: &events,
         };
         let result = job.kind.run(&ctx);
         drop(held);
         outcome.seconds = began.elapsed().as_secs_f64();
+        outcome.timings = events.timings.into_inner().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = result {
             let bad_input = e.is_bad_input();
             let help = e.help().map(str::to_string);
@@ -173,5 +176,39 @@ impl Compute<'_> {
             }
             Err(e) => failed(outcome, e.to_string()),
         }
+    }
+}
+
+/// A step's events passed on, with the timings it reports kept for its run record (they are
+/// in no output: two computes of one key give the same bytes).
+struct Timed<'a> {
+    events: &'a dyn Events,
+    timings: Mutex<Vec<Timing>>,
+}
+
+impl Events for Timed<'_> {
+    fn log(&self, line: &str) {
+        self.events.log(line);
+    }
+
+    fn progress_start(&self, label: &str, total: Option<u64>, unit: &str) {
+        self.events.progress_start(label, total, unit);
+    }
+
+    fn progress_inc(&self, delta: u64) {
+        self.events.progress_inc(delta);
+    }
+
+    fn progress_message(&self, message: &str) {
+        self.events.progress_message(message);
+    }
+
+    fn progress_finish(&self) {
+        self.events.progress_finish();
+    }
+
+    fn timing(&self, timing: &Timing) {
+        self.events.timing(timing);
+        self.timings.lock().unwrap_or_else(|e| e.into_inner()).push(timing.clone());
     }
 }

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use pipe_steps::Timing;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -88,6 +89,9 @@ pub struct JobResult {
     /// The step's own time, without the job's start-up.
     #[serde(default)]
     pub seconds: f64,
+    /// What the step reported of its phases, for the run record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timings: Vec<Timing>,
     #[serde(default)]
     pub host: String,
 }

@@ -16,8 +16,9 @@
 //! and only this thread calls the observer (the run record) and decides. Locally, steps that
 //! use every core ([`pipe_steps::StepSpec::uses_all_cores`]) go one at a time, the light
 //! ones beside them. After a failure nothing new starts, what runs finishes, and the rest is
-//! skipped; Ctrl-C sets [`Environment::cancelled`], which every backend watches (a local step
-//! stops at its next check, a Slurm job is cancelled with `scancel`).
+//! skipped (a dry run goes on deciding every step that does not read an undecidable one);
+//! Ctrl-C sets [`Environment::cancelled`], which every backend watches (a local step stops at
+//! its next check, a Slurm job is cancelled with `scancel`).
 //!
 //! While a step runs, its key is in the run record and its compute lock is held (so `pipe gc`
 //! leaves its scratch directory and checkpoints alone), and the results it reads are held in
@@ -231,7 +232,9 @@ impl<'a> Executor<'a> {
                                 }
                                 Decision::Known(outcome) => {
                                     self.report(p, i, &outcome);
-                                    if outcome.status == StepStatus::Failed {
+                                    // A dry run decides every step it can: one it cannot
+                                    // decide (and what reads it) stops nothing else.
+                                    if outcome.status == StepStatus::Failed && !options.dry_run {
                                         failed = Some(i);
                                     }
                                     observe(i, &outcome);

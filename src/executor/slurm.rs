@@ -279,7 +279,9 @@ impl Backend for SlurmBackend<'_> {
             job_ref.node = Some(node.clone());
         }
         let result = JobResult::read(&dir.join(format!("{id}.result.json")));
+        let timings = result.as_ref().map(|r| r.timings.clone()).unwrap_or_default();
         let mut outcome = self.outcome(job, &id, &end_state, &details, result, &log, cancelled_at.is_some());
+        outcome.timings = timings;
         outcome.job = Some(job_ref);
         if matches!(outcome.status, StepStatus::Ran | StepStatus::Cached) {
             outcome.seconds = submitted_at.elapsed().as_secs_f64();

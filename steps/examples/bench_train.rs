@@ -2,8 +2,8 @@
 //! `max_len` 64, batch 32, dynamic padding, for the configs `tiny` (2 layers, hidden 128,
 //! 2 heads, intermediate 512) and `mini` (4/256/4/1024), randomly initialised. One epoch over
 //! the first `ROWS` training reviews (default 4096), median of 3 runs; `CONFIGS` picks configs
-//! (`tiny,mini` by default). The figure is the step's own
-//! `samples_per_second` (forward, backward, clipping and AdamW; no evaluation).
+//! (`tiny,mini` by default). The figure is the step's own samples per second, as it reports
+//! its epoch's timing (forward, backward, clipping and AdamW; no evaluation).
 //!
 //! ```text
 //! cargo run -p pipe-steps --example bench_train -- [NSMC_DIR] [WORK_DIR] [ROWS] [CONFIGS]
@@ -37,11 +37,11 @@ use pipe_steps::text::{Tokenize, TrainTokenizer};
 use pipe_steps::{runtime, Environment};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use serde_json::{json, Value};
+use serde_json::json;
 
 mod support;
 
-use support::{median, run};
+use support::{median, run, run_timed};
 
 const REPEATS: usize = 3;
 const BATCH: usize = 32;
@@ -106,9 +106,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "intermediate": intermediate, "max_positions": 128, "epochs": 1, "batch_size": BATCH,
                         "seed": SEED, "log_every": 0,
                     });
-                    run(&Pretrain, given, &[("data", &subset_dir)], &out, &env)?;
-                    let metrics: Value = serde_json::from_slice(&fs::read(out.join("metrics"))?)?;
-                    let rate = metrics[0]["samples_per_second"].as_f64().ok_or("no samples_per_second")?;
+                    let timings = run_timed(&Pretrain, given, &[("data", &subset_dir)], &out, &env)?;
+                    let rate = timings.first().and_then(|t| t.samples_per_second()).ok_or("no timing")?;
                     println!("{name} {objective}: run {}: {rate:.1} samples/s", i + 1);
                     rates[k].push(rate);
                 }
@@ -141,9 +140,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for i in 0..REPEATS {
             let out = work.join(format!("fine-tune-{name}"));
             let given = json!({"epochs": 1, "batch_size": BATCH, "lr": 5e-5, "seed": SEED, "log_every": 0});
-            run(&FineTune, given, &[("train", &subset_dir), ("model", &model)], &out, &env)?;
-            let metrics: Value = serde_json::from_slice(&fs::read(out.join("metrics"))?)?;
-            let rate = metrics["epochs"][0]["samples_per_second"].as_f64().ok_or("no samples_per_second")?;
+            let timings = run_timed(&FineTune, given, &[("train", &subset_dir), ("model", &model)], &out, &env)?;
+            let rate = timings.first().and_then(|t| t.samples_per_second()).ok_or("no timing")?;
             println!("{name}: run {}: {rate:.1} samples/s", i + 1);
             rates.push(rate);
         }

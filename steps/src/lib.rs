@@ -26,7 +26,7 @@ pub mod text;
 pub use error::{StepError, StepResult};
 pub use step::{
     Default, Environment, Events, InputSpec, NoEvents, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext,
-    StepSpec,
+    StepSpec, Timing,
 };
 
 /// Every step kind, in the order `pipe kinds` lists them.

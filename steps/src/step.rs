@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::StepError;
@@ -253,6 +254,50 @@ pub trait Events: Send + Sync {
     fn progress_message(&self, message: &str);
     /// Ends the current progress bar.
     fn progress_finish(&self);
+    /// How long a phase of the step took. Timings never go into an output (outputs are pure
+    /// functions of the key, so two computes of one key give the same bytes): the runner keeps
+    /// them in the run record, where `pipe report` reads them. The default drops them.
+    fn timing(&self, _timing: &Timing) {}
+}
+
+/// How long one phase of a step took (see [`Events::timing`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// `epoch 3` ([`Timing::epoch`]), `features`, `fit`...
+    pub phase: String,
+    pub seconds: f64,
+    /// Rows (samples) processed in it, for a rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<u64>,
+}
+
+impl Timing {
+    pub fn new(phase: impl Into<String>, seconds: f64, samples: Option<u64>) -> Timing {
+        Timing { phase: phase.into(), seconds, samples }
+    }
+
+    /// The timing of training epoch `epoch` (1-based) over `samples` rows.
+    pub fn epoch(epoch: usize, seconds: f64, samples: u64) -> Timing {
+        Timing::new(format!("epoch {epoch}"), seconds, Some(samples))
+    }
+
+    /// The epoch of an [`Timing::epoch`] timing.
+    pub fn epoch_number(&self) -> Option<usize> {
+        self.phase.strip_prefix("epoch ")?.parse().ok()
+    }
+
+    /// Samples per second, when the samples are known.
+    pub fn samples_per_second(&self) -> Option<f64> {
+        self.samples.map(|n| n as f64 / self.seconds.max(1e-9))
+    }
+
+    /// `1.2s, 340.5 samples/s`, for log lines.
+    pub fn describe(&self) -> String {
+        match self.samples_per_second() {
+            Some(rate) => format!("{:.1}s, {rate:.1} samples/s", self.seconds),
+            None => format!("{:.1}s", self.seconds),
+        }
+    }
 }
 
 /// Events that go nowhere, for tests and library use.

@@ -401,3 +401,67 @@ fn output_into_a_closed_pipe_ends_quietly() {
         assert_eq!(out.code, 0, "pipe {args:?}: {}", out.stderr);
     }
 }
+
+/// A step that cannot be decided (its local source is gone) is `unknown`, and so is what reads
+/// it; the steps after it in file order that do not depend on it are still decided: `status`,
+/// `--dry-run`, `push` and `pull` all see them as they are.
+#[test]
+fn a_dry_run_keeps_deciding_after_a_step_it_cannot_decide() {
+    let project = Project::new();
+    project.write("a.tsv", TABLE);
+    project.write("gone.tsv", TABLE);
+    project.write(
+        "p.yaml",
+        "name: undecidable
+steps:
+  gone:
+    kind: download
+    url: gone.tsv
+  uses_gone:
+    kind: sample
+    inputs: { data: gone }
+    rows: 2
+  a:
+    kind: download
+    url: a.tsv
+  head:
+    kind: sample
+    inputs: { data: a }
+    rows: 3
+",
+    );
+    project.run(&["run", "p.yaml"]).expect_code(0);
+    fs::remove_file(project.path().join("gone.tsv")).unwrap();
+    let status = project.run(&["status", "p.yaml", "--json"]).expect_code(0).json();
+    let states: Vec<(String, String)> = status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_string(), s["state"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(
+        states,
+        pairs(&[("gone", "unknown"), ("uses_gone", "unknown"), ("a", "up-to-date"), ("head", "up-to-date")])
+    );
+    assert!(status["steps"][0]["error"].as_str().unwrap().contains("gone.tsv"), "{status}");
+    let dry = project.run(&["run", "p.yaml", "--dry-run", "--json"]);
+    let statuses = dry.statuses();
+    assert_eq!(&statuses[2..], pairs(&[("a", "would-use-cache"), ("head", "would-use-cache")]), "{}", dry.stderr);
+}
+
+/// A step whose latest attempt at its key failed (here a download answered 404; a cancelled
+/// Slurm job the same) is `failed` with the error in `status`, not `never-run`.
+#[test]
+fn status_shows_a_step_whose_last_attempt_failed_as_failed() {
+    let server = Server::start();
+    server.route("/data.tsv", Behavior::Status(404));
+    let project = Project::new();
+    project.write("p.yaml", &pipeline(&server.url("/data.tsv")));
+    project.run(&["run", "p.yaml"]).expect_code(2);
+    let status = project.run(&["status", "p.yaml", "--json"]).expect_code(0).json();
+    assert_eq!(status["steps"][0]["state"], "failed", "{status}");
+    assert!(status["steps"][0]["error"].as_str().unwrap().contains("404"), "{status}");
+    assert_eq!(status["steps"][1]["state"], "never-run", "{status}");
+    let text = project.run(&["status", "p.yaml"]).expect_code(0).stdout;
+    assert!(text.lines().any(|l| l.contains("fetch") && l.contains("failed") && l.contains("404")), "{text}");
+}

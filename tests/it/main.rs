@@ -13,6 +13,8 @@ mod pipelines;
 mod predict;
 mod remote;
 mod report;
+mod run_records;
+mod show;
 mod slurm;
 mod slurm_cluster;
 mod spec_errors;

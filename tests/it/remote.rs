@@ -565,3 +565,48 @@ fn credentials_and_endpoint_can_come_from_an_aws_profile() {
     assert_eq!(s.objects("profile/manifests").len(), 3);
     assert!(!format!("{}{}", run.stdout, run.stderr).contains(SECRET_KEY));
 }
+
+/// The read-only commands need no remote to show what the local cache holds: with the remote
+/// down they warn and go on (a run still fails: it would write there).
+#[test]
+fn status_and_report_with_the_remote_down_warn_and_show_the_local_state() {
+    let server = Server::start();
+    server.route("/data.tsv", Behavior::Serve(TABLE.as_bytes().to_vec()));
+    let a = machine(&server.url("/data.tsv"));
+    a.run(&["run", "p.yaml"]).expect_code(0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = |args: &[&str]| {
+        let mut cmd = a.command(args);
+        aws_env(&mut cmd, &format!("http://127.0.0.1:{port}"));
+        Run::from(cmd.output().unwrap())
+    };
+    let status = down(&["status", "p.yaml", "--json", "--remote", "s3://team/cache"]).expect_code(0);
+    assert!(status.stderr.contains("warning: remote s3://team/cache: reaching the store"), "{}", status.stderr);
+    assert!(status.stderr.contains("showing the local cache only"), "{}", status.stderr);
+    let states: Vec<String> =
+        status.json()["steps"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap().to_string()).collect();
+    assert_eq!(states, ["up-to-date"; 3], "{}", status.stdout);
+    let report = down(&["report", "p.yaml", "--remote", "s3://team/cache"]).expect_code(0);
+    assert!(report.stderr.contains("warning: remote s3://team/cache: reaching the store"), "{}", report.stderr);
+    assert!(report.stdout.contains("Report: remote"), "{}", report.stdout);
+    down(&["run", "p.yaml", "--remote", "s3://team/cache"]).expect_code(1);
+}
+
+/// No credentials anywhere (and no instance role answering): said so, with how to give them,
+/// not "refused" and not the metadata service's address.
+#[test]
+fn no_credentials_at_all_says_so_and_how_to_give_them() {
+    let a = machine("http://127.0.0.1:9/data.tsv");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = a.command(&["run", "p.yaml", "--remote", "s3://team/cache"]);
+    aws_env(&mut cmd, &format!("http://127.0.0.1:{port}"));
+    cmd.env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_EC2_METADATA_DISABLED")
+        .env("HOME", a.path());
+    let run = Run::from(cmd.output().unwrap()).expect_code(2);
+    assert!(run.stderr.contains("no AWS credentials found"), "{}", run.stderr);
+    assert!(run.stderr.contains("help: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "{}", run.stderr);
+    assert!(!run.stderr.contains("refused"), "{}", run.stderr);
+    assert!(!run.stderr.contains("127.0.0.1:9") && !run.stderr.contains("169.254"), "{}", run.stderr);
+}

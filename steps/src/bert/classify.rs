@@ -160,10 +160,10 @@ impl Predictions {
         let mut precision = Vec::with_capacity(k);
         let mut recall = Vec::with_capacity(k);
         let mut f1 = Vec::with_capacity(k);
-        for c in 0..k {
-            let tp = confusion[c][c];
-            let predicted: u64 = (0..k).map(|t| confusion[t][c]).sum();
-            let actual: u64 = confusion[c].iter().sum();
+        for (c, row) in confusion.iter().enumerate() {
+            let tp = row[c];
+            let predicted: u64 = confusion.iter().map(|r| r[c]).sum();
+            let actual: u64 = row.iter().sum();
             let (p, r) = (ratio(tp, predicted), ratio(tp, actual));
             precision.push(p);
             recall.push(r);

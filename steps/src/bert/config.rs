@@ -92,7 +92,7 @@ impl BertConfig {
     /// Checks what the model code relies on.
     pub fn check(&self, path: &Path) -> StepResult<()> {
         let bad = |m: String| StepError::input(format!("{}: {m}", path.display()));
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

@@ -17,7 +17,7 @@ use super::weights::Checkpoint;
 use crate::error::{StepError, StepResult};
 use crate::report::{ChosenBy, EpochMetrics, TrainingMetrics};
 use crate::step::{
-    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec, Timing,
 };
 use crate::tensor_set::TensorSet;
 
@@ -26,7 +26,8 @@ pub struct FineTune;
 static SPEC: StepSpec = StepSpec {
     kind: "fine-tune",
     // 4: the metrics keep the logged batches (`batches`); the model's bytes are unchanged.
-    version: 4,
+    // 5: no timings in the metrics (they go to the run record through `Events::timing`).
+    version: 5,
     summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
     params: &[
         ParamSpec::optional(
@@ -160,8 +161,8 @@ impl Step for FineTune {
                 test_loss: None,
                 test_accuracy: None,
                 lr: stats.lr,
-                seconds: stats.seconds,
-                samples_per_second: Some(stats.samples as f64 / stats.seconds.max(1e-9)),
+                seconds: None,
+                samples_per_second: None,
             };
             if let (Some(set), Some(classes)) = (&valid, &valid_classes) {
                 let p = predict(&model, set, classes, eval_batch, cfg.precision, &device, ctx.env)?;
@@ -171,7 +172,9 @@ impl Step for FineTune {
                 let p = predict(&model, set, classes, eval_batch, cfg.precision, &device, ctx.env)?;
                 (row.test_loss, row.test_accuracy) = (Some(p.loss), Some(p.accuracy()));
             }
-            ctx.events.log(&epoch_line(&row));
+            let timing = Timing::epoch(epoch, stats.seconds, stats.samples as u64);
+            ctx.events.log(&format!("{}; {}", epoch_line(&row), timing.describe()));
+            ctx.events.timing(&timing);
             metrics.epochs.push(row);
             metrics.batches.append(&mut trainer.logged);
             checkpoints.save(epoch, &weights, &trainer.optimizer, &metrics)?;
@@ -213,10 +216,6 @@ fn epoch_line(e: &EpochMetrics) -> String {
     }
     if let Some(a) = e.test_accuracy {
         line.push_str(&format!("; test acc={a:.4}"));
-    }
-    line.push_str(&format!("; {:.1}s", e.seconds));
-    if let Some(s) = e.samples_per_second {
-        line.push_str(&format!(", {s:.1} samples/s"));
     }
     line
 }

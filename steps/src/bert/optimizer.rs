@@ -75,7 +75,7 @@ impl Moments {
 
     /// Moments of the same precision as `self` from checkpoint tensors (in host memory: the
     /// device path moves them on its next update).
-    fn from_tensors(&self, m: &Tensor, v: &Tensor) -> Result<Moments> {
+    fn like_from_tensors(&self, m: &Tensor, v: &Tensor) -> Result<Moments> {
         let flat = |t: &Tensor, dtype: DType| t.flatten_all().and_then(|t| t.to_dtype(dtype));
         let f64s = match self {
             Moments::F32(..) => false,
@@ -318,7 +318,7 @@ impl AdamW {
                 Ok(t)
             };
             let (m, v) = (take(format!("m.{}", slot.name))?, take(format!("v.{}", slot.name))?);
-            slot.moments = slot.moments.from_tensors(&m, &v).map_err(|e| bad(e.to_string()))?;
+            slot.moments = slot.moments.like_from_tensors(&m, &v).map_err(|e| bad(e.to_string()))?;
         }
         let step = all.remove("step").ok_or_else(|| bad("no tensor `step`".into()))?;
         let step = step.to_vec1::<i64>().map_err(|e| bad(e.to_string()))?;

@@ -41,7 +41,7 @@ use super::train::{batch_seed, count_equal, params as train, BatchOutcome, Epoch
 use super::weights::{candle_err, Weights};
 use crate::error::{StepError, StepResult};
 use crate::step::{
-    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec, Timing,
 };
 use crate::tensor_set::{TensorSet, TensorSetMeta};
 
@@ -49,7 +49,8 @@ pub struct Pretrain;
 
 static SPEC: StepSpec = StepSpec {
     kind: "pretrain",
-    version: 3,
+    // 4: no timings in the metrics (they go to the run record through `Events::timing`).
+    version: 4,
     summary: "pre-training of a BERT from a config on tokenized text: masked-language modelling, or ELECTRA \
               (`objective: electra`: a small generator fills masked tokens, the BERT learns to spot replaced ones)",
     params: &[
@@ -238,8 +239,12 @@ pub struct PretrainEpoch {
     pub updates: usize,
     pub mlm_loss: f64,
     pub mlm_accuracy: f64,
+    /// The epoch's time and rows, for its log line and [`Timing`]; never written (a hashed
+    /// output holds no timings, since version 4).
+    #[serde(skip)]
     pub seconds: f64,
-    pub samples_per_second: f64,
+    #[serde(skip)]
+    pub samples: u64,
     /// ELECTRA: the discriminator's mean binary cross-entropy per non-padding token. Absent
     /// for MLM (so MLM metrics keep their bytes) and in metrics from before ELECTRA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,7 +459,7 @@ fn electra_epoch(
         mlm_loss: total[0] / m,
         mlm_accuracy: total[1] / m,
         seconds: stats.seconds,
-        samples_per_second: stats.samples as f64 / stats.seconds.max(1e-9),
+        samples: stats.samples as u64,
         rtd_loss: Some(total[2] / t),
         rtd_accuracy: Some(total[3] / t),
         replaced_fraction: Some(total[4] / t),
@@ -611,7 +616,7 @@ impl Step for Pretrain {
                         mlm_loss: stats.loss,
                         mlm_accuracy: stats.accuracy,
                         seconds: stats.seconds,
-                        samples_per_second: stats.samples as f64 / stats.seconds.max(1e-9),
+                        samples: stats.samples as u64,
                         rtd_loss: None,
                         rtd_accuracy: None,
                         replaced_fraction: None,
@@ -629,7 +634,9 @@ impl Step for Pretrain {
                 )?,
             };
             done += order.batches.len();
-            let timing = format!("{:.1}s, {:.1} samples/s", row.seconds, row.samples_per_second);
+            let timing = Timing::epoch(epoch, row.seconds, row.samples);
+            ctx.events.timing(&timing);
+            let timing = timing.describe();
             ctx.events.log(&match (row.rtd_loss, row.rtd_accuracy, row.replaced_fraction) {
                 (Some(loss), Some(acc), Some(replaced)) => format!(
                     "[Epoch {epoch}] MLM loss={:.4}, acc={:.4}; RTD loss={loss:.4}, acc={acc:.4}, replaced={replaced:.4}; \

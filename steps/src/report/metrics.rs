@@ -20,8 +20,12 @@ pub struct EpochMetrics {
     #[serde(default)]
     pub test_accuracy: Option<f64>,
     pub lr: f64,
-    pub seconds: f64,
-    #[serde(default)]
+    /// The epoch's time. Never written by `fine-tune` since version 6 (a hashed output holds no
+    /// timings): `pipe report` fills it in from the run record ([`crate::Timing`]); files of
+    /// older versions have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_per_second: Option<f64>,
 }
 

@@ -27,6 +27,12 @@ pub struct RunReport {
     pub label: String,
     /// `succeeded`, `failed`, `running or interrupted`.
     pub state: String,
+    /// Who ran it: `user@host` (or the host alone), when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The pipeline's git commit when it ran (`0123456789ab`, `... (dirty)`), when recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
     /// Parameter (`step.param`) → value as text: the parameters that differ between runs.
     pub params: BTreeMap<String, String>,
     pub training: Option<TrainingMetrics>,
@@ -88,8 +94,8 @@ fn weight_lines(models: &[ModelScore]) -> Vec<String> {
 pub struct Report {
     pub pipeline: String,
     pub latest: RunReport,
-    /// Every run of the pipeline that differs in parameters (oldest first); empty when fewer
-    /// than two.
+    /// Every run of the pipeline with a result of its own (those that succeeded first, each
+    /// group oldest first); empty when fewer than two.
     pub comparison: Vec<RunReport>,
 }
 
@@ -145,7 +151,7 @@ fn epoch_rows(t: &TrainingMetrics) -> Vec<Vec<String>> {
                 pct(e.valid_accuracy),
                 pct(e.test_accuracy),
                 lr(e.lr),
-                format!("{:.1}", e.seconds),
+                e.seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
             ]
         })
         .collect()
@@ -157,6 +163,7 @@ const CHOICE_NOTE: &str = "chosen epoch: the highest validation accuracy (the ea
 
 fn comparison_header(report: &Report) -> Vec<String> {
     let mut header = vec!["run".to_string(), "state".to_string()];
+    header.extend(provenance_columns(report).iter().map(|c| c.to_string()));
     header.extend(param_columns(report));
     header.extend(
         [
@@ -180,13 +187,30 @@ fn param_columns(report: &Report) -> Vec<String> {
     cols
 }
 
+/// `by` and `commit`, where some run of the comparison has them.
+fn provenance_columns(report: &Report) -> Vec<&'static str> {
+    let mut cols = Vec::new();
+    if report.comparison.iter().any(|r| r.by.is_some()) {
+        cols.push("by");
+    }
+    if report.comparison.iter().any(|r| r.commit.is_some()) {
+        cols.push("commit");
+    }
+    cols
+}
+
 fn comparison_rows(report: &Report) -> Vec<Vec<String>> {
     let cols = param_columns(report);
+    let provenance = provenance_columns(report);
     report
         .comparison
         .iter()
         .map(|r| {
             let mut row = vec![r.label.clone(), r.state.clone()];
+            for c in &provenance {
+                let value = if *c == "by" { &r.by } else { &r.commit };
+                row.push(value.clone().unwrap_or_else(|| "-".into()));
+            }
             row.extend(cols.iter().map(|c| r.params.get(c).cloned().unwrap_or_else(|| "-".into())));
             let chosen = r.training.as_ref().and_then(TrainingMetrics::chosen);
             let last = r.training.as_ref().and_then(|t| t.epochs.last());
@@ -301,6 +325,16 @@ impl Report {
         };
         let mut out = String::new();
         out.push_str(&h(1, &format!("Report: {} — run {} ({})", self.pipeline, self.latest.label, self.latest.state)));
+        let who: Vec<String> = [
+            self.latest.by.as_ref().map(|b| format!("by {b}")),
+            self.latest.commit.as_ref().map(|c| format!("commit {c}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !who.is_empty() {
+            let _ = writeln!(out, "{}\n", who.join(", "));
+        }
         if !self.latest.params.is_empty() {
             let p: Vec<String> = self.latest.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(out, "parameters: {}\n", p.join(", "));
@@ -370,7 +404,7 @@ impl Report {
                 };
                 let _ = write!(
                     out,
-                    "{},{},{},{},{},{},{},{},{:.3},{by}",
+                    "{},{},{},{},{},{},{},{},{},{by}",
                     csv_cell(&r.label),
                     csv_cell(&r.state),
                     e.epoch,
@@ -379,7 +413,7 @@ impl Report {
                     e.valid_accuracy.map(|v| v.to_string()).unwrap_or_default(),
                     e.test_accuracy.map(|v| v.to_string()).unwrap_or_default(),
                     e.lr,
-                    e.seconds
+                    e.seconds.map(|s| format!("{s:.3}")).unwrap_or_default()
                 );
                 for c in &cols {
                     out.push(',');
@@ -442,7 +476,7 @@ mod tests {
             test_loss: Some(0.41),
             test_accuracy: Some(test),
             lr: 5e-5 / epoch as f64,
-            seconds: 12.5,
+            seconds: Some(12.5),
             samples_per_second: Some(300.0),
         }
     }
@@ -451,6 +485,8 @@ mod tests {
         RunReport {
             label: label.into(),
             state: "succeeded".into(),
+            by: None,
+            commit: None,
             params: BTreeMap::from([("finetune.lr".to_string(), lr.to_string())]),
             training: Some(TrainingMetrics {
                 epochs: accs.iter().enumerate().map(|(i, a)| epoch(i + 1, *a)).collect(),

@@ -47,6 +47,8 @@ impl Step for ReportStep {
             latest: RunReport {
                 label: ctx.name.to_string(),
                 state: "succeeded".into(),
+                by: None,
+                commit: None,
                 params: BTreeMap::new(),
                 training: Some(training),
                 evaluation,

@@ -79,7 +79,7 @@ fn python() -> Option<String> {
     if std::env::var_os("CI").is_some() {
         panic!("{message} (CI is set, so this is an error)");
     }
-    eprintln!("notice: skipping: {message}");
+    pipe_steps::shared_data::skipped(&message);
     None
 }
 

@@ -45,7 +45,9 @@ impl Moto {
             if std::env::var_os("CI").is_some() {
                 panic!("{test}: moto_server not found next to $PIPE_PYTHON (.ci/run installs moto[server])");
             }
-            eprintln!("skipped {test}: moto_server not found next to $PIPE_PYTHON (pip install 'moto[server]')");
+            pipe_steps::shared_data::skipped(&format!(
+                "{test}: moto_server not found next to $PIPE_PYTHON (pip install 'moto[server]')"
+            ));
             return None;
         };
         let mut cmd = Command::new(bin);

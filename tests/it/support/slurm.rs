@@ -88,10 +88,9 @@ pub fn cluster() -> Option<&'static Cluster> {
     match CLUSTER.get_or_init(init) {
         State::Up(c) => Some(c),
         State::Missing(what) => {
-            eprintln!(
-                "notice: skipping: Slurm test cluster unavailable: {what} not found \
-                 (apt-get install slurmctld slurmd slurm-client munge)"
-            );
+            pipe_steps::shared_data::skipped(&format!(
+                "Slurm test cluster unavailable: {what} not found (apt-get install slurmctld slurmd slurm-client munge)"
+            ));
             None
         }
         State::Failed(e) => panic!("{e}"),

@@ -702,6 +702,7 @@ mod tests {
             kind,
             params,
             inputs: Map::new(),
+            sources: Map::new(),
             key: fingerprint.key(),
             fingerprint,
             reasons: Vec::new(),

@@ -23,8 +23,8 @@ pub mod text;
 
 pub use error::{StepError, StepResult};
 pub use step::{
-    Default, Environment, Events, InputSpec, NoEvents, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext,
-    StepSpec,
+    Default, Environment, Events, InputSource, InputSpec, NoEvents, OutputSpec, ParamSpec, ParamType, Params, Step,
+    StepContext, StepSpec,
 };
 
 /// Every step kind, in the order `pipe kinds` lists them.

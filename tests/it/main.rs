@@ -15,3 +15,4 @@ mod slurm_cluster;
 mod spec_errors;
 mod support;
 mod sweep;
+mod tables;

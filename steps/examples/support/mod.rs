@@ -41,6 +41,7 @@ pub fn run(
         name: "bench",
         params: &params,
         inputs: &inputs,
+        sources: &std::collections::BTreeMap::new(),
         out_dir: out,
         checkpoint_dir: &checkpoint,
         env,

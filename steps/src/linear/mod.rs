@@ -18,7 +18,7 @@ pub mod nb;
 pub mod solver;
 pub mod sparse;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::Path;
 use std::time::Instant;
@@ -30,9 +30,13 @@ use solver::{Model, Options};
 use crate::bert::classify::Predictions as Scored;
 use crate::error::{StepError, StepResult};
 use crate::predictions;
-use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{
+    Default, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+};
 use crate::text::split::split_rows;
-use crate::text::table::{parse_separator, Malformed, Table};
+use crate::text::table::{
+    resolve_formats, validate_params, Malformed, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM,
+};
 use crate::text::thread_pool;
 
 pub struct Linear;
@@ -44,7 +48,9 @@ static SPEC: StepSpec = StepSpec {
     params: &[
         ParamSpec::optional("text_column", ParamType::Str, Default::Str("document"), "column of the text"),
         ParamSpec::optional("label_column", ParamType::Str, Default::Str("label"), "column of integer labels"),
-        ParamSpec::optional("separator", ParamType::Str, Default::Str("\t"), "field separator: \"\\t\" or \",\""),
+        FORMAT_PARAM,
+        QUOTING_PARAM,
+        SEPARATOR_PARAM,
         ParamSpec::optional(
             "malformed",
             ParamType::Choice(&["drop", "error"]),
@@ -148,7 +154,6 @@ static SPEC: StepSpec = StepSpec {
 struct Settings<'a> {
     text_column: &'a str,
     label_column: &'a str,
-    separator: u8,
     malformed: Malformed,
     features: FeatureOptions,
     nb_scaling: bool,
@@ -197,7 +202,6 @@ impl<'a> Settings<'a> {
         Ok(Settings {
             text_column: params.str("text_column")?,
             label_column: params.str("label_column")?,
-            separator: parse_separator(params.str("separator")?)?,
             malformed: Malformed::parse(params.str("malformed")?)?,
             features: FeatureOptions {
                 lowercase: params.bool("lowercase")?,
@@ -246,10 +250,11 @@ impl Labelled {
     }
 }
 
-/// Reads `path` (the input `what`): the text and label columns, non-integer labels dropped or an
-/// error as `malformed` says, like `tokenize`.
-fn read_table(path: &Path, what: &str, s: &Settings<'_>) -> StepResult<(Labelled, usize)> {
-    let table = Table::read(path, s.separator, s.malformed)?;
+/// Reads the input `what`: the text and label columns, non-integer labels dropped or an error
+/// as `malformed` says, like `tokenize`.
+fn read_table(ctx: &StepContext<'_>, what: &str, s: &Settings<'_>) -> StepResult<(Labelled, usize)> {
+    let source = ctx.source(what);
+    let table = Table::open(ctx.input(what)?, &source, Reading::of(ctx.params, what, &source)?)?;
     let texts = table.column(s.text_column, "text_column")?;
     let raw = table.column(s.label_column, "label_column")?;
     let mut out = Labelled { texts: Vec::with_capacity(texts.len()), labels: Vec::with_capacity(texts.len()) };
@@ -264,9 +269,9 @@ fn read_table(path: &Path, what: &str, s: &Settings<'_>) -> StepResult<(Labelled
             Err(_) => {
                 return Err(StepError::input_with_help(
                     format!(
-                        "input `{what}` ({}) line {}: label `{}` in column `{}` is not an integer",
-                        path.display(),
-                        table.line_of(i),
+                        "input `{what}` ({}) {}: label `{}` in column `{}` is not an integer",
+                        table.name(),
+                        table.at(i),
                         label.chars().take(40).collect::<String>(),
                         s.label_column
                     ),
@@ -276,7 +281,7 @@ fn read_table(path: &Path, what: &str, s: &Settings<'_>) -> StepResult<(Labelled
         }
     }
     if out.labels.is_empty() {
-        return Err(StepError::input(format!("input `{what}` ({}) has no rows", path.display())));
+        return Err(StepError::input(format!("input `{what}` ({}) has no rows", table.name())));
     }
     Ok((out, dropped))
 }
@@ -330,7 +335,12 @@ impl Step for Linear {
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {
+        validate_params(params)?;
         Settings::from(params).map(|_| ())
+    }
+
+    fn resolve_inputs(&self, params: &Params, sources: &BTreeMap<String, InputSource>) -> StepResult<Params> {
+        resolve_formats(params, &["train", "valid", "test"], sources)
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
@@ -341,7 +351,7 @@ impl Step for Linear {
 
 fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
     let started = Instant::now();
-    let (all_train, dropped) = read_table(ctx.input("train")?, "train", s)?;
+    let (all_train, dropped) = read_table(ctx, "train", s)?;
     let (train, valid) = match (ctx.opt_input("valid"), s.valid_fraction) {
         (Some(_), Some(_)) => {
             return Err(StepError::param(
@@ -349,14 +359,14 @@ fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
                 "is set and a `valid` input is given: validation rows come from one or the other",
             ))
         }
-        (Some(path), None) => (all_train, Some(read_table(path, "valid", s)?.0)),
+        (Some(_), None) => (all_train, Some(read_table(ctx, "valid", s)?.0)),
         (None, Some(fraction)) => {
             let (train_rows, valid_rows) = split_rows(&all_train.labels, fraction, s.seed, s.stratify)?;
             (all_train.select(&train_rows), Some(all_train.select(&valid_rows)))
         }
         (None, None) => (all_train, None),
     };
-    let (test, _) = read_table(ctx.input("test")?, "test", s)?;
+    let (test, _) = read_table(ctx, "test", s)?;
     if dropped > 0 {
         ctx.events.log(&format!("train: dropped {dropped} malformed lines"));
     }

@@ -353,8 +353,9 @@ fn files_that_are_not_tables_are_bad_input() {
     assert!(e.is_bad_input());
     assert!(message(&e).contains("is empty"), "{}", message(&e));
 
-    // A comma table read with the default tab separator: one column, named after the header.
-    let (_d, csv) = table("t.csv", "document,label\nhello,1\n");
+    // A comma table in a .tsv file, read with the default tab separator: one column, named
+    // after the header.
+    let (_d, csv) = table("t.tsv", "document,label\nhello,1\n");
     let e = err(p, &csv);
     assert!(e.is_bad_input());
     assert!(message(&e).contains("`document,label`"), "{}", message(&e));

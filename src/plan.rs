@@ -177,8 +177,11 @@ impl Planner<'_> {
 
         // What `auto` and hub ids stand for here and now, and what the inputs' names say (a
         // table's format): the key and the run both use it.
-        let sources = self.graph.sources(i);
-        let params = match step.kind.resolve(&step.params, self.env).and_then(|p| step.kind.resolve_inputs(&p, &sources))
+        let input_sources = self.graph.sources(i);
+        let params = match step
+            .kind
+            .resolve(&step.params, self.env)
+            .and_then(|p| step.kind.resolve_inputs(&p, &input_sources))
         {
             Ok(p) => p,
             Err(e) => {
@@ -240,7 +243,7 @@ impl Planner<'_> {
             kind: step.kind,
             params,
             inputs,
-            sources,
+            sources: input_sources,
             key,
             fingerprint,
             reasons: outcome.reasons,

@@ -23,8 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{StepError, StepResult};
 use crate::step::{
-    Default, Environment, Events, InputSource, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext,
-    StepSpec,
+    Default, Environment, Events, InputSource, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
 
 pub struct Download;

@@ -13,9 +13,7 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use polars::prelude::{
-    CsvWriter, DataFrame, IdxCa, JsonFormat, JsonWriter, ParquetWriter, PlSmallStr, SerWriter,
-};
+use polars::prelude::{CsvWriter, DataFrame, IdxCa, JsonFormat, JsonWriter, ParquetWriter, PlSmallStr, SerWriter};
 
 use rand::rngs::StdRng;
 use rand::seq::index::sample;

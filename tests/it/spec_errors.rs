@@ -1,7 +1,6 @@
 //! Bad pipeline files and overrides: a precise message (snapshot), exit code 2, and nothing
 //! run or written.
 
-
 use crate::support::{settings, Project};
 
 const GOOD: &str = "name: errors

@@ -31,9 +31,7 @@ use std::fs;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
-use polars::prelude::{
-    CsvReadOptions, DataFrame, DataType, JsonFormat, JsonReader, ParquetReader, SerReader,
-};
+use polars::prelude::{CsvReadOptions, DataFrame, DataType, JsonFormat, JsonReader, ParquetReader, SerReader};
 use serde_json::Value;
 
 use crate::error::{StepError, StepResult};
@@ -162,10 +160,6 @@ impl Format {
             Format::Csv => Quoting::Rfc4180,
             _ => Quoting::None,
         }
-    }
-
-    fn is_text(self) -> bool {
-        matches!(self, Format::Csv | Format::Tsv)
     }
 }
 
@@ -402,9 +396,8 @@ impl Table {
                 StepError::input(format!("{}: column `{name}` cannot be read as text: {e}", self.name()))
             })?,
         };
-        let strings = text
-            .str()
-            .map_err(|e| StepError::failed(format!("{}: column `{name}` is not text: {e}", self.name())))?;
+        let strings =
+            text.str().map_err(|e| StepError::failed(format!("{}: column `{name}` is not text: {e}", self.name())))?;
         Ok(strings.iter().map(|v| v.unwrap_or_default().to_string()).collect())
     }
 }

@@ -21,8 +21,7 @@ use super::table::{
 use super::{sentence_transform::SentenceTransform, thread_pool};
 use crate::error::{StepError, StepResult};
 use crate::step::{
-    Default, Environment, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext,
-    StepSpec,
+    Default, Environment, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
 use crate::tensor_set::{TensorSet, TensorSetMeta, TOKENIZER_FILE};
 
@@ -37,7 +36,8 @@ const CHUNK_ROWS: usize = 32768;
 static SPEC: StepSpec = StepSpec {
     kind: "tokenize",
     version: 1,
-    summary: "tokenize a table (CSV, TSV, JSON Lines, Parquet) into BERT inputs ([CLS] a [SEP] (b [SEP])) as a tensor set",
+    summary:
+        "tokenize a table (CSV, TSV, JSON Lines, Parquet) into BERT inputs ([CLS] a [SEP] (b [SEP])) as a tensor set",
     params: &[
         ParamSpec::optional(
             "tokenizer",

@@ -43,7 +43,8 @@ pub struct TrainTokenizer;
 static SPEC: StepSpec = StepSpec {
     kind: "train-tokenizer",
     version: 1,
-    summary: "train a BERT WordPiece tokenizer (tokenizer.json) on a text column of a table (CSV, TSV, JSON Lines, Parquet)",
+    summary:
+        "train a BERT WordPiece tokenizer (tokenizer.json) on a text column of a table (CSV, TSV, JSON Lines, Parquet)",
     params: &[
         // Named `column` before every kind called it `text_column`; the key keeps the old name.
         ParamSpec::optional("text_column", ParamType::Str, Default::Str("document"), "the text column")

@@ -101,8 +101,9 @@ fn run_named(step: &dyn Step, given: Value, data: &Path, extra: &[(&str, &Path)]
 
 /// The tokenizer trained on `data` and the tensor set of `data` tokenized with it.
 fn tokenized(data: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    let vocab = run_named(&TrainTokenizer, json!({"text_column": "text", "vocab_size": 120, "min_frequency": 1}), data, &[])
-        .unwrap_or_else(|e| panic!("train-tokenizer on {}: {}", data.display(), message(&e)));
+    let vocab =
+        run_named(&TrainTokenizer, json!({"text_column": "text", "vocab_size": 120, "min_frequency": 1}), data, &[])
+            .unwrap_or_else(|e| panic!("train-tokenizer on {}: {}", data.display(), message(&e)));
     let tokenizer = vocab.path().join("tokenizer");
     let out = run_named(
         &Tokenize,
@@ -133,10 +134,11 @@ fn the_same_rows_in_csv_jsonl_parquet_and_gzip_give_identical_tensors() {
     let table = Table::open(
         &csv,
         &InputSource { display: "reviews.csv".into(), file_name: Some("reviews.csv".into()) },
-        Reading::of(&params(&Tokenize, json!({})), "data", &InputSource {
-            display: "reviews.csv".into(),
-            file_name: Some("reviews.csv".into()),
-        })
+        Reading::of(
+            &params(&Tokenize, json!({})),
+            "data",
+            &InputSource { display: "reviews.csv".into(), file_name: Some("reviews.csv".into()) },
+        )
         .unwrap(),
     )
     .unwrap();
@@ -221,8 +223,9 @@ fn nsmc_style_tsv_keeps_raw_quotes_and_a_csv_can_be_read_without_quoting() {
 fn errors_name_the_users_file_the_row_and_the_column() {
     let dir = tempfile::tempdir().unwrap();
     let csv = write(dir.path(), "reviews.csv", PYTHON_STYLE_CSV.as_bytes());
-    let vocab = run_named(&TrainTokenizer, json!({"text_column": "text", "vocab_size": 120, "min_frequency": 1}), &csv, &[])
-        .unwrap();
+    let vocab =
+        run_named(&TrainTokenizer, json!({"text_column": "text", "vocab_size": 120, "min_frequency": 1}), &csv, &[])
+            .unwrap();
     let tokenizer = vocab.path().join("tokenizer");
 
     let e = run_named(&Tokenize, json!({"text_column": "txet"}), &csv, &[("tokenizer", &tokenizer)]).unwrap_err();
@@ -238,8 +241,13 @@ fn errors_name_the_users_file_the_row_and_the_column() {
     let m = message(&e);
     assert!(m.contains("https://example.com/bad.csv row 7: label `seven` in column `label` is not an integer"), "{m}");
 
-    let e = run_named(&TrainTokenizer, json!({"text_column": "body"}), &write(dir.path(), "t.jsonl", jsonl().as_bytes()), &[])
-        .unwrap_err();
+    let e = run_named(
+        &TrainTokenizer,
+        json!({"text_column": "body"}),
+        &write(dir.path(), "t.jsonl", jsonl().as_bytes()),
+        &[],
+    )
+    .unwrap_err();
     assert!(message(&e).contains("https://example.com/t.jsonl has no column `body`"), "{}", message(&e));
 
     let e = run_named(&TrainTokenizer, json!({}), &write(dir.path(), "t.xlsx", b"x"), &[]).unwrap_err();
@@ -247,9 +255,12 @@ fn errors_name_the_users_file_the_row_and_the_column() {
     assert!(e.is_bad_input() && m.contains("cannot tell the table format of a `.xlsx` file"), "{m}");
     assert!(m.contains("help: set `format:`"), "{m}");
 
-    let e = run_named(&Tokenize, json!({}), &write(dir.path(), "broken.parquet", b"PAR1 not really"), &[(
-        "tokenizer", &tokenizer,
-    )])
+    let e = run_named(
+        &Tokenize,
+        json!({}),
+        &write(dir.path(), "broken.parquet", b"PAR1 not really"),
+        &[("tokenizer", &tokenizer)],
+    )
     .unwrap_err();
     assert!(message(&e).contains("https://example.com/broken.parquet could not be read as Parquet"), "{}", message(&e));
 }

@@ -89,7 +89,8 @@ impl Fingerprint {
                     (ParamType::Float, Json::Number(n)) => n.as_f64().map(Json::from).unwrap_or_else(|| value.clone()),
                     _ => value.clone(),
                 };
-                params.insert(name.clone(), canonical);
+                // A renamed parameter keeps its old name in the key (see `ParamSpec::old_name`).
+                params.insert(ps.key_name().to_string(), canonical);
             }
         }
         Fingerprint {

@@ -13,7 +13,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Bfs;
 use petgraph::Direction;
 use pipe_steps::command::{self, Command};
-use pipe_steps::{ParamSpec, ParamType, Params, Step};
+use pipe_steps::{InputSource, ParamSpec, ParamType, Params, Step};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
@@ -92,7 +92,24 @@ impl PipelineGraph {
             return Err(SpecErrors::new(&spec.file, &spec.source, errors));
         }
         match PipelineGraph::from_steps(spec.name.clone(), steps) {
-            Ok(graph) => Ok(graph),
+            Ok(graph) => {
+                // What depends on the inputs' names (a table's format): checked before anything runs.
+                let errors: Vec<SpecError> = (0..graph.steps.len())
+                    .filter_map(|i| {
+                        let step = &graph.steps[i];
+                        let e = step.kind.resolve_inputs(&step.params, &graph.sources(i)).err()?;
+                        let mut se = SpecError::new(format!("step `{}`: {e}", step.name))
+                            .at(spec.locate(&["steps", &step.name]), step.name.len());
+                        se.help = e.help().map(str::to_string);
+                        Some(se)
+                    })
+                    .collect();
+                if errors.is_empty() {
+                    Ok(graph)
+                } else {
+                    Err(SpecErrors::new(&spec.file, &spec.source, errors))
+                }
+            }
             Err((graph, steps)) => {
                 let cycle = find_cycle(&graph).into_iter().map(|i| steps[i].name.clone()).collect::<Vec<_>>();
                 let first = cycle.first().cloned().unwrap_or_default();
@@ -207,6 +224,21 @@ impl PipelineGraph {
     /// independent steps).
     pub fn order(&self) -> &[usize] {
         &self.order
+    }
+
+    /// Where each input of step `i` comes from, as the user knows it (a download's URL, a
+    /// sample of it, else the upstream step and output): for messages and table formats, never
+    /// for keys. Pure: from the upstream kinds' [`Step::output_source`].
+    pub fn sources(&self, i: usize) -> BTreeMap<String, InputSource> {
+        self.steps[i].inputs.iter().map(|(name, r)| (name.clone(), self.output_source(r.step, r.output))).collect()
+    }
+
+    fn output_source(&self, step: usize, output: &str) -> InputSource {
+        let upstream = &self.steps[step];
+        upstream
+            .kind
+            .output_source(output, &upstream.params, &self.sources(step))
+            .unwrap_or_else(|| InputSource::step_output(&upstream.base, output))
     }
 
     /// The steps named `name` in the pipeline (several when a sweep varies them).
@@ -355,7 +387,11 @@ fn check_step(
         };
         let Some(ps) = ks.param(param) else {
             let names: Vec<&str> = ks.params.iter().map(|p| p.name).collect();
-            let hint = did_you_mean(param, names.iter().copied());
+            let renamed = ks.params.iter().find(|p| p.old_name == Some(param.as_str()));
+            let hint = match renamed {
+                Some(new) => Some(format!("did you mean `{0}`? `{param}` was renamed `{0}`", new.name)),
+                None => did_you_mean(param, names.iter().copied()),
+            };
             if let Some(h) = &hint {
                 suggested.extend(names.iter().filter(|n| h.contains(&format!("`{n}`"))).map(|n| n.to_string()));
             }
@@ -367,7 +403,12 @@ fn check_step(
             );
             continue;
         };
-        match convert(ps, &raw.value, &spec.base_dir) {
+        // Relative paths: to the pipeline file's directory, or to the working directory for `--set`.
+        let base_dir = match &raw.origin {
+            Origin::File => spec.base_dir.as_path(),
+            Origin::Override(_) => Path::new("."),
+        };
+        match convert(ps, &raw.value, base_dir) {
             Ok(Json::Null) => {}
             Ok(v) => {
                 params.insert(param.clone(), v);

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use pipe_steps::{Environment, Params, Step};
+use pipe_steps::{Environment, InputSource, Params, Step};
 
 use crate::cache::{Cache, Lookup};
 use crate::dirty_reason::DirtyReason;
@@ -54,6 +54,8 @@ pub struct StepJob {
     /// After [`Step::resolve`]: what the key covers and what the step runs with.
     pub params: Params,
     pub inputs: BTreeMap<String, JobInput>,
+    /// Where each input comes from, as the user knows it (not in the key).
+    pub sources: BTreeMap<String, InputSource>,
     pub key: StepKey,
     pub fingerprint: Fingerprint,
     /// Why it runs.
@@ -173,8 +175,14 @@ impl Planner<'_> {
             return Decision::Known(outcome);
         }
 
-        // What `auto` and hub ids stand for here and now: the key and the run both use it.
-        let params = match step.kind.resolve(&step.params, self.env) {
+        // What `auto` and hub ids stand for here and now, and what the inputs' names say (a
+        // table's format): the key and the run both use it.
+        let input_sources = self.graph.sources(i);
+        let params = match step
+            .kind
+            .resolve(&step.params, self.env)
+            .and_then(|p| step.kind.resolve_inputs(&p, &input_sources))
+        {
             Ok(p) => p,
             Err(e) => {
                 return Decision::Known(outcome.failed(e.to_string(), e.help().map(str::to_string), e.is_bad_input()))
@@ -235,6 +243,7 @@ impl Planner<'_> {
             kind: step.kind,
             params,
             inputs,
+            sources: input_sources,
             key,
             fingerprint,
             reasons: outcome.reasons,

@@ -238,6 +238,7 @@ fn job(file: &JobFile, cache: &Cache, remote: Option<&Remote>, reporter: &Report
         kind,
         params,
         inputs,
+        sources: file.sources.clone(),
         key,
         fingerprint,
         reasons: Vec::new(),

@@ -120,6 +120,7 @@ impl Compute<'_> {
             name: &job.name,
             params: &job.params,
             inputs: &inputs,
+            sources: &job.sources,
             out_dir: &out_dir,
             checkpoint_dir: &checkpoint_dir,
             env: self.env,

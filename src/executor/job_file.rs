@@ -14,6 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use pipe_steps::Timing;
+use pipe_steps::InputSource;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -35,6 +36,9 @@ pub struct JobFile {
     /// After resolving `auto` and hub ids: the worker runs with exactly these.
     pub params: BTreeMap<String, Json>,
     pub inputs: BTreeMap<String, JobFileInput>,
+    /// Where each input comes from, as the user knows it: for the step's messages.
+    #[serde(default)]
+    pub sources: BTreeMap<String, InputSource>,
     /// The key pipe computed; the worker computes it again from what it finds and refuses to
     /// run if it differs.
     pub key: StepKey,
@@ -117,6 +121,7 @@ impl JobFile {
                     (name.clone(), input)
                 })
                 .collect(),
+            sources: job.sources.clone(),
             key: job.key.clone(),
             fingerprint: job.fingerprint.clone(),
             forced: job.forced,

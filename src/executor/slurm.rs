@@ -704,6 +704,7 @@ mod tests {
             kind,
             params,
             inputs: Map::new(),
+            sources: Map::new(),
             key: fingerprint.key(),
             fingerprint,
             reasons: Vec::new(),

@@ -22,7 +22,8 @@ pub struct PipelineSpec {
     pub name: String,
     /// The file as given on the command line.
     pub file: PathBuf,
-    /// The file's directory: relative paths in parameters are relative to it.
+    /// The file's directory: relative paths in parameters are relative to it (those given with
+    /// `--set`, to the working directory).
     pub base_dir: PathBuf,
     pub source: String,
     /// `remote:`, the remote cache this pipeline shares results through (`--remote` and
@@ -179,9 +180,12 @@ impl Parser<'_> {
             }
             Some(_) => self.value_error("`params` must be a mapping of shared values".into(), &["params"]),
         }
+        // Shared values set on the command line, by name → the `--set` text.
+        let mut overridden = BTreeMap::new();
         for o in overrides.iter().filter(|o| o.step == "params") {
             if params.contains_key(&o.param) {
                 params.insert(o.param.clone(), o.value.clone());
+                overridden.insert(o.param.clone(), o.text.clone());
             } else {
                 let help = did_you_mean(&o.param, params.keys().map(String::as_str));
                 let mut e = SpecError::new(format!("--set {}: no shared parameter `{}` in `params`", o.text, o.param));
@@ -194,7 +198,7 @@ impl Parser<'_> {
             Some(Value::Mapping(m)) if !m.is_empty() => {
                 for (k, v) in m {
                     let step_name = key_text(k);
-                    if let Some(step) = self.step(&step_name, v, &params) {
+                    if let Some(step) = self.step(&step_name, v, &params, &overridden) {
                         steps.push(step);
                     }
                 }
@@ -216,7 +220,13 @@ impl Parser<'_> {
         })
     }
 
-    fn step(&mut self, name: &str, value: &Value, shared: &BTreeMap<String, Value>) -> Option<StepSpec> {
+    fn step(
+        &mut self,
+        name: &str,
+        value: &Value,
+        shared: &BTreeMap<String, Value>,
+        overridden: &BTreeMap<String, String>,
+    ) -> Option<StepSpec> {
         if name.is_empty() || name.contains(['.', '/', ' ', '=']) {
             self.error(
                 format!("step name `{name}` may not be empty or contain `.`, `/`, `=` or spaces"),
@@ -259,7 +269,17 @@ impl Parser<'_> {
             // A command's text keeps the shell's own `${VAR}`.
             let shell = kind == pipe_steps::command::KIND && key == "run";
             let value = self.substitute(v, shared, &["steps", name, &key], shell);
-            params.insert(key, RawParam { value, origin: Origin::File });
+            // A value that is exactly a shared value set with `--set` comes from the command
+            // line: a relative path in it is relative to the working directory, as any argument.
+            let from_command_line = v
+                .as_str()
+                .and_then(|s| s.strip_prefix("${params.")?.strip_suffix('}'))
+                .and_then(|shared_name| overridden.get(shared_name));
+            let origin = match from_command_line {
+                Some(text) => Origin::Override(text.clone()),
+                None => Origin::File,
+            };
+            params.insert(key, RawParam { value, origin });
         }
         Some(StepSpec {
             name: name.to_string(),

@@ -68,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         name: "bench",
         params: &params,
         inputs: &inputs,
+        sources: &std::collections::BTreeMap::new(),
         out_dir: &out,
         checkpoint_dir: &work.join("checkpoint"),
         env: &env,

@@ -6,6 +6,11 @@
 //! mirror folder (`--mirror`) is consulted by the URL's file name before the URL is fetched.
 //! Transient failures (connection refused or reset, timeouts, HTTP 408/429/5xx) are retried
 //! with exponential back-off; a 4xx status or an unknown host is reported at once.
+//!
+//! The output keeps the name of the URL's file (`reviews.csv`) as its [`InputSource`]: what
+//! downstream messages name, and how a table kind tells the format. The name travels beside the
+//! file rather than in it (the file is still the output `file`), so a download's content hash,
+//! and every key downstream of it, is the hash of the bytes alone, as it always was.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -18,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{StepError, StepResult};
 use crate::step::{
-    Default, Environment, Events, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+    Default, Environment, Events, InputSource, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
 
 pub struct Download;
@@ -102,6 +107,17 @@ impl Step for Download {
             }
         }
         out
+    }
+
+    fn output_source(
+        &self,
+        _output: &str,
+        params: &Params,
+        _sources: &BTreeMap<String, InputSource>,
+    ) -> Option<InputSource> {
+        let url = params.str("url").ok()?;
+        let file_name = Source::parse(url).ok().and_then(|s| s.file_name());
+        Some(InputSource { display: url.to_string(), file_name })
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {

@@ -25,8 +25,8 @@ pub mod text;
 
 pub use error::{StepError, StepResult};
 pub use step::{
-    Default, Environment, Events, InputSpec, NoEvents, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext,
-    StepSpec, Timing,
+    Default, Environment, Events, InputSource, InputSpec, NoEvents, OutputSpec, ParamSpec, ParamType, Params, Step,
+    StepContext, StepSpec, Timing,
 };
 
 /// Every step kind, in the order `pipe kinds` lists them.

@@ -89,14 +89,29 @@ pub struct ParamSpec {
     /// they are left out of the step's key.
     pub in_key: bool,
     pub help: &'static str,
+    /// The name the parameter had before it was renamed: still its name in the key, so cached
+    /// results survive the rename, and named in the error when a pipeline still uses it.
+    pub old_name: Option<&'static str>,
 }
 
 impl ParamSpec {
     pub const fn required(name: &'static str, ty: ParamType, help: &'static str) -> Self {
-        ParamSpec { name, ty, default: Default::Required, in_key: true, help }
+        ParamSpec { name, ty, default: Default::Required, in_key: true, help, old_name: None }
     }
     pub const fn optional(name: &'static str, ty: ParamType, default: Default, help: &'static str) -> Self {
-        ParamSpec { name, ty, default, in_key: true, help }
+        ParamSpec { name, ty, default, in_key: true, help, old_name: None }
+    }
+    /// A parameter renamed from `old`, which stays its name in the key.
+    pub const fn renamed_from(mut self, old: &'static str) -> Self {
+        self.old_name = Some(old);
+        self
+    }
+    /// The parameter's name in the key.
+    pub fn key_name(&self) -> &'static str {
+        match self.old_name {
+            Some(old) => old,
+            None => self.name,
+        }
     }
     /// A parameter that cannot change the output, so it is not part of the key.
     pub const fn not_in_key(mut self) -> Self {
@@ -180,6 +195,10 @@ impl Params {
     /// Replaces (or adds) one value; for [`Step::resolve`].
     pub fn set(&mut self, name: &str, value: Value) {
         self.values.insert(name.to_string(), value);
+    }
+    /// Removes one value (the parameter is then absent); for [`Step::resolve_inputs`].
+    pub fn remove(&mut self, name: &str) {
+        self.values.remove(name);
     }
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.values.get(name).filter(|v| !v.is_null())
@@ -351,6 +370,28 @@ impl Environment {
     }
 }
 
+/// Where an input comes from, as the user knows it: the file a download fetched (its URL or
+/// path), or the upstream step and output. For messages ("reviews.csv row 17", not a cache
+/// path) and for telling a table's format from its file name. Never part of a key: a kind
+/// whose output depends on it pins that in its parameters ([`Step::resolve_inputs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSource {
+    /// How messages name the input: `https://host/reviews.csv`, `/data/reviews.csv`, or
+    /// `output file of step train_rows`.
+    pub display: String,
+    /// The file name it stands for (`reviews.csv`), when there is one: a table's format comes
+    /// from its extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+}
+
+impl InputSource {
+    /// An input named only by its upstream step and output.
+    pub fn step_output(step: &str, output: &str) -> InputSource {
+        InputSource { display: format!("output `{output}` of step `{step}`"), file_name: None }
+    }
+}
+
 /// Everything a step needs to run once.
 pub struct StepContext<'a> {
     /// The step's name in the pipeline (for messages).
@@ -358,6 +399,9 @@ pub struct StepContext<'a> {
     pub params: &'a Params,
     /// Input name → path of the upstream output (a file or a directory), read-only.
     pub inputs: &'a BTreeMap<String, PathBuf>,
+    /// Input name → where it comes from, for messages and formats (may lack inputs: then
+    /// [`StepContext::source`] names the path).
+    pub sources: &'a BTreeMap<String, InputSource>,
     /// An empty directory; the step writes each declared output at `out_dir/<output name>`.
     pub out_dir: &'a Path,
     /// A directory that survives an interrupted run of the same key (resumable checkpoints).
@@ -374,6 +418,16 @@ impl StepContext<'_> {
             .get(name)
             .map(PathBuf::as_path)
             .ok_or_else(|| StepError::input(format!("input `{name}` is required")))
+    }
+    /// Where input `name` comes from; without a source, its path.
+    pub fn source(&self, name: &str) -> InputSource {
+        self.sources.get(name).cloned().unwrap_or_else(|| {
+            let path = self.inputs.get(name);
+            InputSource {
+                display: path.map(|p| p.display().to_string()).unwrap_or_else(|| format!("input `{name}`")),
+                file_name: path.and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()),
+            }
+        })
     }
     /// The path of an optional input.
     pub fn opt_input(&self, name: &str) -> Option<&Path> {
@@ -411,6 +465,26 @@ pub trait Step: Send + Sync {
     /// changes nothing.
     fn resolve(&self, params: &Params, _env: &Environment) -> Result<Params, StepError> {
         Ok(params.clone())
+    }
+
+    /// Pins parameters that depend on where the inputs come from (a table's format, told by
+    /// its file name): the runner calls it after [`Step::resolve`] with each input's source,
+    /// and the key and the run use what it returns. Pure; errors are bad input. The default
+    /// changes nothing.
+    fn resolve_inputs(&self, params: &Params, _sources: &BTreeMap<String, InputSource>) -> Result<Params, StepError> {
+        Ok(params.clone())
+    }
+
+    /// Where output `output` comes from, given the parameters and the inputs' sources: a
+    /// download's file is its URL's, a sample's is a sample of its input. `None`: the runner
+    /// names it by step and output ([`InputSource::step_output`]).
+    fn output_source(
+        &self,
+        _output: &str,
+        _params: &Params,
+        _sources: &BTreeMap<String, InputSource>,
+    ) -> Option<InputSource> {
+        None
     }
 
     /// Checks parameter values beyond their types (ranges, combinations), before anything runs.

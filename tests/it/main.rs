@@ -22,3 +22,4 @@ mod support;
 mod sweep;
 mod tracking;
 mod version;
+mod tables;

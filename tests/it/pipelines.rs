@@ -100,6 +100,47 @@ fn nsmc_tiny_validates() {
     );
 }
 
+/// The generic pipeline on the user's files, named with `--set` relative to the working directory.
+#[test]
+fn text_classification_validates() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines/text-classification.yaml");
+    let project = Project::new();
+    project.write("reviews.csv", "text,stars\ngood,5\nbad,1\n");
+    project.write("reviews_test.csv", "text,stars\nfine,5\n");
+    let run = project
+        .run(&[
+            "run",
+            &path.display().to_string(),
+            "--set",
+            "params.train=reviews.csv",
+            "--set",
+            "params.test=reviews_test.csv",
+            "--set",
+            "params.label_column=stars",
+            "--dry-run",
+            "--json",
+        ])
+        .expect_code(0);
+    let names: Vec<String> = run.statuses().into_iter().map(|(name, _)| name).collect();
+    let steps = [
+        "train_raw",
+        "test_raw",
+        "vocab",
+        "encode_train",
+        "encode_test",
+        "split",
+        "pretrain",
+        "finetune",
+        "evaluate",
+        "evaluate_valid",
+        "linear",
+        "ensemble",
+        "report",
+    ];
+    assert_eq!(names, steps);
+    assert!(project.entries().is_empty(), "a dry run writes nothing");
+}
+
 /// Pre-training must not see the rows that choose the fine-tuned epoch (validation) or measure
 /// it (test), not even as unlabelled text: with `valid: split.valid`, `pretrain` reads
 /// `split.train`, not the split's input.
@@ -107,7 +148,7 @@ fn nsmc_tiny_validates() {
 fn no_pipeline_pretrains_on_its_validation_or_test_rows() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("pipelines");
     let mut checked = 0;
-    for file in ["nsmc.yaml", "nsmc-tiny.yaml", "nsmc-mbert.yaml", "nsmc-gpu.yaml"] {
+    for file in ["nsmc.yaml", "nsmc-tiny.yaml", "nsmc-mbert.yaml", "nsmc-gpu.yaml", "text-classification.yaml"] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
         let spec: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         let steps = &spec["steps"];
@@ -125,5 +166,5 @@ fn no_pipeline_pretrains_on_its_validation_or_test_rows() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 3, "nsmc.yaml, nsmc-tiny.yaml and nsmc-gpu.yaml pre-train");
+    assert_eq!(checked, 4, "nsmc.yaml, nsmc-tiny.yaml, nsmc-gpu.yaml and text-classification.yaml pre-train");
 }

@@ -83,6 +83,7 @@ fn run_with(
         name: "bench",
         params: &params,
         inputs: &inputs,
+        sources: &std::collections::BTreeMap::new(),
         out_dir: out,
         checkpoint_dir: &checkpoint,
         env,

@@ -19,6 +19,7 @@ pub mod nb;
 pub mod solver;
 pub mod sparse;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::Path;
 use std::time::Instant;
@@ -30,9 +31,13 @@ use solver::{Model, Options};
 use crate::bert::classify::Predictions as Scored;
 use crate::error::{StepError, StepResult};
 use crate::predictions;
-use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{
+    Default, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+};
 use crate::text::split::split_rows;
-use crate::text::table::{parse_separator, Malformed, Table};
+use crate::text::table::{
+    resolve_formats, validate_params, Malformed, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM,
+};
 use crate::text::thread_pool;
 
 pub struct Linear;
@@ -49,7 +54,9 @@ static SPEC: StepSpec = StepSpec {
             Default::Str("label"),
             "column of labels, integers or strings (as `tokenize`)",
         ),
-        ParamSpec::optional("separator", ParamType::Str, Default::Str("\t"), "field separator: \"\\t\" or \",\""),
+        FORMAT_PARAM,
+        QUOTING_PARAM,
+        SEPARATOR_PARAM,
         ParamSpec::optional(
             "malformed",
             ParamType::Choice(&["drop", "error"]),
@@ -153,7 +160,6 @@ static SPEC: StepSpec = StepSpec {
 struct Settings<'a> {
     text_column: &'a str,
     label_column: &'a str,
-    separator: u8,
     malformed: Malformed,
     features: FeatureOptions,
     nb_scaling: bool,
@@ -202,7 +208,6 @@ impl<'a> Settings<'a> {
         Ok(Settings {
             text_column: params.str("text_column")?,
             label_column: params.str("label_column")?,
-            separator: parse_separator(params.str("separator")?)?,
             malformed: Malformed::parse(params.str("malformed")?)?,
             features: FeatureOptions {
                 lowercase: params.bool("lowercase")?,
@@ -251,10 +256,11 @@ impl Labelled {
     }
 }
 
-/// Reads `path` (the input `what`): the text and label columns, empty labels dropped or an
-/// error as `malformed` says, like `tokenize`.
-fn read_table(path: &Path, what: &str, s: &Settings<'_>) -> StepResult<(Labelled, usize)> {
-    let table = Table::read(path, s.separator, s.malformed)?;
+/// Reads the input `what`: the text and label columns, empty labels dropped or an error
+/// as `malformed` says, like `tokenize`.
+fn read_table(ctx: &StepContext<'_>, what: &str, s: &Settings<'_>) -> StepResult<(Labelled, usize)> {
+    let source = ctx.source(what);
+    let table = Table::open(ctx.input(what)?, &source, Reading::of(ctx.params, what, &source)?)?;
     let texts = table.column(s.text_column, "text_column")?;
     let raw = table.column(s.label_column, "label_column")?;
     let mut out = Labelled { texts: Vec::with_capacity(texts.len()), labels: Vec::with_capacity(texts.len()) };
@@ -270,9 +276,9 @@ fn read_table(path: &Path, what: &str, s: &Settings<'_>) -> StepResult<(Labelled
             Some(why) => {
                 return Err(StepError::input_with_help(
                     format!(
-                        "input `{what}` ({}) line {}: the label `{}` in column `{}` {why}",
-                        path.display(),
-                        table.line_of(i),
+                        "input `{what}` ({}) {}: the label `{}` in column `{}` {why}",
+                        table.name(),
+                        table.at(i),
                         label.chars().take(40).collect::<String>(),
                         s.label_column
                     ),
@@ -282,7 +288,7 @@ fn read_table(path: &Path, what: &str, s: &Settings<'_>) -> StepResult<(Labelled
         }
     }
     if out.labels.is_empty() {
-        return Err(StepError::input(format!("input `{what}` ({}) has no rows", path.display())));
+        return Err(StepError::input(format!("input `{what}` ({}) has no rows", table.name())));
     }
     out.labels = crate::labels::encode(&out.labels).row_names();
     Ok((out, dropped))
@@ -328,7 +334,12 @@ impl Step for Linear {
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {
+        validate_params(params)?;
         Settings::from(params).map(|_| ())
+    }
+
+    fn resolve_inputs(&self, params: &Params, sources: &BTreeMap<String, InputSource>) -> StepResult<Params> {
+        resolve_formats(params, &["train", "valid", "test"], sources)
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
@@ -339,7 +350,7 @@ impl Step for Linear {
 
 fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
     let started = Instant::now();
-    let (all_train, dropped) = read_table(ctx.input("train")?, "train", s)?;
+    let (all_train, dropped) = read_table(ctx, "train", s)?;
     let (train, valid) = match (ctx.opt_input("valid"), s.valid_fraction) {
         (Some(_), Some(_)) => {
             return Err(StepError::param(
@@ -347,7 +358,7 @@ fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
                 "is set and a `valid` input is given: validation rows come from one or the other",
             ))
         }
-        (Some(path), None) => (all_train, Some(read_table(path, "valid", s)?.0)),
+        (Some(_), None) => (all_train, Some(read_table(ctx, "valid", s)?.0)),
         (None, Some(fraction)) => {
             // The ids `tokenize` stores for these labels, so the hold-out is `split`'s.
             let ids = crate::labels::encode(&all_train.labels).ids;
@@ -356,7 +367,7 @@ fn run(ctx: &StepContext<'_>, s: &Settings<'_>) -> StepResult<()> {
         }
         (None, None) => (all_train, None),
     };
-    let (test, _) = read_table(ctx.input("test")?, "test", s)?;
+    let (test, _) = read_table(ctx, "test", s)?;
     if dropped > 0 {
         ctx.events.log(&format!("train: dropped {dropped} malformed lines"));
     }

@@ -8,18 +8,21 @@
 //! The output directory holds the tensor set (ragged rows unless `pad`), a copy of the
 //! tokenizer and `stats.json` ([`super::stats::TokenizeStats`]).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
 
 use super::encode::{preview, Encoder};
 use super::source::{self, LoadedTokenizer};
 use super::stats::TokenizeStats;
-use super::table::{parse_separator, Malformed, Table};
+use super::table::{
+    resolve_formats, validate_params, Malformed, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM,
+};
 use super::{sentence_transform::SentenceTransform, thread_pool};
 use crate::error::{StepError, StepResult};
 use crate::labels::{self, quoted, Encoded};
 use crate::step::{
-    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+    Default, Environment, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
 use crate::tensor_set::{TensorSet, TensorSetMeta, TOKENIZER_FILE};
 
@@ -34,7 +37,8 @@ const CHUNK_ROWS: usize = 32768;
 static SPEC: StepSpec = StepSpec {
     kind: "tokenize",
     version: 1,
-    summary: "tokenize a TSV/CSV table into BERT inputs ([CLS] a [SEP] (b [SEP])) as a tensor set",
+    summary:
+        "tokenize a table (CSV, TSV, JSON Lines, Parquet) into BERT inputs ([CLS] a [SEP] (b [SEP])) as a tensor set",
     params: &[
         ParamSpec::optional(
             "tokenizer",
@@ -64,7 +68,9 @@ static SPEC: StepSpec = StepSpec {
             Default::Absent,
             "for a vocab.txt: uncased (true) or cased (false); default from tokenizer_config.json or the vocabulary",
         ),
-        ParamSpec::optional("separator", ParamType::Str, Default::Str("\t"), "field separator: \"\\t\" or \",\""),
+        FORMAT_PARAM,
+        QUOTING_PARAM,
+        SEPARATOR_PARAM,
         ParamSpec::optional(
             "empty",
             ParamType::Choice(&["keep", "drop", "error"]),
@@ -99,7 +105,6 @@ struct Settings<'a> {
     label_column: Option<&'a str>,
     max_len: usize,
     pad: bool,
-    separator: u8,
     empty: Empty,
     malformed: Malformed,
 }
@@ -125,7 +130,6 @@ impl<'a> Settings<'a> {
             label_column: params.opt_str("label_column")?.filter(|s| !s.is_empty()),
             max_len,
             pad: params.bool("pad")?,
-            separator: parse_separator(params.str("separator")?)?,
             empty,
             malformed: Malformed::parse(params.str("malformed")?)?,
         })
@@ -143,7 +147,12 @@ impl Step for Tokenize {
         Ok(out)
     }
 
+    fn resolve_inputs(&self, params: &Params, sources: &BTreeMap<String, InputSource>) -> StepResult<Params> {
+        resolve_formats(params, &["data"], sources)
+    }
+
     fn validate(&self, params: &Params) -> StepResult<()> {
+        validate_params(params)?;
         Settings::from(params).map(|_| ())
     }
 
@@ -163,15 +172,15 @@ impl Step for Tokenize {
         )?;
 
         let data = ctx.input("data")?;
-        let table = Table::read(data, settings.separator, settings.malformed)?;
+        let table = Table::open(data, &ctx.source("data"), Reading::of(ctx.params, "data", &ctx.source("data"))?)?;
         let mut stats = TokenizeStats::default();
         stats.add_dropped("malformed", table.malformed_dropped);
         let rows = select_rows(&table, &settings, &mut stats)?;
         if rows.a.is_empty() {
             let dropped: usize = stats.dropped.values().sum();
             return Err(StepError::input(format!(
-                "{} has no rows to tokenize ({} data lines, {dropped} dropped)",
-                data.display(),
+                "{} has no rows to tokenize ({} data rows, {dropped} dropped)",
+                table.name(),
                 table.len() + table.malformed_dropped
             )));
         }
@@ -370,9 +379,9 @@ fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> St
                     Some(why) => {
                         return Err(StepError::input_with_help(
                             format!(
-                                "{} line {}: the label `{}` in column `{}` {why}",
-                                table.path().display(),
-                                table.line_of(i),
+                                "{} {}: the label `{}` in column `{}` {why}",
+                                table.name(),
+                                table.at(i),
                                 preview(&labels[i]),
                                 s.label_column.unwrap_or_default()
                             ),
@@ -392,7 +401,7 @@ fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> St
                 }
                 Empty::Error => {
                     return Err(StepError::input_with_help(
-                        format!("{} line {}: the text is empty", table.path().display(), table.line_of(i)),
+                        format!("{} {}: the text is empty", table.name(), table.at(i)),
                         "set `empty: keep` (rows become [CLS] [SEP]) or `empty: drop`",
                     ))
                 }

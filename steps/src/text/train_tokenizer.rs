@@ -20,7 +20,7 @@
 //! readable by Python `tokenizers.Tokenizer.from_file` and `transformers`'
 //! `PreTrainedTokenizerFast(tokenizer_file=...)`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 
 use rayon::prelude::{ParallelIterator, ParallelSlice};
@@ -30,20 +30,25 @@ use tokenizers::{NormalizedString, Normalizer, OffsetReferential, OffsetType, Pr
 
 use super::bert_tokenizer::{self, Normalization, SPECIAL_TOKENS};
 use super::encode::Encoder;
-use super::table::{parse_separator, Malformed, Table};
+use super::table::{resolve_formats, validate_params, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM};
 use super::thread_pool;
 use super::wordpiece::{self, TrainerConfig};
 use crate::error::{StepError, StepResult};
-use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{
+    Default, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+};
 
 pub struct TrainTokenizer;
 
 static SPEC: StepSpec = StepSpec {
     kind: "train-tokenizer",
     version: 1,
-    summary: "train a BERT WordPiece tokenizer (tokenizer.json) on a text column of a TSV/CSV table",
+    summary:
+        "train a BERT WordPiece tokenizer (tokenizer.json) on a text column of a table (CSV, TSV, JSON Lines, Parquet)",
     params: &[
-        ParamSpec::optional("column", ParamType::Str, Default::Str("document"), "the text column"),
+        // Named `column` before every kind called it `text_column`; the key keeps the old name.
+        ParamSpec::optional("text_column", ParamType::Str, Default::Str("document"), "the text column")
+            .renamed_from("column"),
         ParamSpec::optional(
             "vocab_size",
             ParamType::Uint,
@@ -69,7 +74,9 @@ static SPEC: StepSpec = StepSpec {
             Default::Int(3000),
             "most frequent characters kept as tokens (0: all); others become [UNK]",
         ),
-        ParamSpec::optional("separator", ParamType::Str, Default::Str("\t"), "field separator: \"\\t\" or \",\""),
+        FORMAT_PARAM,
+        QUOTING_PARAM,
+        SEPARATOR_PARAM,
         ParamSpec::optional(
             "malformed",
             ParamType::Choice(&["drop", "error"]),
@@ -97,15 +104,17 @@ impl Step for TrainTokenizer {
                 format!("must be more than the {} special tokens, got {vocab_size}", SPECIAL_TOKENS.len()),
             ));
         }
-        parse_separator(params.str("separator")?)?;
-        Malformed::parse(params.str("malformed")?)?;
-        Ok(())
+        validate_params(params)
+    }
+
+    fn resolve_inputs(&self, params: &Params, sources: &BTreeMap<String, InputSource>) -> StepResult<Params> {
+        resolve_formats(params, &["data"], sources)
     }
 
     fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
         self.validate(ctx.params)?;
         let p = ctx.params;
-        let column = p.str("column")?;
+        let column = p.str("text_column")?;
         let norm = Normalization { lowercase: p.bool("lowercase")?, strip_accents: Some(p.bool("strip_accents")?) };
         let config = TrainerConfig {
             vocab_size: p.usize("vocab_size")?,
@@ -115,11 +124,12 @@ impl Step for TrainTokenizer {
             continuing_subword_prefix: "##".into(),
         };
         let data = ctx.input("data")?;
-        let table = Table::read(data, parse_separator(p.str("separator")?)?, Malformed::parse(p.str("malformed")?)?)?;
+        let source = ctx.source("data");
+        let table = Table::open(data, &source, Reading::of(p, "data", &source)?)?;
         if table.malformed_dropped > 0 {
             ctx.events.log(&format!("dropped {} malformed lines", table.malformed_dropped));
         }
-        let texts = table.column(column, "column")?;
+        let texts = table.column(column, "text_column")?;
         let pool = thread_pool(ctx.env)?;
 
         ctx.events.progress_start("count words", Some(texts.len() as u64), "rows");

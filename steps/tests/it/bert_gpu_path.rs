@@ -400,6 +400,7 @@ fn run_step(step: &dyn Step, params: &Params, inputs: &[(&str, &Path)], out: &Pa
         name: "test",
         params: &params,
         inputs: &inputs,
+        sources: &std::collections::BTreeMap::new(),
         out_dir: out,
         checkpoint_dir: &ck,
         env: &env,

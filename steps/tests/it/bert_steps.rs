@@ -48,7 +48,16 @@ pub(crate) fn run(
 ) -> Result<(), StepError> {
     std::fs::create_dir_all(out).unwrap();
     let inputs: BTreeMap<String, PathBuf> = inputs.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
-    let ctx = StepContext { name: "test", params, inputs: &inputs, out_dir: out, checkpoint_dir: ck, env, events };
+    let ctx = StepContext {
+        name: "test",
+        params,
+        inputs: &inputs,
+        sources: &std::collections::BTreeMap::new(),
+        out_dir: out,
+        checkpoint_dir: ck,
+        env,
+        events,
+    };
     step.run(&ctx)
 }
 

@@ -15,5 +15,6 @@ mod text_encode;
 mod text_nsmc;
 mod text_split;
 mod text_support;
+mod text_table;
 mod text_tokenize;
 mod text_train_tokenizer;

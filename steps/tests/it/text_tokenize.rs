@@ -355,6 +355,11 @@ fn files_that_are_not_tables_are_bad_input() {
     fs::write(&binary, [0u8, 159, 146, 150, 255, 0, 1]).unwrap();
     let e = err(p.clone(), &binary);
     assert!(e.is_bad_input());
+    assert!(message(&e).contains("cannot tell the table format of a `.bin` file"), "{}", message(&e));
+    let binary_tsv = dir.path().join("model.tsv");
+    fs::write(&binary_tsv, [0u8, 159, 146, 150, 255, 0, 1]).unwrap();
+    let e = err(p.clone(), &binary_tsv);
+    assert!(e.is_bad_input());
     assert!(message(&e).contains("is not a text table"), "{}", message(&e));
 
     let empty = dir.path().join("empty.tsv");
@@ -363,8 +368,9 @@ fn files_that_are_not_tables_are_bad_input() {
     assert!(e.is_bad_input());
     assert!(message(&e).contains("is empty"), "{}", message(&e));
 
-    // A comma table read with the default tab separator: one column, named after the header.
-    let (_d, csv) = table("t.csv", "document,label\nhello,1\n");
+    // A comma table in a .tsv file, read with the default tab separator: one column, named
+    // after the header.
+    let (_d, csv) = table("t.tsv", "document,label\nhello,1\n");
     let e = err(p, &csv);
     assert!(e.is_bad_input());
     assert!(message(&e).contains("`document,label`"), "{}", message(&e));
@@ -387,10 +393,10 @@ fn a_table_without_rows_is_bad_input() {
     let (_dir, path) = table("header.tsv", "document\tlabel\n");
     let e = err(json!({"tokenizer": tok.to_str().unwrap()}), &path);
     assert!(e.is_bad_input());
-    assert!(e.to_string().contains("has no rows to tokenize (0 data lines, 0 dropped)"), "{e}");
+    assert!(e.to_string().contains("has no rows to tokenize (0 data rows, 0 dropped)"), "{e}");
     let (_dir, path) = table("blank.tsv", "document\tlabel\n\t1\n");
     let e = err(json!({"tokenizer": tok.to_str().unwrap(), "empty": "drop"}), &path);
-    assert!(e.to_string().contains("(1 data lines, 1 dropped)"), "{e}");
+    assert!(e.to_string().contains("(1 data rows, 1 dropped)"), "{e}");
 }
 
 #[test]

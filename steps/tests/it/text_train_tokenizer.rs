@@ -81,9 +81,9 @@ fn bad_parameters_and_columns_are_bad_input() {
     let e = run(&TrainTokenizer, json!({"vocab_size": 5}), &[("data", &path)]).unwrap_err();
     assert!(e.is_bad_input());
     assert!(e.to_string().contains("`vocab_size`"), "{e}");
-    let e = run(&TrainTokenizer, json!({"column": "text"}), &[("data", &path)]).unwrap_err();
+    let e = run(&TrainTokenizer, json!({"text_column": "text"}), &[("data", &path)]).unwrap_err();
     assert!(e.is_bad_input());
-    assert!(message(&e).contains("no column `text` (parameter `column`)"), "{}", message(&e));
+    assert!(message(&e).contains("no column `text` (parameter `text_column`)"), "{}", message(&e));
 }
 
 fn nsmc_train() -> Option<std::path::PathBuf> {

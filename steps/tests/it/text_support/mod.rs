@@ -47,6 +47,7 @@ pub fn run_env(
         name: "test",
         params: &params,
         inputs: &inputs,
+        sources: &std::collections::BTreeMap::new(),
         out_dir: out.path(),
         checkpoint_dir: checkpoint.path(),
         env,

@@ -3,6 +3,7 @@
 
 mod cache_contract;
 mod download;
+mod fine_tune;
 mod hub;
 mod jobs;
 mod model_keys;

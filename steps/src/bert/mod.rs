@@ -29,5 +29,5 @@ pub mod train;
 pub mod weights;
 
 pub use evaluate::Evaluate;
-pub use fine_tune::FineTune;
+pub use fine_tune::{classify_batch, FineTune};
 pub use pretrain::Pretrain;

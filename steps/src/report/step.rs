@@ -17,8 +17,9 @@ pub struct ReportStep;
 static SPEC: StepSpec = StepSpec {
     kind: "report",
     // 2: the epoch is chosen by validation accuracy, not test accuracy. 3: the HTML report's
-    // charts (training loss, accuracy with reference lines, confusion grid).
-    version: 3,
+    // charts (training loss, accuracy with reference lines, confusion grid). 4: the saved epoch,
+    // the selection figure, early stopping and class weights.
+    version: 4,
     summary: "assemble the accuracy-per-epoch table and the final evaluation (Markdown, CSV, JSON, HTML)",
     params: &[],
     inputs: &[

@@ -70,8 +70,8 @@ static SPEC: StepSpec = StepSpec {
             ParamType::NameOrNumbers(&["balanced"]),
             Default::Absent,
             "weigh each class's rows in the training loss: `balanced` (rows / (classes x rows of the class), as \
-             scikit-learn) or one positive number per class in label order; a batch's loss is its weighted sum over \
-             its rows (absent: every class weighs 1)",
+             scikit-learn) or one positive number per class in label order; a batch's loss is the sum of its rows' \
+             weighted losses divided by its rows (absent: every class weighs 1)",
         ),
         ParamSpec::optional(
             "select_by",

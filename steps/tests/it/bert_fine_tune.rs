@@ -74,7 +74,8 @@ impl Data {
         all.extend(set.iter().cloned());
         let p = params(&FineTune, &all);
         let out = self.root.path().join(name);
-        let inputs = [("train", self.train.as_path()), ("valid", self.valid.as_path()), ("model", self.model.as_path())];
+        let inputs =
+            [("train", self.train.as_path()), ("valid", self.valid.as_path()), ("model", self.model.as_path())];
         let ck = self.root.path().join(format!("{name}-ck"));
         run(&FineTune, &p, &inputs, &out, &ck, &Environment::default(), &NoEvents).unwrap();
         (out.clone(), read(&out.join("metrics")))

@@ -73,12 +73,10 @@ fn bad_values_are_errors_naming_the_parameter() {
 
     project.write("q.yaml", &pipeline("    log_every: 0\n"));
     let run = project.run(&["run", "q.yaml", "--set", "finetune.class_weights=[1, 2, 3]"]).expect_code(2);
-    assert!(
-        run.stderr.contains("parameter `class_weights` has 3 weight(s), and the training set has 2 classes"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("help:") && run.stderr.contains("one weight per class"), "{}", run.stderr);
+    // The step's failure line and its help are in the run's output (stdout), beside its logs.
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert!(all.contains("parameter `class_weights` has 3 weight(s), and the training set has 2 classes"), "{all}");
+    assert!(all.contains("help: give one weight per class"), "{all}");
     let run = project.run(&["run", "q.yaml", "--set", "finetune.early_stopping_patience=0"]).expect_code(2);
     assert!(run.stderr.contains("early_stopping_patience") && run.stderr.contains("at least 1"), "{}", run.stderr);
 }

@@ -485,6 +485,22 @@ fn convert(ps: &ParamSpec, value: &Yaml, base_dir: &Path) -> Result<Json, String
                 .map(Json::Array),
             _ => Err(wrong()),
         },
+        ParamType::NameOrNumbers(names) => match value {
+            Yaml::Sequence(items) => items
+                .iter()
+                .map(|v| v.as_f64().filter(|f| f.is_finite()).map(Json::from).ok_or_else(wrong))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Json::Array),
+            _ => {
+                let s = value.as_str().ok_or_else(wrong)?;
+                if names.contains(&s) {
+                    Ok(Json::from(s))
+                } else {
+                    let hint = did_you_mean(s, names.iter().copied()).map(|h| format!(" ({h})")).unwrap_or_default();
+                    Err(format!("must be {}, got `{s}`{hint}", ps.ty.describe()))
+                }
+            }
+        },
         ParamType::Path => {
             let s = value.as_str().ok_or_else(wrong)?;
             let path = absolute(base_dir, s);

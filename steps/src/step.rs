@@ -28,6 +28,9 @@ pub enum ParamType {
     Choice(&'static [&'static str]),
     /// A list of strings.
     StrList,
+    /// One of a fixed set of strings, or a list of numbers (`class_weights: balanced` or
+    /// `[1.0, 3.5]`).
+    NameOrNumbers(&'static [&'static str]),
     /// A local file or directory whose *content* belongs in the step's key.
     Path,
     /// A model or tokenizer source: a local path (content in the key) or a hub id (id in the key).
@@ -47,6 +50,7 @@ impl ParamType {
             ParamType::Bool => "true or false".into(),
             ParamType::Choice(options) => format!("one of {}", options.join(", ")),
             ParamType::StrList => "a list of strings".into(),
+            ParamType::NameOrNumbers(names) => format!("{} or a list of numbers", names.join(", ")),
             ParamType::Path => "a file or directory path".into(),
             ParamType::PathOrHubId => "a local path or a hub model id".into(),
             ParamType::Url => "a URL or a local path".into(),

@@ -5,6 +5,7 @@ mod cache_contract;
 mod command;
 mod dag;
 mod download;
+mod fine_tune;
 mod hub;
 mod jobs;
 mod model_keys;

@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! <checkpoint_dir>/
-//! ├── epoch-2/               the latest complete epoch (older ones are removed)
+//! ├── epoch-1/               an older epoch kept because its weights are the model so far
+//! │                           (`fine-tune`'s chosen epoch); other older ones are removed
+//! ├── epoch-2/               the latest complete epoch
 //! │   ├── weights.safetensors
 //! │   ├── optimizer.safetensors   AdamW moments and update count
 //! │   └── state.json              metrics so far and the SHA-256 of the two files above
@@ -17,8 +19,9 @@
 //! parent directory after (on unix), so a crash leaves either the complete epoch or none.
 //! A checkpoint that still cannot be restored (a disk error, a hand edit, a model that no
 //! longer fits) is renamed aside with a warning and training starts afresh: a rerun must not
-//! fail forever on a file only the step itself reads. What is *not* here: checkpoints within
-//! an epoch, and keeping the best epoch's weights (the model is the last epoch's).
+//! fail forever on a file only the step itself reads; a latest epoch whose kept epoch is
+//! missing or damaged cannot be restored either. What is *not* here: checkpoints within an
+//! epoch.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -75,9 +78,17 @@ impl EpochCheckpoints {
         best
     }
 
-    /// Writes epoch `epoch` (1-based) and removes older ones. The directory appears complete
-    /// or not at all (written under a `.partial` name, synced, then renamed).
-    pub fn save<S: Serialize>(&self, epoch: usize, weights: &Weights, optimizer: &AdamW, state: &S) -> StepResult<()> {
+    /// Writes epoch `epoch` (1-based) and removes older ones but `keep` (an earlier epoch whose
+    /// weights are still wanted, see [`EpochCheckpoints::load_weights`]). The directory appears
+    /// complete or not at all (written under a `.partial` name, synced, then renamed).
+    pub fn save<S: Serialize>(
+        &self,
+        epoch: usize,
+        weights: &Weights,
+        optimizer: &AdamW,
+        state: &S,
+        keep: Option<usize>,
+    ) -> StepResult<()> {
         fs::create_dir_all(&self.dir).map_err(StepError::io("creating", &self.dir))?;
         let partial = self.dir.join(format!("epoch-{epoch}.partial"));
         let _ = fs::remove_dir_all(&partial);
@@ -103,25 +114,42 @@ impl EpochCheckpoints {
         }
         fs::rename(&partial, &done).map_err(StepError::io("renaming", &partial))?;
         sync_dir(&self.dir)?;
-        for older in 1..epoch {
+        for older in (1..epoch).filter(|&e| Some(e) != keep) {
             let _ = fs::remove_dir_all(self.dir.join(format!("epoch-{older}")));
         }
         Ok(())
     }
 
+    /// Copies the weights of a saved epoch into `weights`, after checking them against the
+    /// checksum they were written with.
+    pub fn load_weights(&self, epoch: usize, weights: &Weights) -> StepResult<()> {
+        let dir = self.dir.join(format!("epoch-{epoch}"));
+        check_weights(&dir)?;
+        let checkpoint = Checkpoint::load(&dir.join(WEIGHTS))?;
+        checkpoint.fill(weights, &[""], |_| false).map(|_| ())
+    }
+
     /// Restores the latest complete epoch into `weights` and `optimizer` and returns the epoch
-    /// and its state; `None`: start from the beginning. A checkpoint that cannot be restored
-    /// is renamed to `epoch-N.corrupt-K` with a warning through `events`, and then none is
-    /// restored: with nothing changed, the step trains as a fresh run would. Only failing to
-    /// set a checkpoint aside is an error.
+    /// and its state; `None`: start from the beginning. `kept(state, epoch)` names the earlier
+    /// epoch the state still needs (see [`EpochCheckpoints::save`]); its weights are checked
+    /// too. A checkpoint that cannot be restored is renamed to `epoch-N.corrupt-K` with a
+    /// warning through `events`, and then the next latest is tried, or none is restored: with
+    /// nothing changed, the step trains as a fresh run would. Only failing to set a checkpoint
+    /// aside is an error.
     pub fn resume<S: DeserializeOwned>(
         &self,
         weights: &Weights,
         optimizer: &mut AdamW,
         events: &dyn Events,
+        kept: impl Fn(&S, usize) -> Option<usize>,
     ) -> StepResult<Option<(usize, S)>> {
         while let Some((epoch, dir)) = self.latest() {
-            match Self::restore(&dir, weights, optimizer) {
+            let needs = |state: &S| match kept(state, epoch) {
+                Some(k) if k != epoch => check_weights(&self.dir.join(format!("epoch-{k}")))
+                    .map_err(|e| StepError::failed(format!("the weights of epoch {k} it keeps: {e}"))),
+                _ => Ok(()),
+            };
+            match Self::restore(&dir, weights, optimizer, needs) {
                 Ok(state) => return Ok(Some((epoch, state))),
                 Err(e) => {
                     let aside = set_aside(&dir)?;
@@ -139,23 +167,17 @@ impl EpochCheckpoints {
     /// Restores weights and optimizer from an epoch directory and returns its state. Everything
     /// is read and checked before anything is changed, so on an error `weights` and
     /// `optimizer` are as they were.
-    fn restore<S: DeserializeOwned>(dir: &Path, weights: &Weights, optimizer: &mut AdamW) -> StepResult<S> {
-        let state_path = dir.join(STATE);
-        let text = fs::read(&state_path).map_err(StepError::io("reading", &state_path))?;
-        let manifest: Manifest<S> =
-            serde_json::from_slice(&text).map_err(|e| StepError::failed(format!("{}: {e}", state_path.display())))?;
+    fn restore<S: DeserializeOwned>(
+        dir: &Path,
+        weights: &Weights,
+        optimizer: &mut AdamW,
+        needs: impl Fn(&S) -> StepResult<()>,
+    ) -> StepResult<S> {
+        let manifest: Manifest<S> = read_manifest(dir)?;
         for name in [WEIGHTS, OPTIMIZER] {
-            let path = dir.join(name);
-            let recorded = manifest.sha256.get(name).map(String::as_str);
-            let actual = file_sha256(&path)?;
-            if recorded != Some(actual.as_str()) {
-                return Err(StepError::failed(format!(
-                    "{}: SHA-256 {actual}, written as {}",
-                    path.display(),
-                    recorded.unwrap_or("(not recorded)")
-                )));
-            }
+            check_sha256(&manifest, dir, name)?;
         }
+        needs(&manifest.state)?;
         let checkpoint = Checkpoint::load(&dir.join(WEIGHTS))?;
         for (name, var) in weights.iter() {
             match checkpoint.get(name) {
@@ -181,6 +203,33 @@ impl EpochCheckpoints {
         *optimizer = restored;
         Ok(manifest.state)
     }
+}
+
+fn read_manifest<S: DeserializeOwned>(dir: &Path) -> StepResult<Manifest<S>> {
+    let state_path = dir.join(STATE);
+    let text = fs::read(&state_path).map_err(StepError::io("reading", &state_path))?;
+    serde_json::from_slice(&text).map_err(|e| StepError::failed(format!("{}: {e}", state_path.display())))
+}
+
+/// Checks a file of a checkpoint against the SHA-256 its manifest recorded.
+fn check_sha256<S>(manifest: &Manifest<S>, dir: &Path, name: &str) -> StepResult<()> {
+    let path = dir.join(name);
+    let recorded = manifest.sha256.get(name).map(String::as_str);
+    let actual = file_sha256(&path)?;
+    if recorded != Some(actual.as_str()) {
+        return Err(StepError::failed(format!(
+            "{}: SHA-256 {actual}, written as {}",
+            path.display(),
+            recorded.unwrap_or("(not recorded)")
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the weights of an epoch's directory against their checksum.
+fn check_weights(dir: &Path) -> StepResult<()> {
+    let manifest: Manifest<serde::de::IgnoredAny> = read_manifest(dir)?;
+    check_sha256(&manifest, dir, WEIGHTS)
 }
 
 /// Renames a checkpoint directory to the first free `<name>.corrupt-<k>`.
@@ -259,13 +308,13 @@ mod tests {
         let ck = EpochCheckpoints::new(root.path());
         let (w, mut opt) = model(2.5);
         opt.step = 7;
-        ck.save(1, &w, &opt, &vec![1u32, 2]).unwrap();
+        ck.save(1, &w, &opt, &vec![1u32, 2], None).unwrap();
         assert!(!root.path().join("epoch-1.partial").exists());
 
         let (w2, mut opt2) = model(0.0);
         let (epoch, state): (usize, Vec<u32>) = {
             let lines = Lines(Mutex::new(Vec::new()));
-            let r = ck.resume(&w2, &mut opt2, &lines).unwrap();
+            let r = ck.resume(&w2, &mut opt2, &lines, |_: &Vec<u32>, _| None).unwrap();
             r.unwrap_or_else(|| panic!("{:?}", lines.0.lock().unwrap()))
         };
         assert_eq!((epoch, state, opt2.step, values(&w2)), (1, vec![1, 2], 7, vec![2.5; 6]));
@@ -289,11 +338,11 @@ mod tests {
             }),
         ];
         for (k, (file, damage)) in damages.iter().enumerate() {
-            ck.save(1, &w, &opt, &vec![1u32, 2]).unwrap();
+            ck.save(1, &w, &opt, &vec![1u32, 2], None).unwrap();
             damage(&root.path().join("epoch-1").join(file));
             let (w3, mut opt3) = model(0.5);
             let lines = Lines(Mutex::new(Vec::new()));
-            let resumed: Option<(usize, Vec<u32>)> = ck.resume(&w3, &mut opt3, &lines).unwrap();
+            let resumed: Option<(usize, Vec<u32>)> = ck.resume(&w3, &mut opt3, &lines, |_, _| None).unwrap();
             assert!(resumed.is_none(), "damaged {file} was restored");
             assert_eq!((opt3.step, values(&w3)), (0, vec![0.5; 6]), "damaged {file} changed the model");
             let aside = root.path().join(format!("epoch-1.corrupt-{}", k + 1));
@@ -312,7 +361,7 @@ mod tests {
     fn assert_set_aside(ck: &EpochCheckpoints, aside: &Path, why: &str) {
         let (w, mut opt) = model(0.5);
         let lines = Lines(Mutex::new(Vec::new()));
-        assert!(ck.resume::<u32>(&w, &mut opt, &lines).unwrap().is_none());
+        assert!(ck.resume::<u32>(&w, &mut opt, &lines, |_, _| None).unwrap().is_none());
         assert_eq!((opt.step, values(&w)), (0, vec![0.5; 6]));
         assert!(aside.is_dir());
         let lines = lines.0.into_inner().unwrap();
@@ -326,7 +375,7 @@ mod tests {
         let mut other = Weights::new(DType::F32, &Device::Cpu);
         other.ones("bert.a.weight", &[3, 2]).unwrap();
         other.zeros("bert.a.bias", &[3]).unwrap();
-        ck.save(2, &other, &AdamW::new(other.iter(), 0.01).unwrap(), &0u32).unwrap();
+        ck.save(2, &other, &AdamW::new(other.iter(), 0.01).unwrap(), &0u32, None).unwrap();
         assert_set_aside(
             &ck,
             &root.path().join("epoch-2.corrupt-1"),
@@ -337,7 +386,7 @@ mod tests {
         // before any weight is copied, so neither changes.
         let (w, mut opt) = model(2.5);
         opt.step = 3;
-        ck.save(2, &w, &opt, &0u32).unwrap();
+        ck.save(2, &w, &opt, &0u32, None).unwrap();
         let mut bigger = Weights::new(DType::F32, &Device::Cpu);
         bigger.ones("bert.a.weight", &[4, 2]).unwrap();
         bigger.zeros("bert.a.bias", &[3]).unwrap();
@@ -347,5 +396,39 @@ mod tests {
         manifest["sha256"][OPTIMIZER] = file_sha256(&dir.join(OPTIMIZER)).unwrap().into();
         fs::write(dir.join(STATE), manifest.to_string()).unwrap();
         assert_set_aside(&ck, &root.path().join("epoch-2.corrupt-2"), "has 8 values, the parameter 6");
+    }
+
+    #[test]
+    fn a_kept_epoch_survives_later_saves_and_a_latest_epoch_needs_it() {
+        let root = tempfile::tempdir().unwrap();
+        let ck = EpochCheckpoints::new(root.path());
+        for (epoch, value, keep) in [(1, 1.0, None), (2, 2.0, Some(1)), (3, 3.0, Some(1))] {
+            let (w, opt) = model(value);
+            ck.save(epoch, &w, &opt, &(epoch as u32), keep).unwrap();
+        }
+        let exists = |e: usize| root.path().join(format!("epoch-{e}")).is_dir();
+        assert_eq!((exists(1), exists(2), exists(3)), (true, false, true));
+        let (w, _) = model(0.0);
+        ck.load_weights(1, &w).unwrap();
+        assert_eq!(values(&w), vec![1.0; 6]);
+
+        // The latest restores when the epoch it keeps is intact...
+        let lines = Lines(Mutex::new(Vec::new()));
+        let (w, mut opt) = model(0.0);
+        let r = ck.resume::<u32>(&w, &mut opt, &lines, |_, _| Some(1)).unwrap();
+        assert_eq!((r, values(&w)), (Some((3, 3)), vec![3.0; 6]));
+        // ...and not when it is damaged: both are set aside, with nothing changed.
+        let kept = root.path().join("epoch-1").join(WEIGHTS);
+        let mut bytes = fs::read(&kept).unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 0xff;
+        fs::write(&kept, bytes).unwrap();
+        assert!(ck.load_weights(1, &w).is_err());
+        let (w, mut opt) = model(0.5);
+        let r = ck.resume::<u32>(&w, &mut opt, &lines, |_, _| Some(1)).unwrap();
+        assert_eq!((r, values(&w)), (None, vec![0.5; 6]));
+        let lines = lines.0.into_inner().unwrap();
+        assert!(lines[0].contains("cannot be restored (the weights of epoch 1 it keeps:"), "{lines:?}");
+        assert!(root.path().join("epoch-3.corrupt-1").is_dir() && root.path().join("epoch-1.corrupt-1").is_dir());
     }
 }

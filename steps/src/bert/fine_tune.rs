@@ -1,10 +1,16 @@
 //! The `fine-tune` step kind: BERT encoder + pooler + dropout + dense classifier trained end to
 //! end (the GluonNLP recipe), evaluated after every epoch, checkpointed after every epoch.
+//!
+//! For imbalanced data the loss can weigh classes (`class_weights`). The saved model is the
+//! epoch chosen on the validation set (`select_by`, [`TrainingMetrics::chosen`]; the last epoch
+//! without one), so `evaluate`, `ensemble` and the report all see the weights the report
+//! headlines; `early_stopping_patience` ends training once that figure stops improving.
 
 use std::fs;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
+use serde_json::Value;
 
 use super::batch::{make_batch, Batches};
 use super::checkpoint::EpochCheckpoints;
@@ -15,7 +21,7 @@ use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, Mode
 use super::train::{batch_seed, count_equal, params as train, BatchOutcome, TrainConfig, Trainer};
 use super::weights::Checkpoint;
 use crate::error::{StepError, StepResult};
-use crate::report::{ChosenBy, EpochMetrics, TrainingMetrics};
+use crate::report::{ChosenBy, EarlyStop, EpochMetrics, SelectBy, TrainingMetrics};
 use crate::step::{
     Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec, Timing,
 };
@@ -27,7 +33,10 @@ static SPEC: StepSpec = StepSpec {
     kind: "fine-tune",
     // 4: the metrics keep the logged batches (`batches`); the model's bytes are unchanged.
     // 5: no timings in the metrics (they go to the run record through `Events::timing`).
-    version: 5,
+    // 5: the model is the chosen epoch's weights, not the last epoch's; the metrics record the
+    // saved epoch and each epoch's macro F1.
+    // 6: both of the above (5 was either, on the branches that made them).
+    version: 6,
     summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
     params: &[
         ParamSpec::optional(
@@ -56,12 +65,36 @@ static SPEC: StepSpec = StepSpec {
             "rows per evaluation batch (in the key: it changes the last digits of the metrics)",
         ),
         train::log_every(50),
+        // The three below are absent from the key at their defaults (see `resolve`), so results
+        // cached without them keep their keys.
+        ParamSpec::optional(
+            "class_weights",
+            ParamType::NameOrNumbers(&["balanced"]),
+            Default::Absent,
+            "weigh each class's rows in the training loss: `balanced` (rows / (classes x rows of the class), as \
+             scikit-learn) or one positive number per class in label order; a batch's loss is the sum of its rows' \
+             weighted losses divided by its rows (absent: every class weighs 1)",
+        ),
+        ParamSpec::optional(
+            "select_by",
+            ParamType::Choice(&SelectBy::NAMES),
+            Default::Str("accuracy"),
+            "the validation figure that chooses the saved epoch, accuracy or macro_f1 (the earliest best; without a \
+             `valid` input the last epoch is saved)",
+        ),
+        ParamSpec::optional(
+            "early_stopping_patience",
+            ParamType::Uint,
+            Default::Absent,
+            "stop once the `select_by` figure has not improved for N epochs (needs `valid`; absent: train every \
+             epoch); the saved model is the chosen epoch's",
+        ),
     ],
     inputs: &[
         InputSpec::required("train", "tensor set to train on"),
         InputSpec::optional(
             "valid",
-            "tensor set evaluated after every epoch; its accuracy chooses `best_epoch` (the model is the last epoch's)",
+            "tensor set evaluated after every epoch; its `select_by` figure chooses the epoch whose weights are saved",
         ),
         InputSpec::optional("test", "tensor set evaluated after every epoch (reported, never used to choose)"),
         InputSpec::optional("model", "a model directory from `pretrain` or another step"),
@@ -81,7 +114,14 @@ impl Step for FineTune {
     }
 
     fn resolve(&self, params: &Params, env: &Environment) -> StepResult<Params> {
-        device::resolve_params(params, env)
+        let mut resolved = device::resolve_params(params, env)?;
+        // The default is keyed as the parameter's absence: keys from before it existed hold.
+        if params.opt_str("select_by")? == Some("accuracy") {
+            let mut values = resolved.values().clone();
+            values.remove("select_by");
+            resolved = Params::new(values);
+        }
+        Ok(resolved)
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {
@@ -89,6 +129,14 @@ impl Step for FineTune {
         let dropout = params.f64("dropout")?;
         if !(0.0..1.0).contains(&dropout) {
             return Err(StepError::param("dropout", format!("must be in [0, 1), got {dropout}")));
+        }
+        ClassWeights::from_params(params)?;
+        select_by(params)?;
+        if params.opt_usize("early_stopping_patience")? == Some(0) {
+            return Err(StepError::param(
+                "early_stopping_patience",
+                "must be at least 1 (leave it out to train every epoch)",
+            ));
         }
         Ok(())
     }
@@ -112,6 +160,24 @@ impl Step for FineTune {
         let train_classes = classes_of(&train, &labels, "input `train`", known)?;
         let valid_classes = valid.as_ref().map(|s| classes_of(s, &labels, "input `valid`", known)).transpose()?;
         let test_classes = test.as_ref().map(|s| classes_of(s, &labels, "input `test`", known)).transpose()?;
+        let class_weights = match ClassWeights::from_params(params)? {
+            Some(w) => Some(w.per_class(&train_classes, &labels)?),
+            None => None,
+        };
+        let select_by = select_by(params)?;
+        let patience = params.opt_usize("early_stopping_patience")?;
+        if valid.is_none() {
+            let needs = [
+                ("early_stopping_patience", patience.is_some()),
+                ("select_by", params.opt_str("select_by")?.is_some_and(|s| s != "accuracy")),
+            ];
+            if let Some((name, _)) = needs.iter().find(|(_, set)| *set) {
+                return Err(StepError::input_with_help(
+                    format!("parameter `{name}` chooses on the validation set, and the step has no `valid` input"),
+                    format!("add `valid: <step>.<output>` to the step's inputs, or remove `{name}`"),
+                ));
+            }
+        }
 
         let source = ModelDir::resolve(ctx.opt_input("model"), params.opt_str("model")?, ctx.env)?;
         let config = source.config()?;
@@ -141,16 +207,30 @@ impl Step for FineTune {
         let vars = weights.iter().map(|(n, v)| (n.to_string(), v.clone())).collect();
         let mut trainer = Trainer::new(cfg.clone(), vars, batches_per_epoch, ctx.events, ctx.env)?;
         let checkpoints = EpochCheckpoints::new(ctx.checkpoint_dir);
-        let mut metrics = TrainingMetrics { epochs: Vec::new(), best_epoch: None, batches: Vec::new() };
-        if let Some((epoch, state)) = checkpoints.resume(&weights, &mut trainer.optimizer, ctx.events)? {
+        let mut metrics = TrainingMetrics {
+            epochs: Vec::new(),
+            best_epoch: None,
+            select_by,
+            saved_epoch: None,
+            stopped_early: None,
+            class_weights: class_weights.clone(),
+            batches: Vec::new(),
+        };
+        // A checkpoint keeps the chosen epoch's weights beside the latest's.
+        let kept = |m: &TrainingMetrics, _| m.chosen_epoch().map(|c| c.epoch);
+        if let Some((epoch, state)) = checkpoints.resume(&weights, &mut trainer.optimizer, ctx.events, kept)? {
             metrics = state;
             ctx.events.log(&format!("resuming after epoch {epoch} from its checkpoint"));
         }
         let eval_batch = params.usize("eval_batch_size")?.max(1);
+        let loss_weights: Option<Vec<f32>> = class_weights.as_ref().map(|w| w.iter().map(|&x| x as f32).collect());
         for epoch in metrics.epochs.len() + 1..=cfg.epochs {
+            if metrics.stopped_early.is_some() {
+                break;
+            }
             let order = Batches::shuffled(&train, cfg.batch_size, batch_seed(cfg.seed, epoch, usize::MAX));
             let stats = trainer.epoch(epoch, &order.batches, |rows, pass| {
-                classify_batch(&model, &train, &train_classes, rows, pass, &device)
+                classify_batch(&model, &train, &train_classes, rows, pass, &device, loss_weights.as_deref())
             })?;
             let mut row = EpochMetrics {
                 epoch,
@@ -163,23 +243,47 @@ impl Step for FineTune {
                 lr: stats.lr,
                 seconds: None,
                 samples_per_second: None,
+                valid_macro_f1: None,
+                test_macro_f1: None,
             };
             if let (Some(set), Some(classes)) = (&valid, &valid_classes) {
                 let p = predict(&model, set, classes, eval_batch, cfg.precision, &device, ctx.env)?;
                 (row.valid_loss, row.valid_accuracy) = (Some(p.loss), Some(p.accuracy()));
+                row.valid_macro_f1 = Some(p.metrics(&labels).macro_f1);
             }
             if let (Some(set), Some(classes)) = (&test, &test_classes) {
                 let p = predict(&model, set, classes, eval_batch, cfg.precision, &device, ctx.env)?;
                 (row.test_loss, row.test_accuracy) = (Some(p.loss), Some(p.accuracy()));
+                row.test_macro_f1 = Some(p.metrics(&labels).macro_f1);
             }
             let timing = Timing::epoch(epoch, stats.seconds, stats.samples as u64);
-            ctx.events.log(&format!("{}; {}", epoch_line(&row), timing.describe()));
+            ctx.events.log(&format!("{}; {}", epoch_line(&row, select_by), timing.describe()));
             ctx.events.timing(&timing);
             metrics.epochs.push(row);
             metrics.batches.append(&mut trainer.logged);
-            checkpoints.save(epoch, &weights, &trainer.optimizer, &metrics)?;
+            if let Some(patience) = patience {
+                metrics.stopped_early = metrics.early_stop(patience, cfg.epochs);
+            }
+            let keep = metrics.chosen_epoch().map(|c| c.epoch);
+            checkpoints.save(epoch, &weights, &trainer.optimizer, &metrics, keep)?;
+            if let Some(stop) = &metrics.stopped_early {
+                ctx.events.log(&stop_line(stop, select_by));
+            }
         }
-        metrics.best_epoch = metrics.chosen_epoch().filter(|c| c.by == ChosenBy::ValidAccuracy).map(|c| c.epoch);
+        let chosen = metrics.chosen_epoch();
+        metrics.best_epoch = chosen.filter(|c| c.by != ChosenBy::LastEpoch).map(|c| c.epoch);
+        let last = metrics.epochs.last().map(|e| e.epoch);
+        if let (Some(c), Some(last)) = (chosen, last) {
+            if c.epoch != last {
+                checkpoints.load_weights(c.epoch, &weights)?;
+                ctx.events.log(&format!(
+                    "the model is epoch {}'s, chosen by {} (not the last epoch, {last})",
+                    c.epoch,
+                    select_by.describe()
+                ));
+            }
+        }
+        metrics.saved_epoch = chosen.map(|c| c.epoch);
 
         let out = ctx.output("model");
         fs::create_dir_all(&out).map_err(StepError::io("creating", &out))?;
@@ -191,7 +295,9 @@ impl Step for FineTune {
     }
 }
 
-/// The summed loss and the accuracy of one shard of a training batch.
+/// The summed loss and the accuracy of one shard of a training batch. With `class_weights`
+/// (one per class) each row's cross-entropy is multiplied by its class's weight; the trainer
+/// divides the sum by the batch's rows either way.
 pub fn classify_batch(
     model: &BertClassifier,
     set: &TensorSet,
@@ -199,20 +305,113 @@ pub fn classify_batch(
     rows: &[usize],
     pass: &Pass,
     device: &Device,
+    class_weights: Option<&[f32]>,
 ) -> candle_core::Result<BatchOutcome> {
     let batch = make_batch(set, rows, None, DType::F32, device)?;
     let logits = model.forward(&batch, pass)?;
     let wanted: Vec<u32> = rows.iter().map(|&i| classes[i]).collect();
     let target = Tensor::from_vec(wanted, rows.len(), device)?;
-    let loss = (candle_nn::loss::cross_entropy(&logits, &target)? * rows.len() as f64)?;
+    let loss = match class_weights {
+        // Unweighted, as before weights existed (the same bits).
+        None => (candle_nn::loss::cross_entropy(&logits, &target)? * rows.len() as f64)?,
+        Some(w) => {
+            let row_weights: Vec<f32> = rows.iter().map(|&i| w[classes[i] as usize]).collect();
+            let row_weights = Tensor::from_vec(row_weights, rows.len(), device)?;
+            let log_p = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+            let picked = log_p.gather(&target.unsqueeze(1)?, 1)?.squeeze(1)?;
+            (picked * row_weights)?.sum_all()?.neg()?
+        }
+    };
     let correct = count_equal(&logits.argmax(1)?, &target)?;
     Ok(BatchOutcome { loss, correct, count: rows.len() })
 }
 
-fn epoch_line(e: &EpochMetrics) -> String {
+/// `class_weights` as given: before the training set is known.
+#[derive(Debug, Clone, PartialEq)]
+enum ClassWeights {
+    Balanced,
+    Given(Vec<f64>),
+}
+
+impl ClassWeights {
+    fn from_params(params: &Params) -> StepResult<Option<ClassWeights>> {
+        let bad = |message: String| StepError::param("class_weights", message);
+        match params.get("class_weights") {
+            None => Ok(None),
+            Some(Value::String(s)) if s == "balanced" => Ok(Some(ClassWeights::Balanced)),
+            Some(Value::Array(items)) => {
+                let weights = items
+                    .iter()
+                    .map(|v| v.as_f64().ok_or_else(|| bad(format!("must be a list of numbers, got `{v}` in it"))))
+                    .collect::<StepResult<Vec<f64>>>()?;
+                if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
+                    return Err(bad(format!("must hold positive numbers, got {w}")));
+                }
+                if weights.is_empty() {
+                    return Err(bad("must hold one weight per class, got an empty list".into()));
+                }
+                Ok(Some(ClassWeights::Given(weights)))
+            }
+            Some(v) => Err(bad(format!("must be `balanced` or a list of numbers, got `{v}`"))),
+        }
+    }
+
+    /// The weight of each class (`classes` are the training rows' classes): `balanced` as
+    /// scikit-learn's `compute_class_weight`, rows / (classes x rows of the class).
+    fn per_class(&self, classes: &[u32], labels: &[i64]) -> StepResult<Vec<f64>> {
+        let k = labels.len();
+        match self {
+            ClassWeights::Given(w) if w.len() == k => Ok(w.clone()),
+            ClassWeights::Given(w) => Err(StepError::input_with_help(
+                format!(
+                    "parameter `class_weights` has {} weight(s), and the training set has {k} classes (labels {})",
+                    w.len(),
+                    labels.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                format!("give one weight per class, in label order ({k} numbers), or `class_weights: balanced`"),
+            )),
+            ClassWeights::Balanced => {
+                let mut counts = vec![0usize; k];
+                for &c in classes {
+                    counts[c as usize] += 1;
+                }
+                if let Some(c) = counts.iter().position(|&n| n == 0) {
+                    return Err(StepError::input(format!(
+                        "parameter `class_weights: balanced`: the training set has no row of label {}",
+                        labels[c]
+                    )));
+                }
+                Ok(counts.iter().map(|&n| classes.len() as f64 / (k * n) as f64).collect())
+            }
+        }
+    }
+}
+
+/// The `select_by` parameter (accuracy when absent).
+fn select_by(params: &Params) -> StepResult<SelectBy> {
+    let Some(name) = params.opt_str("select_by")? else { return Ok(SelectBy::Accuracy) };
+    SelectBy::parse(name)
+        .ok_or_else(|| StepError::param("select_by", format!("`{name}` is not one of {}", SelectBy::NAMES.join(", "))))
+}
+
+fn stop_line(stop: &EarlyStop, by: SelectBy) -> String {
+    format!(
+        "stopping early after epoch {} of {}: {} has not improved for {} epoch(s) since epoch {}",
+        stop.after_epoch,
+        stop.of_epochs,
+        by.describe(),
+        stop.after_epoch - stop.best_epoch,
+        stop.best_epoch
+    )
+}
+
+fn epoch_line(e: &EpochMetrics, by: SelectBy) -> String {
     let mut line = format!("[Epoch {}] train loss={:.4}, acc={:.4}", e.epoch, e.train_loss, e.train_accuracy);
     if let Some(a) = e.valid_accuracy {
         line.push_str(&format!("; valid acc={a:.4}"));
+    }
+    if let (SelectBy::MacroF1, Some(f)) = (by, e.valid_macro_f1) {
+        line.push_str(&format!(", macro F1={f:.4}"));
     }
     if let Some(a) = e.test_accuracy {
         line.push_str(&format!("; test acc={a:.4}"));

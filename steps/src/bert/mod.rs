@@ -32,6 +32,6 @@ pub mod train;
 pub mod weights;
 
 pub use evaluate::Evaluate;
-pub use fine_tune::FineTune;
+pub use fine_tune::{classify_batch, FineTune};
 pub use predict::Predict;
 pub use pretrain::Pretrain;

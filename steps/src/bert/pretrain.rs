@@ -592,7 +592,7 @@ impl Step for Pretrain {
         trainer.schedule.warmup = (total as f64 * cfg.warmup_ratio).floor() as u64;
         let checkpoints = EpochCheckpoints::new(ctx.checkpoint_dir);
         let mut history: Vec<PretrainEpoch> = Vec::new();
-        if let Some((epoch, state)) = checkpoints.resume(&weights, &mut trainer.optimizer, ctx.events)? {
+        if let Some((epoch, state)) = checkpoints.resume(&weights, &mut trainer.optimizer, ctx.events, |_, _| None)? {
             history = state;
             ctx.events.log(&format!("resuming after epoch {epoch} from its checkpoint"));
         }
@@ -646,7 +646,7 @@ impl Step for Pretrain {
                 _ => format!("[Epoch {epoch}] MLM loss={:.4}, acc={:.4}; {timing}", row.mlm_loss, row.mlm_accuracy),
             });
             history.push(row);
-            checkpoints.save(epoch, &weights, &trainer.optimizer, &history)?;
+            checkpoints.save(epoch, &weights, &trainer.optimizer, &history, None)?;
         }
 
         let out = ctx.output("model");

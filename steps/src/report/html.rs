@@ -15,8 +15,9 @@ use std::fmt::Write as _;
 
 use super::svg::{self, esc, LegendEntry, LineChart, Reference, Ring, Series, Swatch, COLORS};
 use super::{
-    chosen_line, comparison_header, comparison_rows, confusion_table, epoch_rows, model_rows, param_columns,
-    weight_lines, ChosenBy, Report, RunReport, TrainingMetrics, CHOICE_NOTE, EPOCH_HEADER, MODELS_HEADER,
+    chosen_line, comparison_header, comparison_rows, confusion_table, epoch_header, epoch_rows, model_rows,
+    param_columns, training_lines, weight_lines, ChosenBy, Report, RunReport, TrainingMetrics, CHOICE_NOTE,
+    MODELS_HEADER,
 };
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;\
@@ -322,6 +323,7 @@ fn chosen_rings(t: &TrainingMetrics, name: &str, color: &'static str) -> Vec<Rin
     let Some((e, by)) = t.chosen() else { return Vec::new() };
     let why = match by {
         ChosenBy::ValidAccuracy => "highest validation accuracy",
+        ChosenBy::ValidMacroF1 => "highest validation macro F1",
         ChosenBy::LastEpoch => "the last; no validation set",
     };
     [e.valid_accuracy, e.test_accuracy]
@@ -400,9 +402,8 @@ fn latest_section(out: &mut String, latest: &RunReport) {
     let _ = writeln!(out, "<h2>Latest run: {} ({})</h2>", esc(&latest.label), esc(&latest.state));
     match &latest.training {
         Some(t) if !t.epochs.is_empty() => {
-            let header: Vec<String> = EPOCH_HEADER.iter().map(|s| s.to_string()).collect();
-            out.push_str(&html_table(&header, &epoch_rows(t)));
-            if let Some(line) = chosen_line(t) {
+            out.push_str(&html_table(&epoch_header(t), &epoch_rows(t)));
+            for line in chosen_line(t).into_iter().chain(training_lines(t)) {
                 let _ = writeln!(out, "<p class=\"note\">{}</p>", esc(&line));
             }
         }

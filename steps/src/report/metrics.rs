@@ -1,7 +1,9 @@
 //! The metrics files the report reads: `fine-tune`'s per-epoch metrics with its logged batches
-//! ([`TrainingMetrics`]), and `evaluate`'s final evaluation ([`EvalMetrics`]), with the rule that
-//! chooses a run's reported epoch ([`TrainingMetrics::chosen`]). Fields added later have serde
-//! defaults, so files written by older versions still read.
+//! ([`TrainingMetrics`]), and `evaluate`'s final evaluation ([`EvalMetrics`]), with the rules that
+//! choose a run's epoch ([`TrainingMetrics::chosen`]) and stop it early
+//! ([`TrainingMetrics::early_stop`]); `fine-tune` uses the same rules to pick the epoch whose
+//! weights it saves. Fields added later have serde defaults, so files written by older versions
+//! still read.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,17 +29,90 @@ pub struct EpochMetrics {
     pub seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub samples_per_second: Option<f64>,
+    /// Macro F1 on the validation and test sets; absent in files from before version 5 of
+    /// `fine-tune`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_macro_f1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_macro_f1: Option<f64>,
+}
+
+impl EpochMetrics {
+    /// The validation figure `by` chooses on.
+    pub fn valid_score(&self, by: SelectBy) -> Option<f64> {
+        match by {
+            SelectBy::Accuracy => self.valid_accuracy,
+            SelectBy::MacroF1 => self.valid_macro_f1,
+        }
+    }
+}
+
+/// Which validation figure chooses the epoch (`fine-tune`'s `select_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectBy {
+    #[default]
+    Accuracy,
+    MacroF1,
+}
+
+impl SelectBy {
+    /// The parameter's values.
+    pub const NAMES: [&'static str; 2] = ["accuracy", "macro_f1"];
+
+    pub fn parse(name: &str) -> Option<SelectBy> {
+        match name {
+            "accuracy" => Some(SelectBy::Accuracy),
+            "macro_f1" => Some(SelectBy::MacroF1),
+            _ => None,
+        }
+    }
+
+    /// How the figure is named in sentences.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SelectBy::Accuracy => "validation accuracy",
+            SelectBy::MacroF1 => "validation macro F1",
+        }
+    }
+}
+
+/// Why a run trained fewer epochs than it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarlyStop {
+    /// The last epoch trained.
+    pub after_epoch: usize,
+    /// The epochs the run was given.
+    pub of_epochs: usize,
+    /// `early_stopping_patience`: epochs without improvement that stop the run.
+    pub patience: usize,
+    /// The epoch with the best figure (the chosen and saved one).
+    pub best_epoch: usize,
 }
 
 /// `fine-tune`'s `metrics.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingMetrics {
     pub epochs: Vec<EpochMetrics>,
-    /// The epoch with the highest validation accuracy; absent without a validation set. Reports
-    /// recompute it ([`TrainingMetrics::chosen`]): files from before version 3 of `fine-tune`
-    /// chose by test accuracy.
+    /// The epoch with the best validation figure (`select_by`); absent without a validation set.
+    /// Reports recompute it ([`TrainingMetrics::chosen`]): files from before version 3 of
+    /// `fine-tune` chose by test accuracy.
     #[serde(default)]
     pub best_epoch: Option<usize>,
+    /// The validation figure that chooses the epoch (accuracy in files from before version 5).
+    #[serde(default)]
+    pub select_by: SelectBy,
+    /// The epoch whose weights are the saved model: the chosen one. Absent in files from before
+    /// version 5 of `fine-tune`, whose model is the last epoch's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saved_epoch: Option<usize>,
+    /// Set when `early_stopping_patience` ended the run before its last epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<EarlyStop>,
+    /// The weight of each class in the training loss, in label order (`class_weights`); absent:
+    /// every class weighs 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_weights: Option<Vec<f64>>,
     /// The training loss, accuracy and learning rate at each log interval (`log_every`), in
     /// order; empty in files from before version 4 of `fine-tune` and with `log_every: 0`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -67,7 +142,9 @@ pub struct BatchLog {
 pub enum ChosenBy {
     /// The highest validation accuracy (the earliest epoch on ties).
     ValidAccuracy,
-    /// The last epoch, because no epoch has a validation accuracy.
+    /// The highest validation macro F1 (`select_by: macro_f1`; the earliest epoch on ties).
+    ValidMacroF1,
+    /// The last epoch, because no epoch has the validation figure.
     LastEpoch,
 }
 
@@ -76,7 +153,17 @@ impl ChosenBy {
     pub fn describe(self) -> &'static str {
         match self {
             ChosenBy::ValidAccuracy => "valid acc",
+            ChosenBy::ValidMacroF1 => "valid macro F1",
             ChosenBy::LastEpoch => "last (no valid set)",
+        }
+    }
+
+    /// The name in CSV and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChosenBy::ValidAccuracy => "valid_accuracy",
+            ChosenBy::ValidMacroF1 => "valid_macro_f1",
+            ChosenBy::LastEpoch => "last_epoch",
         }
     }
 }
@@ -89,22 +176,42 @@ pub struct ChosenEpoch {
 }
 
 impl TrainingMetrics {
-    /// The epoch to report: the one with the highest validation accuracy (the earliest on ties),
-    /// else the last. Test accuracy never takes part, so it stays an unbiased estimate.
+    /// The epoch to report (and, since version 5 of `fine-tune`, the saved one): the one with
+    /// the highest validation figure of [`TrainingMetrics::select_by`] (the earliest on ties),
+    /// else the last. Test figures never take part, so they stay unbiased estimates.
     pub fn chosen(&self) -> Option<(&EpochMetrics, ChosenBy)> {
         let mut best: Option<(&EpochMetrics, f64)> = None;
         for e in &self.epochs {
-            if let Some(acc) = e.valid_accuracy {
+            if let Some(score) = e.valid_score(self.select_by) {
                 // Strictly greater: ties keep the earlier epoch.
-                if best.is_none_or(|(_, b)| acc > b) {
-                    best = Some((e, acc));
+                if best.is_none_or(|(_, b)| score > b) {
+                    best = Some((e, score));
                 }
             }
         }
+        let by = match self.select_by {
+            SelectBy::Accuracy => ChosenBy::ValidAccuracy,
+            SelectBy::MacroF1 => ChosenBy::ValidMacroF1,
+        };
         match best {
-            Some((e, _)) => Some((e, ChosenBy::ValidAccuracy)),
+            Some((e, _)) => Some((e, by)),
             None => self.epochs.last().map(|e| (e, ChosenBy::LastEpoch)),
         }
+    }
+
+    /// The epoch whose weights the model holds: [`TrainingMetrics::saved_epoch`], or the last
+    /// in files from before it was recorded.
+    pub fn saved(&self) -> Option<usize> {
+        self.saved_epoch.or_else(|| self.epochs.last().map(|e| e.epoch))
+    }
+
+    /// Whether training stops after the epochs so far: the validation figure has not improved
+    /// (strictly) for `patience` epochs since the chosen epoch. Never without a validation set.
+    pub fn early_stop(&self, patience: usize, of_epochs: usize) -> Option<EarlyStop> {
+        let (best, by) = self.chosen()?;
+        let last = self.epochs.last()?.epoch;
+        (by != ChosenBy::LastEpoch && patience > 0 && last - best.epoch >= patience && last < of_epochs)
+            .then_some(EarlyStop { after_epoch: last, of_epochs, patience, best_epoch: best.epoch })
     }
 
     /// [`TrainingMetrics::chosen`] without the metrics.

@@ -3,9 +3,12 @@
 //! HTML file with inline SVG charts ([`html`]). The `report` step kind writes them for one run;
 //! `pipe report` renders the same for the runs recorded in the cache.
 //!
-//! A run is summarised by one epoch, chosen by validation accuracy (the last epoch without a
-//! validation set; [`TrainingMetrics::chosen`]), never by test accuracy: test accuracy is shown
-//! for every epoch and for the chosen one, but choosing on it would overstate it.
+//! A run is summarised by one epoch, chosen by validation accuracy or macro F1 (`fine-tune`'s
+//! `select_by`; the last epoch without a validation set; [`TrainingMetrics::chosen`]), never by
+//! test accuracy: test accuracy is shown for every epoch and for the chosen one, but choosing on
+//! it would overstate it. The report says which epoch's weights the saved model holds (the
+//! chosen one since version 5 of `fine-tune`, the last before), whether training stopped early
+//! and the class weights of the loss.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,7 +20,7 @@ mod metrics;
 mod step;
 mod svg;
 
-pub use metrics::{BatchLog, ChosenBy, ChosenEpoch, EpochMetrics, EvalMetrics, TrainingMetrics};
+pub use metrics::{BatchLog, ChosenBy, ChosenEpoch, EarlyStop, EpochMetrics, EvalMetrics, SelectBy, TrainingMetrics};
 pub use step::ReportStep;
 
 /// One run in a report.
@@ -140,11 +143,26 @@ fn lr(v: f64) -> String {
 
 const EPOCH_HEADER: [&str; 7] = ["epoch", "train loss", "train acc", "valid acc", "test acc", "lr", "seconds"];
 
+/// Whether the per-epoch table has a validation macro F1 column (metrics that recorded it).
+fn has_valid_f1(t: &TrainingMetrics) -> bool {
+    t.epochs.iter().any(|e| e.valid_macro_f1.is_some())
+}
+
+/// [`EPOCH_HEADER`], with `valid F1` after `valid acc` where the metrics have it.
+fn epoch_header(t: &TrainingMetrics) -> Vec<String> {
+    let mut header: Vec<String> = EPOCH_HEADER.iter().map(|s| s.to_string()).collect();
+    if has_valid_f1(t) {
+        header.insert(4, "valid F1".into());
+    }
+    header
+}
+
 fn epoch_rows(t: &TrainingMetrics) -> Vec<Vec<String>> {
+    let f1 = has_valid_f1(t);
     t.epochs
         .iter()
         .map(|e| {
-            vec![
+            let mut row = vec![
                 e.epoch.to_string(),
                 num(Some(e.train_loss)),
                 pct(Some(e.train_accuracy)),
@@ -152,14 +170,18 @@ fn epoch_rows(t: &TrainingMetrics) -> Vec<Vec<String>> {
                 pct(e.test_accuracy),
                 lr(e.lr),
                 e.seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
-            ]
+            ];
+            if f1 {
+                row.insert(4, pct(e.valid_macro_f1));
+            }
+            row
         })
         .collect()
 }
 
 /// Says how the comparison's epoch columns were chosen (below the table).
-const CHOICE_NOTE: &str = "chosen epoch: the highest validation accuracy (the earliest on ties), or the last epoch \
-     without a validation set; test accuracy is shown, never used to choose";
+const CHOICE_NOTE: &str = "chosen epoch: the highest validation accuracy, or macro F1 with `select_by: macro_f1` \
+     (the earliest on ties), or the last epoch without a validation set; test accuracy is shown, never used to choose";
 
 fn comparison_header(report: &Report) -> Vec<String> {
     let mut header = vec!["run".to_string(), "state".to_string()];
@@ -226,20 +248,60 @@ fn comparison_rows(report: &Report) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// One line on a run's chosen epoch (below its per-epoch table, and the `report` step's log).
+/// One line on a run's chosen epoch and the epoch its saved model holds (below its per-epoch
+/// table, and the `report` step's log).
 fn chosen_line(t: &TrainingMetrics) -> Option<String> {
     let (e, by) = t.chosen()?;
+    let saved = match t.saved() {
+        Some(s) if s == e.epoch => "the saved model is this epoch's".to_string(),
+        Some(s) => format!(
+            "the saved model is the last epoch's ({s}), not this one's (written by a fine-tune from before the saved \
+             model was the chosen epoch's)"
+        ),
+        None => String::new(),
+    };
     Some(match by {
         ChosenBy::ValidAccuracy => format!(
-            "chosen epoch {} by validation accuracy (valid {}, test {}); the test set is never used to choose",
+            "chosen epoch {} by validation accuracy (valid {}, test {}); {saved}; the test set is never used to choose",
             e.epoch,
             pct(e.valid_accuracy),
             pct(e.test_accuracy)
         ),
+        ChosenBy::ValidMacroF1 => format!(
+            "chosen epoch {} by validation macro F1 (valid F1 {}, valid acc {}, test {}); {saved}; the test set is \
+             never used to choose",
+            e.epoch,
+            pct(e.valid_macro_f1),
+            pct(e.valid_accuracy),
+            pct(e.test_accuracy)
+        ),
         ChosenBy::LastEpoch => {
-            format!("chosen epoch {}: the last (no validation set; test {})", e.epoch, pct(e.test_accuracy))
+            format!("chosen epoch {}: the last (no validation set; test {}); {saved}", e.epoch, pct(e.test_accuracy))
         }
     })
+}
+
+/// Lines on how a run trained, where it differs from plain training: early stopping and the
+/// class weights of its loss.
+fn training_lines(t: &TrainingMetrics) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(s) = &t.stopped_early {
+        lines.push(format!(
+            "stopped early after epoch {} of {}: {} had not improved for {} epoch(s) since epoch {} \
+             (early_stopping_patience {})",
+            s.after_epoch,
+            s.of_epochs,
+            t.select_by.describe(),
+            s.after_epoch - s.best_epoch,
+            s.best_epoch,
+            s.patience
+        ));
+    }
+    if let Some(w) = &t.class_weights {
+        let w: Vec<String> = w.iter().map(|x| format!("{x:.4}")).collect();
+        lines.push(format!("class weights of the training loss, in label order: {}", w.join(", ")));
+    }
+    lines
 }
 
 fn text_table(header: &[String], rows: &[Vec<String>], markdown: bool) -> String {
@@ -342,10 +404,9 @@ impl Report {
         match &self.latest.training {
             Some(t) if !t.epochs.is_empty() => {
                 out.push_str(&h(2, "Accuracy per epoch"));
-                let header: Vec<String> = EPOCH_HEADER.iter().map(|s| s.to_string()).collect();
-                out.push_str(&text_table(&header, &epoch_rows(t), markdown));
+                out.push_str(&text_table(&epoch_header(t), &epoch_rows(t), markdown));
                 out.push('\n');
-                if let Some(line) = chosen_line(t) {
+                for line in chosen_line(t).into_iter().chain(training_lines(t)) {
                     let _ = writeln!(out, "{line}\n");
                 }
             }
@@ -396,10 +457,7 @@ impl Report {
             for e in &t.epochs {
                 // The chosen epoch's row says how it was chosen; the others are empty.
                 let by = match chosen {
-                    Some(c) if c.epoch == e.epoch => match c.by {
-                        ChosenBy::ValidAccuracy => "valid_accuracy",
-                        ChosenBy::LastEpoch => "last_epoch",
-                    },
+                    Some(c) if c.epoch == e.epoch => c.by.name(),
                     _ => "",
                 };
                 let _ = write!(
@@ -440,12 +498,17 @@ struct JsonRun<'a> {
     #[serde(flatten)]
     run: &'a RunReport,
     chosen: Option<ChosenEpoch>,
+    /// The epoch whose weights the saved model holds ([`TrainingMetrics::saved`]).
+    saved_epoch: Option<usize>,
 }
 
 impl<'a> JsonReport<'a> {
     fn of(report: &'a Report) -> Self {
-        let run =
-            |r: &'a RunReport| JsonRun { run: r, chosen: r.training.as_ref().and_then(TrainingMetrics::chosen_epoch) };
+        let run = |r: &'a RunReport| JsonRun {
+            run: r,
+            chosen: r.training.as_ref().and_then(TrainingMetrics::chosen_epoch),
+            saved_epoch: r.training.as_ref().and_then(TrainingMetrics::saved),
+        };
         JsonReport {
             pipeline: &report.pipeline,
             latest: run(&report.latest),
@@ -478,6 +541,8 @@ mod tests {
             lr: 5e-5 / epoch as f64,
             seconds: Some(12.5),
             samples_per_second: Some(300.0),
+            valid_macro_f1: None,
+            test_macro_f1: None,
         }
     }
 
@@ -490,8 +555,7 @@ mod tests {
             params: BTreeMap::from([("finetune.lr".to_string(), lr.to_string())]),
             training: Some(TrainingMetrics {
                 epochs: accs.iter().enumerate().map(|(i, a)| epoch(i + 1, *a)).collect(),
-                best_epoch: None,
-                batches: Vec::new(),
+                ..TrainingMetrics::default()
             }),
             evaluation: Some(EvalMetrics {
                 rows: 10,
@@ -592,8 +656,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (t, v))| EpochMetrics { valid_accuracy: *v, test_accuracy: Some(*t), ..epoch(i + 1, *t) })
                 .collect(),
-            best_epoch: None,
-            batches: Vec::new(),
+            ..TrainingMetrics::default()
         }
     }
 
@@ -609,6 +672,73 @@ mod tests {
         let m = metrics(&[None, None, None], &[0.90, 0.65, 0.60]);
         assert_eq!(m.chosen_epoch(), Some(ChosenEpoch { epoch: 3, by: ChosenBy::LastEpoch }));
         assert_eq!(metrics(&[], &[]).chosen_epoch(), None);
+    }
+
+    #[test]
+    fn select_by_macro_f1_chooses_by_that_column_and_early_stopping_follows_it() {
+        // Accuracy peaks at epoch 2, macro F1 at epoch 3.
+        let mut m = metrics(&[Some(0.70), Some(0.80), Some(0.75), Some(0.74)], &[0.6, 0.6, 0.6, 0.6]);
+        for (e, f1) in m.epochs.iter_mut().zip([0.50, 0.55, 0.70, 0.60]) {
+            e.valid_macro_f1 = Some(f1);
+        }
+        assert_eq!(m.chosen_epoch(), Some(ChosenEpoch { epoch: 2, by: ChosenBy::ValidAccuracy }));
+        assert_eq!(m.early_stop(2, 10), Some(EarlyStop { after_epoch: 4, of_epochs: 10, patience: 2, best_epoch: 2 }));
+        m.select_by = SelectBy::MacroF1;
+        assert_eq!(m.chosen_epoch(), Some(ChosenEpoch { epoch: 3, by: ChosenBy::ValidMacroF1 }));
+        assert_eq!(m.early_stop(2, 10), None, "one epoch without improvement is not two");
+        assert_eq!(m.early_stop(1, 10).map(|s| (s.after_epoch, s.best_epoch)), Some((4, 3)));
+        // The last epoch is no early stop; nor is a run without a validation set.
+        assert_eq!(m.early_stop(1, 4), None);
+        assert_eq!(metrics(&[None, None, None], &[0.6, 0.6, 0.6]).early_stop(1, 10), None);
+    }
+
+    #[test]
+    fn the_report_says_which_epoch_the_saved_model_holds_and_how_training_ran() {
+        let mut r = run("run-a", "5e-5", &[0.80, 0.84, 0.83]);
+        // A file from before the saved epoch was recorded: its model is the last epoch's.
+        let text = Report { pipeline: "p".into(), latest: r.clone(), comparison: vec![] }.render(Format::Table);
+        assert!(
+            text.contains(
+                "chosen epoch 2 by validation accuracy (valid 0.8300, test 0.8400); the saved model is the last \
+                 epoch's (3), not this one's"
+            ),
+            "{text}"
+        );
+        let t = r.training.as_mut().unwrap();
+        t.saved_epoch = Some(2);
+        t.select_by = SelectBy::MacroF1;
+        for (e, f1) in t.epochs.iter_mut().zip([0.5, 0.7, 0.6]) {
+            e.valid_macro_f1 = Some(f1);
+        }
+        t.stopped_early = Some(EarlyStop { after_epoch: 3, of_epochs: 8, patience: 1, best_epoch: 2 });
+        t.class_weights = Some(vec![0.625, 2.5]);
+        let report = Report { pipeline: "p".into(), latest: r, comparison: vec![] };
+        for format in [Format::Table, Format::Markdown, Format::Html] {
+            let text = report.render(format);
+            assert!(
+                text.contains(
+                    "chosen epoch 2 by validation macro F1 (valid F1 0.7000, valid acc 0.8300, test 0.8400); \
+                     the saved model is this epoch&#39;s"
+                ) || text.contains(
+                    "chosen epoch 2 by validation macro F1 (valid F1 0.7000, valid acc 0.8300, test 0.8400); the \
+                         saved model is this epoch's"
+                ),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "stopped early after epoch 3 of 8: validation macro F1 had not improved for 1 epoch(s) since epoch 2 \
+                     (early_stopping_patience 1)"
+                ),
+                "{text}"
+            );
+            assert!(text.contains("class weights of the training loss, in label order: 0.6250, 2.5000"), "{text}");
+            assert!(text.contains("valid F1"), "{text}");
+        }
+        let json: serde_json::Value = serde_json::from_str(&report.render(Format::Json)).unwrap();
+        assert_eq!(json["latest"]["chosen"], serde_json::json!({"epoch": 2, "by": "valid_macro_f1"}));
+        assert_eq!(json["latest"]["saved_epoch"], 2);
+        assert_eq!(json["latest"]["training"]["stopped_early"]["after_epoch"], 3);
     }
 
     #[test]

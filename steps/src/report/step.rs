@@ -18,8 +18,9 @@ static SPEC: StepSpec = StepSpec {
     kind: "report",
     // 2: the epoch is chosen by validation accuracy, not test accuracy. 3: the HTML report's
     // charts (training loss, accuracy with reference lines, confusion grid). 4: weighted F1
-    // beside macro F1, class names (string labels).
-    version: 4,
+    // beside macro F1, class names (string labels); or the saved epoch, the selection figure,
+    // early stopping and class weights (two branches). 5: both.
+    version: 5,
     summary: "assemble the accuracy-per-epoch table and the final evaluation (Markdown, CSV, JSON, HTML)",
     params: &[],
     inputs: &[

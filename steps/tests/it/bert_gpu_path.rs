@@ -8,12 +8,13 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var};
-use pipe_steps::bert::batch::{make_batch, Batches};
+use pipe_steps::bert::batch::Batches;
+use pipe_steps::bert::classify_batch;
 use pipe_steps::bert::config::BertConfig;
 use pipe_steps::bert::gradients::Gradients;
 use pipe_steps::bert::model::{device_mask, Batch, BertClassifier, BertMaskedLm, Kernels, Pass, Precision};
 use pipe_steps::bert::optimizer::{clip_scale, clip_scale_tensor, grad_norm, grad_norm_tensor, AdamW};
-use pipe_steps::bert::train::{batch_seed, count_equal, BatchOutcome, EpochStats, TrainConfig, Trainer};
+use pipe_steps::bert::train::{batch_seed, EpochStats, TrainConfig, Trainer};
 use pipe_steps::bert::weights::Weights;
 use pipe_steps::bert::{Evaluate, FineTune, Pretrain};
 use pipe_steps::report::BatchLog;
@@ -202,6 +203,17 @@ struct Trained {
 /// Two epochs of fine-tuning a tiny classifier on the toy set (batches of 20 rows: two shards on
 /// the CPU), on the path `kernels` picks, in `precision`.
 fn train(kernels: Kernels, precision: Precision, log_every: usize, poison: bool) -> Result<Trained, String> {
+    train_weighted(kernels, precision, log_every, poison, None)
+}
+
+/// [`train`] with `class_weights` in the loss.
+fn train_weighted(
+    kernels: Kernels,
+    precision: Precision,
+    log_every: usize,
+    poison: bool,
+    class_weights: Option<&[f32]>,
+) -> Result<Trained, String> {
     let set = toy_set(60, 3);
     let classes: Vec<u32> = set.labels.iter().map(|&l| l as u32).collect();
     let mut w = Weights::new(DType::F32, &Device::Cpu);
@@ -231,13 +243,7 @@ fn train(kernels: Kernels, precision: Precision, log_every: usize, poison: bool)
         let s = trainer
             .epoch(epoch, &order.batches, |rows, pass| {
                 // What fine-tune's batches compute.
-                let b = make_batch(&set, rows, None, DType::F32, &Device::Cpu)?;
-                let logits = model.forward(&b, pass)?;
-                let wanted: Vec<u32> = rows.iter().map(|&i| classes[i]).collect();
-                let target = Tensor::from_vec(wanted, rows.len(), &Device::Cpu)?;
-                let loss = (candle_nn::loss::cross_entropy(&logits, &target)? * rows.len() as f64)?;
-                let correct = count_equal(&logits.argmax(1)?, &target)?;
-                Ok(BatchOutcome { loss, correct, count: rows.len() })
+                classify_batch(&model, &set, &classes, rows, pass, &Device::Cpu, class_weights)
             })
             .map_err(|e| e.to_string())?;
         stats.push(s);
@@ -288,6 +294,26 @@ fn the_device_path_of_the_trainer_trains_as_the_cpu_path_does() {
     assert!(quiet.lines.is_empty());
     for (q, g) in quiet.stats.iter().zip(&gpu.stats) {
         assert_eq!((q.loss, q.accuracy), (g.loss, g.accuracy));
+    }
+}
+
+#[test]
+fn class_weights_train_alike_on_the_device_path_and_the_cpu_path() {
+    let weights: &[f32] = &[0.4, 2.5];
+    let cpu = train_weighted(Kernels::Auto, Precision::F32, 1, false, Some(weights)).unwrap();
+    let gpu = train_weighted(Kernels::Composite, Precision::F32, 1, false, Some(weights)).unwrap();
+    let plain = train(Kernels::Auto, Precision::F32, 1, false).unwrap();
+    for ((c, g), p) in cpu.stats.iter().zip(&gpu.stats).zip(&plain.stats) {
+        assert!((c.loss - g.loss).abs() < 1e-4, "epoch loss {} vs {}", c.loss, g.loss);
+        assert_eq!((c.accuracy, c.samples), (g.accuracy, g.samples));
+        assert!((c.loss - p.loss).abs() > 1e-3, "the weights changed nothing: {} vs {}", c.loss, p.loss);
+    }
+    for (c, g) in cpu.logged.iter().zip(&gpu.logged) {
+        assert!((c.loss - g.loss).abs() < 1e-4, "{c:?} / {g:?}");
+    }
+    for (((name, c), (_, g)), (_, p)) in cpu.weights.iter().zip(&gpu.weights).zip(&plain.weights) {
+        assert!(worst(g, c) < 1e-4, "{name}: device-path weights differ by {}", worst(g, c));
+        assert_ne!(c, p, "{name}: trained as without class weights");
     }
 }
 

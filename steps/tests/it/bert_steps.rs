@@ -114,7 +114,7 @@ pub(crate) fn toy_pretrain<'a>(layers: usize, extra: &[(&'a str, Value)]) -> Vec
     set
 }
 
-fn pretrained(root: &Path) -> PathBuf {
+pub(crate) fn pretrained(root: &Path) -> PathBuf {
     let data = toy_set(&root.join("text"), 64, 1);
     let p = params(&Pretrain, &toy_pretrain(2, &[("epochs", json!(2))]));
     let out = root.join("pretrain-out");
@@ -185,11 +185,14 @@ fn pretrain_writes_a_masked_lm_that_fine_tune_accepts_and_evaluate_reads() {
     .unwrap();
     let eval: EvalMetrics = serde_json::from_slice(&std::fs::read(eval_out.join("metrics")).unwrap()).unwrap();
     assert_eq!(eval.rows, 32);
+    // The saved model is the epoch chosen on validation (here the test set is the valid set).
+    let chosen = &metrics.epochs[metrics.saved_epoch.unwrap() - 1];
+    assert_eq!(metrics.chosen_epoch().map(|c| c.epoch), metrics.saved_epoch);
     assert!(
-        (eval.accuracy - last.test_accuracy.unwrap()).abs() < 1e-9,
+        (eval.accuracy - chosen.test_accuracy.unwrap()).abs() < 1e-9,
         "evaluate {} vs fine-tune {:?}",
         eval.accuracy,
-        last.test_accuracy
+        chosen.test_accuracy
     );
     assert_eq!(eval.confusion.iter().flatten().sum::<u64>(), 32);
     let predictions = std::fs::read_to_string(eval_out.join("predictions")).unwrap();

@@ -2,6 +2,7 @@
 //! tokenizers), one module per step family.
 
 mod bert_electra;
+mod bert_fine_tune;
 mod bert_gpu_path;
 mod bert_model;
 mod bert_optimizer;

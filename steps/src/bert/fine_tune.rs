@@ -358,7 +358,7 @@ impl ClassWeights {
 
     /// The weight of each class (`classes` are the training rows' classes): `balanced` as
     /// scikit-learn's `compute_class_weight`, rows / (classes x rows of the class).
-    fn per_class(&self, classes: &[u32], labels: &[i64]) -> StepResult<Vec<f64>> {
+    fn per_class(&self, classes: &[u32], labels: &[String]) -> StepResult<Vec<f64>> {
         let k = labels.len();
         match self {
             ClassWeights::Given(w) if w.len() == k => Ok(w.clone()),
@@ -366,7 +366,7 @@ impl ClassWeights {
                 format!(
                     "parameter `class_weights` has {} weight(s), and the training set has {k} classes (labels {})",
                     w.len(),
-                    labels.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                    labels.join(", ")
                 ),
                 format!("give one weight per class, in label order ({k} numbers), or `class_weights: balanced`"),
             )),
@@ -377,7 +377,7 @@ impl ClassWeights {
                 }
                 if let Some(c) = counts.iter().position(|&n| n == 0) {
                     return Err(StepError::input(format!(
-                        "parameter `class_weights: balanced`: the training set has no row of label {}",
+                        "parameter `class_weights: balanced`: the training set has no row of label `{}`",
                         labels[c]
                     )));
                 }

@@ -19,7 +19,7 @@ pub mod nb;
 pub mod solver;
 pub mod sparse;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::time::Instant;

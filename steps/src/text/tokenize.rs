@@ -8,7 +8,7 @@
 //! The output directory holds the tensor set (ragged rows unless `pad`), a copy of the
 //! tokenizer and `stats.json` ([`super::stats::TokenizeStats`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 

@@ -83,7 +83,8 @@ impl Predictions {
             .into_reader_with_file_handle(Cursor::new(bytes))
             .finish()
             .map_err(|e| bad(1, format!("not a CSV file: {e}")))?;
-        let header: Vec<String> = df.get_column_names().into_iter().map(|n| n.to_string()).collect();
+        // polars strips a quoted header's outer quotes but keeps its doubled ones.
+        let header: Vec<String> = df.get_column_names().into_iter().map(|n| n.replace("\"\"", "\"")).collect();
         if header.len() < 5 || header[..3] != ["row", "label", "predicted"] {
             return Err(bad(
                 1,

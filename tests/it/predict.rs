@@ -41,7 +41,7 @@ fn topic_table(rows: usize, seed: u64) -> String {
 }
 
 /// New texts to predict: an `id`, the text and a column to pass through.
-const NEW: &str = "id\ttext\tsource\nn1\tthe senate passed the law\tnews, daily\nn2\tthe team scored a goal\tblog\n\
+const NEW: &str = "id\ttext\tsource\nn1\tthe senate passed the law\tnews, daily\nn2\tthe team scored a goal in the match\tblog\n\
                    n3\tnew robot software\tforum\n";
 
 const PIPELINE: &str = "name: topics

@@ -120,11 +120,11 @@ fn misaligned_members_are_errors() {
     assert!(e.contains("help: give every member's predictions of the same table"), "{e}");
     let e = run(&Ensemble, json!({}), &[("valid_a", &v), ("test_a", &t), ("valid_b", &other_labels), ("test_b", &t)])
         .unwrap_err();
-    assert!(e.is_bad_input() && e.to_string().contains("disagree on the true label of row 3 (0 vs 1)"), "{e}");
+    assert!(e.is_bad_input() && e.to_string().contains("disagree on the true label of row 3 (`0` vs `1`)"), "{e}");
     let e = run(&Ensemble, json!({}), &[("valid_a", &v), ("test_a", &t), ("valid_b", &classes), ("test_b", &t)])
         .unwrap_err()
         .to_string();
-    assert!(e.contains("input `valid_b` has classes [0, 2], input `valid_a` has [0, 1]"), "{e}");
+    assert!(e.contains(r#"input `valid_b` has classes ["0", "2"], input `valid_a` has ["0", "1"]"#), "{e}");
 }
 
 #[test]

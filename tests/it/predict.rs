@@ -41,7 +41,7 @@ fn topic_table(rows: usize, seed: u64) -> String {
 }
 
 /// New texts to predict: an `id`, the text and a column to pass through.
-const NEW: &str = "id\ttext\tsource\nn1\tthe senate passed the law\tnews, daily\nn2\tthe team scored a goal in the match\tblog\n\
+const NEW: &str = "id\ttext\tsource\nn1\tthe senate vote on the party law\tnews, daily\nn2\tthe team scored a goal in the match\tblog\n\
                    n3\tnew robot software\tforum\n";
 
 const PIPELINE: &str = "name: topics
@@ -74,9 +74,9 @@ steps:
   finetune:
     kind: fine-tune
     inputs: { train: encode, model: pretrain.model }
-    epochs: 6
+    epochs: 10
     batch_size: 8
-    lr: 1e-3
+    lr: 3e-3
     log_every: 0
   evaluate:
     kind: evaluate
@@ -137,7 +137,7 @@ fn predict_from_a_pipeline_step_with_every_input_and_format() {
     assert_eq!(rows.len(), 3, "{step_out}");
     assert!(
         step_out.starts_with(
-            "{\"id\":\"n1\",\"text\":\"the senate passed the law\",\"source\":\"news, daily\",\"predicted\":"
+            "{\"id\":\"n1\",\"text\":\"the senate vote on the party law\",\"source\":\"news, daily\",\"predicted\":"
         ),
         "{step_out}"
     );
@@ -169,7 +169,7 @@ fn predict_from_a_pipeline_step_with_every_input_and_format() {
     let csv = project.run(&["predict", "topics.yaml:finetune", "--input", "new.tsv", "--format", "csv"]).expect_code(0);
     let csv_lines: Vec<&str> = csv.stdout.lines().collect();
     assert_eq!(csv_lines[0], "id,text,source,predicted,probability,p_politics,p_sports,p_tech");
-    assert!(csv_lines[1].starts_with("n1,the senate passed the law,\"news, daily\",politics,"), "{}", csv.stdout);
+    assert!(csv_lines[1].starts_with("n1,the senate vote on the party law,\"news, daily\",politics,"), "{}", csv.stdout);
     let p_step = rows[0]["probabilities"]["politics"].as_f64().unwrap();
     let p_csv: f64 = csv_lines[1].split(',').nth(6).unwrap().parse().unwrap();
     assert!((p_step - p_csv).abs() < 1e-6, "{p_step} vs {p_csv}");

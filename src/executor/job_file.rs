@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use pipe_steps::Timing;
 use pipe_steps::InputSource;
+use pipe_steps::Timing;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 

@@ -21,6 +21,6 @@ mod slurm_cluster;
 mod spec_errors;
 mod support;
 mod sweep;
+mod tables;
 mod tracking;
 mod version;
-mod tables;

@@ -169,7 +169,11 @@ fn predict_from_a_pipeline_step_with_every_input_and_format() {
     let csv = project.run(&["predict", "topics.yaml:finetune", "--input", "new.tsv", "--format", "csv"]).expect_code(0);
     let csv_lines: Vec<&str> = csv.stdout.lines().collect();
     assert_eq!(csv_lines[0], "id,text,source,predicted,probability,p_politics,p_sports,p_tech");
-    assert!(csv_lines[1].starts_with("n1,the senate vote on the party law,\"news, daily\",politics,"), "{}", csv.stdout);
+    assert!(
+        csv_lines[1].starts_with("n1,the senate vote on the party law,\"news, daily\",politics,"),
+        "{}",
+        csv.stdout
+    );
     let p_step = rows[0]["probabilities"]["politics"].as_f64().unwrap();
     let p_csv: f64 = csv_lines[1].split(',').nth(6).unwrap().parse().unwrap();
     assert!((p_step - p_csv).abs() < 1e-6, "{p_step} vs {p_csv}");

@@ -192,7 +192,12 @@ fn select_by_macro_f1_chooses_and_saves_by_that_column() {
     let d = data();
     let (dir, m) = d.fine_tune(
         "f1",
-        &[("epochs", json!(10)), ("lr", json!(1e-2)), ("class_weights", json!("balanced")), ("select_by", json!("macro_f1"))],
+        &[
+            ("epochs", json!(10)),
+            ("lr", json!(1e-2)),
+            ("class_weights", json!("balanced")),
+            ("select_by", json!("macro_f1")),
+        ],
     );
     assert_eq!(m.select_by, SelectBy::MacroF1);
     let chosen = m.chosen_epoch().unwrap();

@@ -84,7 +84,8 @@ impl Predictions {
             .finish()
             .map_err(|e| bad(1, format!("not a CSV file: {e}")))?;
         // polars strips a quoted header's outer quotes but keeps its doubled ones.
-        let header: Vec<String> = df.get_column_names().into_iter().map(|n| n.replace("\"\"", "\"")).collect();
+        let raw: Vec<String> = df.get_column_names().into_iter().map(|n| n.to_string()).collect();
+        let header: Vec<String> = raw.iter().map(|n| n.replace("\"\"", "\"")).collect();
         if header.len() < 5 || header[..3] != ["row", "label", "predicted"] {
             return Err(bad(
                 1,
@@ -97,9 +98,9 @@ impl Predictions {
             .collect::<Option<Vec<String>>>()
             .ok_or_else(|| bad(1, format!("class columns must be `p_<label>`: `{}`", header[3..].join(","))))?;
         let mut columns = Vec::with_capacity(header.len());
-        for name in &header {
+        for (name, raw) in header.iter().zip(&raw) {
             let column =
-                df.column(name).and_then(|c| c.str().cloned()).map_err(|e| bad(1, format!("column `{name}`: {e}")))?;
+                df.column(raw).and_then(|c| c.str().cloned()).map_err(|e| bad(1, format!("column `{name}`: {e}")))?;
             columns.push(column);
         }
         let cell = |k: usize, i: usize| columns[k].get(i).unwrap_or_default();

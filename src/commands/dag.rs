@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 
 use crate::cache::Cache;
 use crate::commands::status::state;
-use crate::commands::{environment, load_swept, open_remote, GlobalArgs, RemoteArgs, Swept};
+use crate::commands::{environment, load_swept, open_remote, pipeline_file, GlobalArgs, RemoteArgs, Swept};
 use crate::error::Error;
 use crate::executor::{Executor, RunOptions};
 use crate::graph::PipelineGraph;
@@ -56,18 +56,7 @@ struct Node {
 
 pub fn execute(args: &DagArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
     let cache = Cache::at(&global.cache_dir);
-    let file = match &args.pipeline {
-        Some(p) => p.clone(),
-        None => match RunRecord::latest(&cache, None) {
-            Some(r) => r.file,
-            None => {
-                return Err(Error::usage(
-                    format!("no pipeline given and no run recorded in {}", global.cache_dir.display()),
-                    Some("name a pipeline: `pipe dag pipelines/nsmc-tiny.yaml`".into()),
-                ))
-            }
-        },
-    };
+    let file = pipeline_file(args.pipeline.as_deref(), global, "pipe dag pipelines/nsmc-tiny.yaml")?;
     let Swept { spec, graph, variants, .. } = load_swept(&file, &args.set, &args.sweep)?;
     let env = environment(global);
     let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();

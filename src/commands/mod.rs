@@ -120,6 +120,21 @@ pub fn open_remote_to_read(
     }
 }
 
+/// The pipeline a command names, else the one most recently run with this cache; `example` is
+/// the command line the help offers when there is neither.
+pub fn pipeline_file(given: Option<&Path>, global: &GlobalArgs, example: &str) -> Result<PathBuf, Error> {
+    if let Some(file) = given {
+        return Ok(file.to_path_buf());
+    }
+    match crate::run_record::RunRecord::latest(&crate::cache::Cache::at(&global.cache_dir), None) {
+        Some(r) => Ok(r.file),
+        None => Err(Error::usage(
+            format!("no pipeline given and no run recorded in {}", global.cache_dir.display()),
+            Some(format!("name a pipeline: `{example}`")),
+        )),
+    }
+}
+
 /// Reads, parses and checks a pipeline file with its overrides.
 pub fn load_pipeline(file: &Path, overrides: &[OverrideArg]) -> Result<(PipelineSpec, PipelineGraph), Error> {
     let spec = PipelineSpec::load(file, overrides)??;

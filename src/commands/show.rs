@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::cache::{Cache, Lookup};
 use crate::commands::push::select;
-use crate::commands::{environment, load_pipeline, GlobalArgs};
+use crate::commands::{environment, load_pipeline, pipeline_file, GlobalArgs};
 use crate::error::Error;
 use crate::executor::{Executor, RunOptions};
 use crate::reporter::{human_bytes, Reporter};
@@ -34,18 +34,8 @@ pub struct ShowArgs {
 
 pub fn execute(args: &ShowArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
     let cache = Cache::at(&global.cache_dir);
-    let file = match &args.pipeline {
-        Some(p) => p.clone(),
-        None => match RunRecord::latest(&cache, None) {
-            Some(r) => r.file,
-            None => {
-                return Err(Error::usage(
-                    format!("no pipeline given and no run recorded in {}", global.cache_dir.display()),
-                    Some(format!("name a pipeline: `pipe show {} pipelines/nsmc-tiny.yaml`", args.step)),
-                ))
-            }
-        },
-    };
+    let file =
+        pipeline_file(args.pipeline.as_deref(), global, &format!("pipe show {} pipelines/nsmc-tiny.yaml", args.step))?;
     let (_, graph) = load_pipeline(&file, &args.set)?;
     let selected = select(&graph, std::slice::from_ref(&args.step), &file)?;
     let env = environment(global);

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::cache::Cache;
 use crate::commands::GlobalArgs;
-use crate::commands::{environment, load_pipeline, open_remote_to_read, RemoteArgs};
+use crate::commands::{environment, load_pipeline, open_remote_to_read, pipeline_file, RemoteArgs};
 use crate::dirty_reason::DirtyReason;
 use crate::error::Error;
 use crate::executor::place;
@@ -53,18 +53,7 @@ pub fn state(outcome: &StepOutcome) -> &'static str {
 
 pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
     let cache = Cache::at(&global.cache_dir);
-    let file = match &args.pipeline {
-        Some(p) => p.clone(),
-        None => match RunRecord::latest(&cache, None) {
-            Some(r) => r.file,
-            None => {
-                return Err(Error::usage(
-                    format!("no pipeline given and no run recorded in {}", global.cache_dir.display()),
-                    Some("name a pipeline: `pipe status pipelines/nsmc-tiny.yaml`, or run one first".into()),
-                ))
-            }
-        },
-    };
+    let file = pipeline_file(args.pipeline.as_deref(), global, "pipe status pipelines/nsmc-tiny.yaml")?;
     let (spec, graph) = load_pipeline(&file, &args.set)?;
     let env = environment(global);
     let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();

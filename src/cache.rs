@@ -19,7 +19,10 @@
 //! ├── jobs/<key>/                 a cluster job of <key> (job.json, job.sh, its log and
 //! │                               <job id>.result.json: executor/slurm.rs); gc removes it
 //! │                               once no kept run references <key> (commands/gc.rs)
-//! └── runs/<id>.json              one record per `pipe run` (see run_record.rs)
+//! ├── runs/<id>.json              one record per `pipe run` (see run_record.rs)
+//! └── runs/<id>.lock              held (exclusive) by that run's process while it lives: a
+//!                                 record still `running` whose lock is free is of a run that
+//!                                 died, and pins nothing (gc)
 //! ```
 //!
 //! A lookup is a hit only when the manifest parses and every file it lists has the recorded
@@ -103,13 +106,38 @@ pub struct Cache {
 static SCRATCH_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl Cache {
-    /// Opens (creating if needed) the cache at `root`.
+    /// Opens (creating if needed) the cache at `root`, and checks once that its filesystem
+    /// supports the locks everything here relies on.
     pub fn open(root: &Path) -> Result<Cache, CacheError> {
         for sub in ["steps", "tmp", "checkpoints", "locks", "runs"] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
-        Ok(Cache { root: root.to_path_buf() })
+        let cache = Cache { root: root.to_path_buf() };
+        cache.probe_locks()?;
+        Ok(cache)
+    }
+
+    /// Takes and releases an `flock` on `locks/.probe`. A filesystem without `flock` (Lustre
+    /// mounted without `-o flock`, NFS v3 without its lock manager, some FUSE mounts) fails here
+    /// with what to do rather than on the first step. Not detectable here: NFS mounted with
+    /// `local_lock=flock` or `local_lock=all`, whose locks never reach the other machines (the
+    /// README's cluster section says to avoid it).
+    fn probe_locks(&self) -> Result<(), CacheError> {
+        let path = self.root.join("locks").join(".probe");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening lock", &path))?;
+        file.lock().map_err(|source| CacheError {
+            action: "locking (the cache's filesystem does not support flock: mount Lustre with `-o flock`, NFS v3 \
+                     with its lock manager (nlockmgr), or put the cache on another filesystem)",
+            path: path.clone(),
+            source,
+        })?;
+        file.unlock().map_err(io_err("unlocking", &path))
     }
 
     /// The cache at `root`, created or not, for commands that only read (a missing cache is
@@ -178,10 +206,41 @@ impl Cache {
         Ok(KeyLock { _file: file })
     }
 
+    /// Held by a `pipe run` for as long as its process lives (released by the OS when it dies).
+    pub fn run_lock(&self, id: &str) -> Result<KeyLock, CacheError> {
+        let path = self.runs_dir().join(format!("{id}.lock"));
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("opening lock", &path))?;
+        file.lock().map_err(io_err("locking", &path))?;
+        Ok(KeyLock { _file: file })
+    }
+
+    /// Removes the run lock of a run that ended (its record says how), releasing it.
+    pub fn end_run(&self, lock: KeyLock, id: &str) {
+        drop(lock);
+        let _ = fs::remove_file(self.runs_dir().join(format!("{id}.lock")));
+    }
+
+    /// Whether the run `id` (whose record says it is running) is alive: its process holds its
+    /// run lock. `None` when it has no lock file (a run of a pipe from before run locks).
+    pub fn run_is_alive(&self, id: &str) -> Option<bool> {
+        let path = self.runs_dir().join(format!("{id}.lock"));
+        let file = fs::OpenOptions::new().read(true).open(&path).ok()?;
+        Some(matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
+    }
+
     /// Whether some run (a thread, a process, a cluster job on a shared cache) computes `key`
     /// now: its compute lock is taken.
+    /// Creates nothing: without a lock file nobody computes `key` (read-only commands such as
+    /// `pipe status` leave the cache as they found it).
     pub fn is_computing(&self, key: &StepKey) -> bool {
-        matches!(self.try_lock(key, LockKind::Compute), Ok(None))
+        let path = self.root.join("locks").join(format!("{key}.lock"));
+        let Ok(file) = fs::OpenOptions::new().read(true).open(&path) else { return false };
+        matches!(file.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
     }
 
     /// Both locks of `key` when nobody computes or reads it, without waiting (for removal).

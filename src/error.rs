@@ -29,6 +29,17 @@ pub enum Error {
     Write { path: std::path::PathBuf, source: std::io::Error },
 }
 
+impl From<crate::tiered_cache::TierError> for Error {
+    fn from(e: crate::tiered_cache::TierError) -> Error {
+        use crate::tiered_cache::TierError;
+        match e {
+            TierError::NoRemote => Error::usage("no remote cache configured", None),
+            TierError::Cache(e) => Error::Cache(e),
+            TierError::Remote(e) => Error::Remote(e),
+        }
+    }
+}
+
 impl Error {
     pub fn usage(message: impl Into<String>, help: Option<String>) -> Error {
         Error::Usage { message: message.into(), help }

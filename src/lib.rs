@@ -1,7 +1,7 @@
 //! `pipe`: declarative, content-cached pipelines for fine-tuning BERT classifiers.
 //!
 //! A pipeline file ([`spec`]) becomes a step graph ([`graph`]); each step's key
-//! ([`fingerprint`]) decides whether its result is in the [`cache`]; the [`executor`] runs what
+//! ([`fingerprint`]) decides whether its result is in the [`cache`] (locally, or on a shared [`remote`]: [`tiered_cache`]); the [`executor`] runs what
 //! is missing, the [`reporter`] prints, and [`run_record`]s keep the history for `status` and
 //! `report`. The step kinds themselves live in the `pipe-steps` crate.
 
@@ -25,4 +25,5 @@ pub(crate) mod run_record;
 pub(crate) mod spec;
 pub(crate) mod step_key;
 pub(crate) mod step_outcome;
+pub(crate) mod tiered_cache;
 pub(crate) mod tracking;

@@ -5,8 +5,8 @@
 //!
 //! Deciding reads the cache (a lookup verifies the stored files), hashes local files named by
 //! parameters, resolves `auto` and hub ids ([`pipe_steps::Step::resolve`]), and in a dry run
-//! asks the remote whether it holds the key. It takes no lock and writes nothing: a decision
-//! to run is checked again under the key's lock before anything runs.
+//! peeks at the remote tier ([`TieredCache::peek`]). It takes no lock and writes nothing: a
+//! decision to run is checked again under the key's lock before anything runs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,11 +18,11 @@ use crate::dirty_reason::DirtyReason;
 use crate::fingerprint::{local_paths, Fingerprint};
 use crate::graph::PipelineGraph;
 use crate::manifest::Manifest;
-use crate::remote::Remote;
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, StepStatus};
 use crate::step_key::StepKey;
 use crate::step_outcome::StepOutcome;
+use crate::tiered_cache::TieredCache;
 
 /// One input of a step that has to run: which stored result and output it reads.
 #[derive(Debug, Clone)]
@@ -97,16 +97,15 @@ pub enum Decision {
 /// Decides steps; shared by every command that looks at a pipeline's steps (through
 /// [`crate::executor::Executor`]).
 pub struct Planner<'a> {
-    pub cache: &'a Cache,
+    /// Both tiers: the local one decides; in dry runs the remote is peeked at (a real run asks
+    /// it after a local miss, under the key's lock, when it executes).
+    pub store: &'a TieredCache<'a>,
     pub graph: &'a PipelineGraph,
     pub env: &'a Environment,
-    /// For the remote's warnings (an unusable result) during dry runs.
+    /// Where the executor reports steps.
     pub reporter: &'a Reporter,
     /// Earlier runs of this pipeline, newest first: where the reasons come from.
     pub history: &'a [RunRecord],
-    /// The remote cache: peeked at in dry runs; a real run asks it after a local miss, under the
-    /// key's lock, when it executes, and gives it what runs (see remote.rs).
-    pub remote: Option<&'a Remote>,
 }
 
 impl Planner<'_> {
@@ -205,11 +204,11 @@ impl Planner<'_> {
         if forced {
             outcome.reasons.push(DirtyReason::Forced);
         } else {
-            match self.cache.lookup(&key) {
+            match self.store.local().lookup(&key) {
                 Lookup::Hit(manifest) => {
                     outcome.status = if dry_run { StepStatus::WouldUseCache } else { StepStatus::Cached };
                     outcome.outputs = output_hashes(&manifest);
-                    outcome.artifact = Some(self.cache.out_dir(&manifest));
+                    outcome.artifact = Some(self.store.local().out_dir(&manifest));
                     outcome.seconds = 0.0;
                     return Decision::Known(outcome);
                 }
@@ -218,9 +217,9 @@ impl Planner<'_> {
             }
         }
         if dry_run {
-            if let (false, Some(remote)) = (forced, self.remote) {
+            if !forced {
                 let outputs: Vec<&str> = step.kind.spec().outputs.iter().map(|o| o.name).collect();
-                match remote.peek_for_step(&key, &outputs, &step.name, self.reporter) {
+                match self.store.peek(&key, &outputs, &step.name) {
                     Ok(Some((manifest, note))) => {
                         outcome.status = StepStatus::WouldUseCache;
                         outcome.reasons.clear();

@@ -1,8 +1,9 @@
 //! Who ran a run and from what: the user, and the git commit of the pipeline file's work tree
 //! (and whether it had uncommitted changes), for its run record. The host is
-//! [`crate::remote::host`]. Nothing here is in any key: it says who computed a result, never
+//! [`host`]. Nothing here is in any key: it says who computed a result, never
 //! what it is.
 
+use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -73,4 +74,21 @@ mod tests {
         let state = GitState { commit: "0123456789abcdef0123456789abcdef01234567".into(), dirty: true };
         assert_eq!(state.describe(), "0123456789ab (dirty)");
     }
+}
+/// The name of this machine for records and manifests: `PIPE_HOST`, else the hostname.
+pub fn host() -> String {
+    if let Ok(h) = std::env::var("PIPE_HOST") {
+        if !h.is_empty() {
+            return h;
+        }
+    }
+    for path in ["/proc/sys/kernel/hostname", "/etc/hostname"] {
+        if let Ok(h) = fs::read_to_string(path) {
+            let h = h.trim();
+            if !h.is_empty() {
+                return h.to_string();
+            }
+        }
+    }
+    std::env::var("HOSTNAME").or_else(|_| std::env::var("COMPUTERNAME")).unwrap_or_else(|_| "unknown".into())
 }

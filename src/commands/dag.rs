@@ -19,6 +19,7 @@ use crate::graph::PipelineGraph;
 use crate::reporter::{paint_state, Reporter};
 use crate::run_record::RunRecord;
 use crate::spec::{OverrideArg, SweepArg};
+use crate::tiered_cache::TieredCache;
 
 #[derive(Debug, Args)]
 pub struct DagArgs {
@@ -63,7 +64,8 @@ pub fn execute(args: &DagArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
     history.reverse();
     let quiet = Reporter::quiet();
     let remote = open_remote(&args.remote, spec.remote.as_deref(), reporter)?;
-    let executor = Executor::new(&cache, &graph, &env, &quiet, &history, remote.as_ref());
+    let store = TieredCache::new(&cache, remote.as_ref(), reporter);
+    let executor = Executor::new(&store, &graph, &env, &quiet, &history);
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     let nodes: Vec<Node> = graph
         .steps

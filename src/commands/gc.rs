@@ -5,8 +5,8 @@
 //!
 //! Cluster job directories (`jobs/<key>/`: job file, batch script, the job's log, its result
 //! file) follow the results' rule: one goes when no kept run references its key (the last N
-//! runs, and every run record still in progress, whose queued or running jobs need their
-//! files), nothing in it was modified within the grace period, and the key's locks are free
+//! runs, and every run still in progress, whose queued or running jobs need their files; a
+//! record left `running` by a run that died, told by its free run lock, keeps nothing), nothing in it was modified within the grace period, and the key's locks are free
 //! (a worker holds the compute lock while the job runs). The logs of a kept run's failed jobs
 //! stay, so the path its error names still holds the log. A run killed without ending its
 //! record keeps its jobs' directories, as it keeps its results: gc does not ask the cluster.
@@ -32,7 +32,8 @@ use crate::step_key::StepKey;
 
 #[derive(Debug, Args)]
 pub struct GcArgs {
-    /// Keep what the last N runs reference (runs still in progress are always kept).
+    /// Keep what the last N runs reference (runs in progress are always kept; a record left
+    /// `running` by a run that died is not).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub keep_runs: usize,
     /// Report what would be removed and how many bytes, remove nothing.
@@ -70,12 +71,12 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
     let runs = RunRecord::all(&cache);
     let recent = runs.len().saturating_sub(args.keep_runs);
     let mut keep: BTreeSet<StepKey> = BTreeSet::new();
+    let now = SystemTime::now();
     for (i, run) in runs.iter().enumerate() {
-        if i >= recent || run.state == RunState::Running {
+        if i >= recent || (run.state == RunState::Running && alive(&cache, run, now, grace)) {
             keep.extend(run.steps.iter().filter_map(|s| s.key.clone()));
         }
     }
-    let now = SystemTime::now();
     let young = |path: &std::path::Path| {
         std::fs::metadata(path)
             .and_then(|m| m.modified())
@@ -208,6 +209,16 @@ fn remote_gc(args: &GcArgs, url: &str, reporter: &Reporter) -> Result<ExitCode, 
         humantime::format_duration(older_than)
     ));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether a run whose record says `running` still runs: its process holds the run's lock. A
+/// record without a lock file (a pipe from before run locks) counts as alive while it changed
+/// within the grace period. A record of a run that died pins nothing, however recent.
+fn alive(cache: &Cache, run: &RunRecord, now: SystemTime, grace: Duration) -> bool {
+    cache.run_is_alive(&run.id).unwrap_or_else(|| {
+        let record = cache.runs_dir().join(format!("{}.json", run.id));
+        newest_modified(&record).is_none_or(|t| now.duration_since(t).unwrap_or_default() < grace)
+    })
 }
 
 /// The latest modification time of `path` or anything under it (a job's log grows while its

@@ -144,7 +144,8 @@ fn cached_model(
     let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
     history.reverse();
     let quiet = Reporter::quiet();
-    let executor = Executor::new(&cache, &graph, env, &quiet, &history, None);
+    let store = crate::tiered_cache::TieredCache::new(&cache, None, &quiet);
+    let executor = Executor::new(&store, &graph, env, &quiet, &history);
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     let outcome = &outcomes[index];
     match &outcome.artifact {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::Args;
 use serde_json::json;
 
-use crate::cache::{Cache, Lookup};
+use crate::cache::Cache;
 use crate::commands::push::{no_remote, pipeline_and_steps, select};
 use crate::commands::{environment, load_pipeline, open_remote, GlobalArgs, RemoteArgs};
 use crate::error::Error;
@@ -18,6 +18,7 @@ use crate::remote::Pulled;
 use crate::reporter::{human_bytes, Reporter};
 use crate::run_record::{RunRecord, StepStatus};
 use crate::spec::OverrideArg;
+use crate::tiered_cache::TieredCache;
 
 #[derive(Debug, Args)]
 pub struct PullArgs {
@@ -47,7 +48,8 @@ pub fn execute(args: &PullArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
     let mut history: Vec<RunRecord> = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect();
     history.reverse();
     let quiet = Reporter::quiet();
-    let executor = Executor::new(&cache, &graph, &env, &quiet, &history, Some(&remote));
+    let store = TieredCache::new(&cache, Some(&remote), reporter);
+    let executor = Executor::new(&store, &graph, &env, &quiet, &history);
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     reporter.line(&format!("pipeline {} ({}), pulling from {}", graph.name, file.display(), remote.url()));
     let width = selected.iter().map(|&i| graph.steps[i].name.len()).max().unwrap_or(4);
@@ -60,11 +62,10 @@ pub fn execute(args: &PullArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
         let (state, what) = match (&outcome.key, outcome.status, &outcome.from_remote) {
             (Some(_), StepStatus::WouldUseCache, None) => ("local", "already in the local cache".to_string()),
             (Some(key), StepStatus::WouldUseCache, Some(_)) => {
-                let _lock = cache.lock(key)?;
-                if let Lookup::Hit(_) = cache.lookup(key) {
-                    ("local", "already in the local cache".to_string())
-                } else {
-                    match remote.pull(&cache, key, &outputs, &step.name, reporter)? {
+                let events = reporter.for_step(&step.name);
+                match store.pull(key, &outputs, &step.name, &events)? {
+                    None => ("local", "already in the local cache".to_string()),
+                    Some(pulled_now) => match pulled_now {
                         Pulled::Hit { bytes: b, host, .. } => {
                             pulled += 1;
                             bytes += b;
@@ -83,7 +84,7 @@ pub fn execute(args: &PullArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
                             ));
                             ("failed", "not pulled: the remote's result is unusable".to_string())
                         }
-                    }
+                    },
                 }
             }
             (_, StepStatus::Failed, _) => {

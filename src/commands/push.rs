@@ -1,7 +1,8 @@
 //! `pipe push [PIPELINE.yaml] [STEP…]`: upload the results the local cache holds for the
 //! pipeline's steps (all, or the STEPs named) and the pipeline's run records to the remote
-//! cache. `pipe run` pushes what it runs by itself; this is for results made before a remote
-//! was configured, or while it was unreachable.
+//! cache. `pipe run` pushes what it runs, and what the remote lacks of what it uses, by itself;
+//! this is for results made before a remote was configured, or to replace the remote's result
+//! of a step with the local one (`--force`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ use crate::remote::{Pushed, RemoteMode};
 use crate::reporter::{human_bytes, Reporter};
 use crate::run_record::{RunRecord, StepStatus};
 use crate::spec::{did_you_mean, OverrideArg};
+use crate::tiered_cache::TieredCache;
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
@@ -27,6 +29,10 @@ pub struct PushArgs {
     /// Push the results of the pipeline as run with this override: STEP.PARAM=VALUE.
     #[arg(long = "set", value_name = "STEP.PARAM=VALUE")]
     pub set: Vec<OverrideArg>,
+    /// Replace the remote's results of the named steps with the local ones (after a forced
+    /// rerun elsewhere, say). Needs the STEPs named.
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub remote: RemoteArgs,
 }
@@ -77,6 +83,12 @@ pub fn execute(args: &PushArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
     }
     let (file, names) = pipeline_and_steps(&args.args, &cache, global)?;
     let (spec, graph) = load_pipeline(&file, &args.set)?;
+    if args.force && names.is_empty() {
+        return Err(Error::usage(
+            "--force replaces the remote's results: name the steps",
+            Some(format!("`pipe push {} STEP --force`", file.display())),
+        ));
+    }
     let selected = select(&graph, &names, &file)?;
     if args.remote.remote_mode == RemoteMode::ReadOnly {
         return Err(Error::usage("pipe push writes to the remote; --remote-mode is read-only", None));
@@ -89,7 +101,9 @@ pub fn execute(args: &PushArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
     history.reverse();
     let quiet = Reporter::quiet();
     // What the local cache holds, decided as `pipe status` would, without asking the remote.
-    let executor = Executor::new(&cache, &graph, &env, &quiet, &history, None);
+    let local_only = TieredCache::new(&cache, None, reporter);
+    let executor = Executor::new(&local_only, &graph, &env, &quiet, &history);
+    let store = TieredCache::new(&cache, Some(&remote), reporter);
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     reporter.line(&format!("pipeline {} ({}), pushing to {}", graph.name, file.display(), remote.url()));
     let width = selected.iter().map(|&i| graph.steps[i].name.len()).max().unwrap_or(4);
@@ -109,19 +123,19 @@ pub fn execute(args: &PushArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
             reporter.line(&format!("  {:<width$}  not in the local cache", step.name));
             continue;
         };
-        // Held in use so that gc or a --force rerun does not remove the files being read.
-        let _held = cache.hold(&manifest.key)?;
-        let what = match remote.push(&cache, &manifest, reporter)? {
+        let events = reporter.for_step(&step.name);
+        let what = match store.push(&manifest, args.force, &events)? {
             Pushed::Written { files, bytes: b } => {
                 pushed += 1;
                 bytes += b;
-                format!("pushed {files} file{}, {}", if files == 1 { "" } else { "s" }, human_bytes(b))
+                let replaced = if args.force { ", replacing the remote's result" } else { "" };
+                format!("pushed {files} file{}, {}{replaced}", if files == 1 { "" } else { "s" }, human_bytes(b))
             }
             Pushed::Present => "already on the remote".to_string(),
             Pushed::Differs { host, .. } => {
                 reporter.warning(&format!(
                     "{} is not deterministic: the remote holds different bytes for key {} (pushed by {host}); kept \
-                     both as they are",
+                     both as they are (`--force` replaces the remote's)",
                     step.name,
                     manifest.key.short()
                 ));

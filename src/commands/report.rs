@@ -13,15 +13,15 @@ use pipe_steps::report::{EvalMetrics, Format, ModelScore, Report, RunReport, Tra
 use pipe_steps::Timing;
 use serde_json::Value as Json;
 
-use crate::cache::{Cache, Lookup};
+use crate::cache::Cache;
 use crate::commands::GlobalArgs;
 use crate::commands::{load_pipeline, open_remote_to_read, RemoteArgs};
 use crate::error::Error;
 use crate::provenance::GitState;
-use crate::remote::Remote;
 use crate::reporter::Reporter;
 use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
 use crate::step_key::StepKey;
+use crate::tiered_cache::TieredCache;
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -40,8 +40,7 @@ pub struct ReportArgs {
 
 /// Where runs' results are read from: the local cache, then the remote.
 struct Results<'a> {
-    cache: &'a Cache,
-    remote: Option<&'a Remote>,
+    store: &'a TieredCache<'a>,
     /// Label runs with the machine they ran on (runs of more than one machine are compared).
     hosts: bool,
     /// Per key, the timings of the step that computed it (the latest run that did).
@@ -98,7 +97,8 @@ pub fn execute(args: &ReportArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     }
     // Runs recorded before hosts were (no host) do not make a second machine.
     let hosts = runs.iter().filter_map(|r| r.host.as_ref()).collect::<BTreeSet<_>>().len() > 1;
-    let results = Results { cache: &cache, remote: remote.as_ref(), hosts, timings: timings(&runs) };
+    let store = TieredCache::new(&cache, remote.as_ref(), reporter);
+    let results = Results { store: &store, hosts, timings: timings(&runs) };
     let Some(latest) = headline(&runs) else { return Err(no_runs(global, Some(&name))) };
     let (comparison, differing) = compare(&results, &runs);
     let report = Report { pipeline: name.clone(), latest: run_report(&results, latest, &differing), comparison };
@@ -259,17 +259,9 @@ fn step_output<T: for<'de> serde::Deserialize<'de>>(
             return Err(format!("{} {what}", step.name));
         }
     };
-    let cache = results.cache;
-    let (bytes, path) = match cache.lookup(key) {
-        Lookup::Hit(manifest) => {
-            let path = cache.output_path(&manifest, output);
-            (std::fs::read(&path).ok(), path.display().to_string())
-        }
-        // A run made elsewhere: its output from the remote, checked against its hash.
-        _ => match results.remote.map(|r| r.read_output(key, output)) {
-            Some(Ok(Some(bytes))) => (Some(bytes), format!("the remote's {output} of {}", step.name)),
-            _ => return Err(format!("{}'s result is no longer in the cache", step.name)),
-        },
+    // A run made elsewhere: its output from the remote, checked against its hash.
+    let Some((bytes, path)) = results.store.read_output(key, output, &step.name) else {
+        return Err(format!("{}'s result is no longer in the cache", step.name));
     };
     bytes.and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| format!("{path} is not a {output} file"))
 }

@@ -20,7 +20,9 @@ use crate::provenance::GitState;
 use crate::reporter::{seconds, step_json, Reporter};
 use crate::run_record::{RunRecord, RunState, StepRecord, StepStatus};
 use crate::spec::{did_you_mean, ExecutorKind, OverrideArg, PipelineSpec, SweepArg};
+use crate::step_key::StepKey;
 use crate::step_outcome::StepOutcome;
+use crate::tiered_cache::TieredCache;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -123,7 +125,9 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         if graph.steps.len() == 1 { "" } else { "s" },
         global.cache_dir.display()
     ));
-    let executor = Executor::new(&cache, &graph, &env, reporter, &history, remote.as_ref());
+    // Results go up while the steps after them run; the run waits for them before it ends.
+    let store = TieredCache::new(&cache, remote.as_ref(), reporter).upload_in_background();
+    let executor = Executor::new(&store, &graph, &env, reporter, &history);
     let started = Instant::now();
     let id = RunRecord::new_id();
     let pending = StepOutcome::new(StepStatus::Pending);
@@ -145,14 +149,18 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
             seconds: 0.0,
             overrides: args.set.iter().chain(variant).map(|o| o.text.clone()).collect(),
             variant: (!args.sweep.is_empty()).then(|| labels[v].clone()),
-            host: Some(crate::remote::host()),
+            host: Some(crate::provenance::host()),
             user: user.clone(),
             git: git.clone(),
             steps: map.iter().map(|&i| StepRecord::of(&graph.steps[i], &pending)).collect(),
         })
         .collect();
+    // Held while this process lives: a record left `running` by a run that died is told
+    // apart from a live one by its free lock (gc, status).
+    let mut alive = Vec::new();
     if !args.dry_run {
         for record in &records {
+            alive.push(cache.run_lock(&record.id)?);
             record.save(&cache)?;
         }
     }
@@ -182,7 +190,21 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         placement.backends.push(slurm);
         placement.of_step = on_slurm.iter().map(|&s| usize::from(s)).collect();
     }
-    let outcomes = executor.run_on(&options, &placement, &mut observe);
+    let outcomes = std::thread::scope(|scope| {
+        let uploads = scope.spawn(|| store.upload_worker());
+        let outcomes = executor.run_on(&options, &placement, &mut observe);
+        store.finish_uploads();
+        let _ = uploads.join();
+        outcomes
+    });
+    let (uploaded, uploaded_bytes) = store.uploaded();
+    if uploaded > 0 {
+        reporter.line(&format!(
+            "pushed {uploaded} result{} to the remote, {}",
+            if uploaded == 1 { "" } else { "s" },
+            crate::reporter::human_bytes(uploaded_bytes)
+        ));
+    }
     let failed: Vec<_> = outcomes.iter().filter(|o| o.status == StepStatus::Failed).collect();
     let ok = failed.is_empty();
     if !args.dry_run {
@@ -192,14 +214,25 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
             record.seconds = started.elapsed().as_secs_f64();
             record.save(&cache)?;
         }
-        // The team's runs are on the remote too, for `pipe report` elsewhere.
-        if let Some(remote) = remote.as_ref().filter(|r| r.writable()) {
-            for record in &records {
-                if let Err(e) = remote.push_run(record) {
-                    reporter.warning(&format!("{e} (the run record stays local)"));
-                }
-            }
+        for (lock, record) in alive.into_iter().zip(&records) {
+            cache.end_run(lock, &record.id);
         }
+        // What this run used from the local cache that the remote lacks (a killed push, a run
+        // in fallback mode or during an outage) goes up now.
+        let used: Vec<(String, StepKey)> = graph
+            .steps
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| matches!(o.status, StepStatus::Cached | StepStatus::Ran) && o.from_remote.is_none())
+            .filter_map(|(s, o)| Some((s.name.clone(), o.key.clone()?)))
+            .collect();
+        let caught_up = store.catch_up(&used, reporter);
+        if caught_up > 0 {
+            reporter
+                .line(&format!("pushed {caught_up} result{} the remote lacked", if caught_up == 1 { "" } else { "s" }));
+        }
+        // The team's runs are on the remote too, for `pipe report` elsewhere.
+        store.push_runs(&records);
         args.track.tracking().after_run(&cache, &records, reporter);
     }
 

@@ -24,6 +24,7 @@ use crate::run_record::{JobRef, RunRecord, RunState, StepStatus};
 use crate::spec::OverrideArg;
 use crate::step_key::StepKey;
 use crate::step_outcome::StepOutcome;
+use crate::tiered_cache::TieredCache;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -60,7 +61,8 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     history.reverse();
     let quiet = Reporter::quiet();
     let remote = open_remote_to_read(&args.remote, spec.remote.as_deref(), reporter)?;
-    let executor = Executor::new(&cache, &graph, &env, &quiet, &history, remote.as_ref());
+    let store = TieredCache::new(&cache, remote.as_ref(), reporter);
+    let executor = Executor::new(&store, &graph, &env, &quiet, &history);
     let outcomes = executor.run(&RunOptions { dry_run: true, ..RunOptions::default() }, &mut |_, _| {});
     let last = history.first();
     let live = in_flight(&cache, &history);
@@ -80,15 +82,16 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         .collect();
     // Which results the remote holds: those decided from it, and those the local cache has
     // that it has too. `None` without a remote or a key.
+    let local_keys: Vec<StepKey> =
+        outcomes.iter().filter(|o| o.from_remote.is_none()).filter_map(|o| o.key.clone()).collect();
+    let mut asked = store.on_remote(&local_keys).into_iter();
     let on_remote: Vec<Option<bool>> = outcomes
         .iter()
-        .map(|o| {
-            let remote = remote.as_ref().filter(|r| !r.is_disabled())?;
-            if o.from_remote.is_some() {
-                return Some(true);
-            }
-            let key = o.key.as_ref()?;
-            Some(matches!(remote.peek(key, None), Ok(Some(Ok(_)))))
+        .map(|o| match (&o.key, o.from_remote.is_some()) {
+            _ if store.remote().is_none() => None,
+            (_, true) => Some(true),
+            (Some(_), false) => asked.next().flatten(),
+            (None, false) => None,
         })
         .collect();
 

@@ -34,6 +34,7 @@ use crate::plan::{JobInput, StepJob};
 use crate::remote::{Remote, RemoteMode};
 use crate::reporter::{seconds, Reporter};
 use crate::run_record::StepStatus;
+use crate::tiered_cache::TieredCache;
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -51,7 +52,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     let mut env = environment_for(file.mirror.clone(), threads);
     env.hub_endpoint = file.hub_endpoint.clone();
     env.hub_cache = file.hub_cache.clone();
-    let host = crate::remote::host();
+    let host = crate::provenance::host();
     let job_id = std::env::var("SLURM_JOB_ID").ok().filter(|j| !j.is_empty());
     let result_path = args
         .job
@@ -123,7 +124,15 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     let remote = match &file.remote {
         None => None,
         Some(r) => {
-            let mode = RemoteMode::from_str(&r.mode, true).unwrap_or_default();
+            // A mode this pipe does not know (a newer submitter) is refused, never read-write.
+            let mode = match RemoteMode::from_str(&r.mode, true) {
+                Ok(mode) => mode,
+                Err(_) => {
+                    let message = format!("the job file's remote mode `{}` is not one this pipe knows", r.mode);
+                    let help = "the node must run the same pipe version as the submitting machine";
+                    return Ok(finish(refuse(Refusal(message, Some(help.into()), true))));
+                }
+            };
             match Remote::open(&r.url, mode).and_then(|remote| remote.check().map(|()| remote)) {
                 Ok(remote) => Some(remote),
                 Err(e) if mode == RemoteMode::Fallback => {
@@ -134,11 +143,12 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
             }
         }
     };
-    let job = match job(&file, &cache, remote.as_ref(), reporter) {
+    let store = TieredCache::new(&cache, remote.as_ref(), reporter);
+    let job = match job(&file, &store, reporter) {
         Ok(job) => job,
         Err(r) => return Ok(finish(refuse(r))),
     };
-    let compute = Compute { cache: &cache, remote: remote.as_ref(), env: &env, reporter };
+    let compute = Compute { store: &store, env: &env, reporter };
     let events = reporter.for_step(&job.name);
     let outcome = compute.run(&job, &events, &mut || {});
     let failure = outcome.failure.as_ref();
@@ -160,7 +170,8 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
 
 /// The job as this node sees it: its inputs found in the cache (or pulled), its key computed
 /// again and compared.
-fn job(file: &JobFile, cache: &Cache, remote: Option<&Remote>, reporter: &Reporter) -> Result<StepJob, Refusal> {
+fn job(file: &JobFile, store: &TieredCache<'_>, reporter: &Reporter) -> Result<StepJob, Refusal> {
+    let cache = store.local();
     let params = Params::new(file.params.clone());
     // A command step's kind is made from its declaration, which its parameters carry.
     let kind = match file.kind.as_str() {
@@ -179,15 +190,14 @@ fn job(file: &JobFile, cache: &Cache, remote: Option<&Remote>, reporter: &Report
             Lookup::Hit(m) => Some(m),
             _ => None,
         };
-        if manifest.is_none() {
-            if let Some(remote) = remote {
-                let outputs: Vec<&str> = input.upstream_outputs.iter().map(String::as_str).collect();
-                let _lock = cache.lock(&input.key);
-                manifest = match remote.fetch_for_step(cache, &input.key, &outputs, &file.step, reporter) {
-                    Ok(found) => found.map(|(m, _)| m),
-                    Err(e) => return Err(Refusal(e.to_string(), e.help.clone(), e.config)),
-                };
-            }
+        if manifest.is_none() && store.remote().is_some() {
+            let outputs: Vec<&str> = input.upstream_outputs.iter().map(String::as_str).collect();
+            let lock = store.lock(&input.key).map_err(|e| Refusal(e.to_string(), None, false))?;
+            let events = reporter.for_step(&file.step);
+            manifest = match store.fetch(&lock, &input.key, &outputs, &file.step, &events) {
+                Ok(found) => found.map(|(m, _)| m),
+                Err(e) => return Err(Refusal(e.to_string(), e.help.clone(), e.config)),
+            };
         }
         let Some(manifest) = manifest else {
             return Err(Refusal(

@@ -3,31 +3,30 @@
 //! node ([`crate::commands::worker`]).
 //!
 //! Under the key's compute lock: look again (another run may have stored the key, or a repeated
-//! cluster job finds its own first attempt's result), take the result from the remote cache if
+//! cluster job finds its own first attempt's result), take the result from the remote tier if
 //! it has it, else hold the inputs in use, run the step into a scratch directory, commit it,
-//! push it to the remote. The lock is an `flock` on a file of its own handle, so two threads of
-//! one process exclude each other as two processes do.
+//! publish it ([`TieredCache`] decides what that means). The lock is an `flock` on a file of its
+//! own handle, so two threads of one process exclude each other as two processes do.
 
 use std::sync::Mutex;
 use std::time::Instant;
 
 use pipe_steps::{Environment, Events, StepContext, StepError, Timing};
 
-use crate::cache::{Cache, CommitError, KeyLock, Lookup};
+use crate::cache::{CommitError, KeyLock, Lookup};
 use crate::manifest::Manifest;
 use crate::plan::{output_hashes, StepJob};
-use crate::remote::Remote;
 use crate::reporter::Reporter;
 use crate::run_record::StepStatus;
 use crate::step_outcome::StepOutcome;
+use crate::tiered_cache::TieredCache;
 
 /// What computing a step needs besides the step.
 #[derive(Clone, Copy)]
 pub struct Compute<'a> {
-    pub cache: &'a Cache,
-    pub remote: Option<&'a Remote>,
+    pub store: &'a TieredCache<'a>,
     pub env: &'a Environment,
-    /// The remote's warnings and transfers.
+    /// Where each step's transfers report (its own progress).
     pub reporter: &'a Reporter,
 }
 
@@ -35,17 +34,18 @@ impl Compute<'_> {
     /// The job's result if it exists now (stored by now, or on the remote and pulled), looked
     /// for under the key's lock; `Err` is the failed outcome.
     pub fn existing(&self, job: &StepJob) -> Result<Option<StepOutcome>, Box<StepOutcome>> {
-        let _lock = self.lock(job)?;
-        self.existing_locked(job)
+        let lock = self.lock(job)?;
+        self.existing_locked(&lock, job)
     }
 
     fn lock(&self, job: &StepJob) -> Result<KeyLock, Box<StepOutcome>> {
-        self.cache.lock(&job.key).map_err(|e| Box::new(job.outcome().failed(e.to_string(), None, false)))
+        self.store.lock(&job.key).map_err(|e| Box::new(job.outcome().failed(e.to_string(), None, false)))
     }
 
-    fn existing_locked(&self, job: &StepJob) -> Result<Option<StepOutcome>, Box<StepOutcome>> {
+    fn existing_locked(&self, lock: &KeyLock, job: &StepJob) -> Result<Option<StepOutcome>, Box<StepOutcome>> {
         let outcome = job.outcome();
-        match self.cache.lookup(&job.key) {
+        let cache = self.store.local();
+        match cache.lookup(&job.key) {
             // A forced job reruns a stored key; a repeat of it finds its own first result.
             Lookup::Hit(manifest) if !job.forced || job.replaces.as_deref().is_some_and(|r| r != manifest.dir) => {
                 return Ok(Some(self.cached(outcome, &manifest, None)));
@@ -53,13 +53,14 @@ impl Compute<'_> {
             // A forced rerun keeps the stored result until the new one commits.
             Lookup::Hit(_) | Lookup::Missing => {}
             Lookup::Corrupt(_) => {
-                if let Err(e) = self.cache.discard(&job.key) {
+                if let Err(e) = cache.discard(&job.key) {
                     return Err(Box::new(outcome.failed(e.to_string(), None, false)));
                 }
             }
         }
-        if let (false, Some(remote)) = (job.forced, self.remote) {
-            match remote.fetch_for_step(self.cache, &job.key, &job.outputs(), &job.name, self.reporter) {
+        if !job.forced {
+            let events = self.reporter.for_step(&job.name);
+            match self.store.fetch(lock, &job.key, &job.outputs(), &job.name, &events) {
                 Ok(Some((manifest, note))) => return Ok(Some(self.cached(outcome, &manifest, Some(note)))),
                 Ok(None) => {}
                 Err(e) => return Err(Box::new(outcome.failed(e.to_string(), e.help.clone(), e.config))),
@@ -72,7 +73,7 @@ impl Compute<'_> {
         outcome.status = StepStatus::Cached;
         outcome.reasons.clear();
         outcome.outputs = output_hashes(manifest);
-        outcome.artifact = Some(self.cache.out_dir(manifest));
+        outcome.artifact = Some(self.store.local().out_dir(manifest));
         outcome.from_remote = from_remote;
         outcome
     }
@@ -80,11 +81,12 @@ impl Compute<'_> {
     /// Computes the job: `Ran`, `Cached` (found stored or on the remote under the lock) or
     /// `Failed`. `started` is called once, just before the step itself runs.
     pub fn run(&self, job: &StepJob, events: &dyn Events, started: &mut dyn FnMut()) -> StepOutcome {
-        let _lock = match self.lock(job) {
+        let lock = match self.lock(job) {
             Ok(lock) => lock,
             Err(failed) => return *failed,
         };
-        match self.existing_locked(job) {
+        let cache = self.store.local();
+        match self.existing_locked(&lock, job) {
             Ok(Some(outcome)) => return outcome,
             Ok(None) => {}
             Err(failed) => return *failed,
@@ -93,20 +95,20 @@ impl Compute<'_> {
         let failed = |outcome: StepOutcome, message: String| outcome.failed(message, None, false);
         let mut held: Vec<KeyLock> = Vec::new();
         for input in job.inputs.values() {
-            match self.cache.hold(&input.key) {
+            match cache.hold(&input.key) {
                 Ok(lock) => held.push(lock),
                 Err(e) => return failed(outcome, e.to_string()),
             }
         }
-        let scratch = match self.cache.scratch(&job.key) {
+        let scratch = match cache.scratch(&job.key) {
             Ok(s) => s,
             Err(e) => return failed(outcome, e.to_string()),
         };
-        let checkpoint_dir = self.cache.checkpoint_dir(&job.key);
+        let checkpoint_dir = cache.checkpoint_dir(&job.key);
         if job.forced && job.replaces.is_none() {
             // Forced means from scratch: no resuming from an earlier attempt's epochs. (A job
             // run elsewhere had them cleared when it was submitted, and a repeat of it resumes.)
-            self.cache.clear_checkpoints(&job.key);
+            cache.clear_checkpoints(&job.key);
         }
         if let Err(e) = std::fs::create_dir_all(&checkpoint_dir) {
             return failed(outcome, format!("creating {}: {e}", checkpoint_dir.display()));
@@ -150,26 +152,15 @@ impl Compute<'_> {
             seconds: outcome.seconds,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         };
-        match self.cache.commit(scratch, manifest, &outputs) {
-            Ok(mut manifest) => {
-                self.cache.clear_checkpoints(&job.key);
+        match cache.commit(scratch, manifest, &outputs) {
+            Ok(manifest) => {
+                cache.clear_checkpoints(&job.key);
                 outcome.status = StepStatus::Ran;
-                if let Some(remote) = self.remote {
-                    // Pushed once committed; another machine's result for the key is adopted.
-                    match remote.publish_for_step(self.cache, &manifest, &outputs, &job.name, self.reporter) {
-                        Ok(Some(adopted)) => manifest = adopted,
-                        Ok(None) => {}
-                        Err(e) => {
-                            let help = Some(format!(
-                                "the result is in the local cache; push it with `pipe push` once the remote works{}",
-                                e.help.as_deref().map(|h| format!(" ({h})")).unwrap_or_default()
-                            ));
-                            return outcome.failed(format!("{e} (while pushing)"), help, e.config);
-                        }
-                    }
-                }
+                // Committed: whatever happens on the remote now, the step has run.
+                let events = self.reporter.for_step(&job.name);
+                let manifest = self.store.publish(&lock, manifest, &outputs, &job.name, job.forced, &events);
                 outcome.outputs = output_hashes(&manifest);
-                outcome.artifact = Some(self.cache.out_dir(&manifest));
+                outcome.artifact = Some(cache.out_dir(&manifest));
                 outcome
             }
             Err(CommitError::MissingOutput(name)) => {

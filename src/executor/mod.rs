@@ -38,13 +38,12 @@ pub use compute::Compute;
 pub use local::LocalBackend;
 pub use slurm::SlurmBackend;
 
-use crate::cache::Cache;
 use crate::graph::PipelineGraph;
 use crate::plan::{Decision, Planner, StepJob};
-use crate::remote::Remote;
 use crate::reporter::Reporter;
 use crate::run_record::{JobRef, RunRecord, StepStatus};
 use crate::step_outcome::StepOutcome;
+use crate::tiered_cache::TieredCache;
 
 /// What the user asked of this run beyond the pipeline.
 #[derive(Debug, Clone, Default)]
@@ -86,8 +85,8 @@ pub struct Placement<'a> {
 }
 
 pub struct Executor<'a> {
-    /// The cache, graph, environment, reporter, history and remote: what deciding needs is what
-    /// running needs too.
+    /// The cache's two tiers, graph, environment, reporter and history: what deciding needs is
+    /// what running needs too.
     plan: Planner<'a>,
 }
 
@@ -98,22 +97,20 @@ enum Message {
 }
 
 impl<'a> Executor<'a> {
-    /// `history`: earlier runs of this pipeline, newest first (the reasons); `remote`: asked after
-    /// a local miss, given what runs.
+    /// `history`: earlier runs of this pipeline, newest first (the reasons).
     pub fn new(
-        cache: &'a Cache,
+        store: &'a TieredCache<'a>,
         graph: &'a PipelineGraph,
         env: &'a Environment,
         reporter: &'a Reporter,
         history: &'a [RunRecord],
-        remote: Option<&'a Remote>,
     ) -> Executor<'a> {
-        Executor { plan: Planner { cache, graph, env, reporter, history, remote } }
+        Executor { plan: Planner { store, graph, env, reporter, history } }
     }
 
-    /// The shared compute path, with this executor's cache, remote and environment.
+    /// The shared compute path, with this executor's cache and environment.
     pub fn compute(&self) -> Compute<'a> {
-        Compute { cache: self.plan.cache, remote: self.plan.remote, env: self.plan.env, reporter: self.plan.reporter }
+        Compute { store: self.plan.store, env: self.plan.env, reporter: self.plan.reporter }
     }
 
     /// Decides and (unless dry) runs every step here, in this process.
@@ -390,10 +387,11 @@ steps:
         let dir = tempfile::tempdir().unwrap();
         let spec = PipelineSpec::parse(std::path::Path::new("t.yaml"), PIPELINE, &[]).unwrap();
         let graph = PipelineGraph::build(&spec).unwrap();
-        let cache = Cache::open(dir.path()).unwrap();
+        let cache = crate::cache::Cache::open(dir.path()).unwrap();
         let env = Environment::default();
         let reporter = Reporter::quiet();
-        let executor = Executor::new(&cache, &graph, &env, &reporter, &[], None);
+        let store = TieredCache::new(&cache, None, &reporter);
+        let executor = Executor::new(&store, &graph, &env, &reporter, &[]);
         let backend = Counting {
             local,
             now: AtomicUsize::new(0),

@@ -169,7 +169,7 @@ impl Backend for SlurmBackend<'_> {
     }
 
     fn execute(&self, job: &StepJob, events: &dyn Events, notify: &mut dyn FnMut(JobState)) -> StepOutcome {
-        let cache = self.compute.cache;
+        let cache = self.compute.store.local();
         let submitted_at = Instant::now();
         // The inputs stay in use while the job waits and runs.
         let mut held: Vec<KeyLock> = Vec::new();
@@ -366,7 +366,7 @@ impl SlurmBackend<'_> {
             "DEADLINE" => outcome.failed(format!("slurm job {id} missed its deadline"), None, false),
             "UNKNOWN" => {
                 // The cluster forgot the job; the cache still knows whether it finished.
-                match (self.compute.cache.lookup(&job.key), worker_error) {
+                match (self.compute.store.local().lookup(&job.key), worker_error) {
                     (Lookup::Hit(_), None) => self.completed(job, id, result),
                     (_, error) => outcome.failed(
                         format!(
@@ -385,19 +385,19 @@ impl SlurmBackend<'_> {
     /// A job that completed: its result, from the cache or (not shared with the nodes) the
     /// remote.
     fn completed(&self, job: &StepJob, id: &str, result: Option<JobResult>) -> StepOutcome {
-        let cache = self.compute.cache;
+        let cache = self.compute.store.local();
         let mut outcome = job.outcome();
         let found = match cache.lookup(&job.key) {
             Lookup::Hit(manifest) => Some((manifest, None)),
-            _ => match self.compute.remote {
-                Some(remote) => {
-                    let _lock = cache.lock(&job.key);
-                    match remote.fetch_for_step(cache, &job.key, &job.outputs(), &job.name, self.compute.reporter) {
+            _ => match self.compute.store.lock(&job.key) {
+                Ok(lock) => {
+                    let events = self.compute.reporter.for_step(&job.name);
+                    match self.compute.store.fetch(&lock, &job.key, &job.outputs(), &job.name, &events) {
                         Ok(Some((manifest, note))) => Some((manifest, Some(note))),
                         _ => None,
                     }
                 }
-                None => None,
+                Err(_) => None,
             },
         };
         let Some((manifest, _)) = found else {
@@ -681,7 +681,8 @@ mod tests {
         let cache = Cache::open(dir.path()).unwrap();
         let env = Environment::default();
         let reporter = Reporter::quiet();
-        let compute = Compute { cache: &cache, remote: None, env: &env, reporter: &reporter };
+        let store = crate::tiered_cache::TieredCache::new(&cache, None, &reporter);
+        let compute = Compute { store: &store, env: &env, reporter: &reporter };
         let resources = Resources { mem: Some("4G".into()), time: Some("10".into()), ..Resources::default() };
         let config = SlurmConfig {
             defaults: Resources::default(),

@@ -194,7 +194,11 @@ fn concurrent_runs_compute_a_shared_step_once() {
 fn runs_are_recorded_with_effective_parameters_keys_and_outcomes() {
     let (project, _server) = setup();
     project.run(&["run", "p.yaml", "--set", "head.rows=2"]).expect_code(0);
-    let runs: Vec<_> = fs::read_dir(project.cache().join("runs")).unwrap().flatten().collect();
+    let runs: Vec<_> = fs::read_dir(project.cache().join("runs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
     assert_eq!(runs.len(), 1);
     let record: serde_json::Value = serde_json::from_slice(&fs::read(runs[0].path()).unwrap()).unwrap();
     assert_eq!(record["pipeline"], "contract");
@@ -323,7 +327,11 @@ fn gc_leaves_alone_what_a_live_run_holds() {
         std::thread::sleep(Duration::from_millis(20));
     };
     // The key of the running step is on record before the step ends.
-    let runs: Vec<_> = fs::read_dir(project.cache().join("runs")).unwrap().flatten().collect();
+    let runs: Vec<_> = fs::read_dir(project.cache().join("runs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
     let record: serde_json::Value = serde_json::from_slice(&fs::read(runs[0].path()).unwrap()).unwrap();
     assert_eq!(record["steps"][0]["status"], "running");
     let key = record["steps"][0]["key"].as_str().unwrap().to_string();
@@ -464,4 +472,55 @@ fn status_shows_a_step_whose_last_attempt_failed_as_failed() {
     assert_eq!(status["steps"][1]["state"], "never-run", "{status}");
     let text = project.run(&["status", "p.yaml"]).expect_code(0).stdout;
     assert!(text.lines().any(|l| l.contains("fetch") && l.contains("failed") && l.contains("404")), "{text}");
+}
+
+/// A run killed without ending its record leaves it `running`; its free run lock tells gc it
+/// is dead, so the record pins nothing (it pinned its keys forever before).
+#[test]
+fn a_record_left_running_by_a_dead_run_pins_nothing() {
+    let (project, _server) = setup();
+    statuses(&project, &[]);
+    let records: Vec<_> = fs::read_dir(project.cache().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(records.len(), 1);
+    let id = records[0].file_stem().unwrap().to_string_lossy().to_string();
+    assert!(!project.cache().join("runs").join(format!("{id}.lock")).exists(), "a run that ended removes its lock");
+    // As a killed run leaves it: still `running`, its lock file there and nobody holding it.
+    let text = fs::read_to_string(&records[0]).unwrap().replace("\"state\": \"succeeded\"", "\"state\": \"running\"");
+    assert!(text.contains("\"state\": \"running\""), "{text}");
+    fs::write(&records[0], text).unwrap();
+    fs::write(project.cache().join("runs").join(format!("{id}.lock")), "").unwrap();
+    let gc = project.run(&["gc", "--grace", "0s", "--keep-runs", "0"]).expect_code(0);
+    assert!(gc.stdout.contains("removed 3 entries"), "{}", gc.stdout);
+}
+
+/// `pipe status` and dry runs only read: they leave no lock file behind (status used to create
+/// one for every step a run record says is running).
+#[test]
+fn status_and_dry_runs_create_no_lock_files() {
+    let (project, _server) = setup();
+    statuses(&project, &[]);
+    // A record that says a step is running makes status ask whether its key is being computed.
+    let record = fs::read_dir(project.cache().join("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let text = fs::read_to_string(&record)
+        .unwrap()
+        .replace("\"state\": \"succeeded\"", "\"state\": \"running\"")
+        .replacen("\"status\": \"ran\"", "\"status\": \"running\"", 1);
+    assert!(text.contains("\"status\": \"running\""), "{text}");
+    fs::write(&record, text).unwrap();
+    let locks = project.cache().join("locks");
+    fs::remove_dir_all(&locks).unwrap();
+    project.run(&["status", "p.yaml"]).expect_code(0);
+    project.run(&["run", "p.yaml", "--dry-run"]).expect_code(0);
+    project.run(&["status", "p.yaml", "--set", "head.rows=1"]).expect_code(0);
+    assert!(!locks.exists(), "{:?}", fs::read_dir(&locks).map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>()));
 }

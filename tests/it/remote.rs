@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::http::{Behavior, Server};
-use crate::support::s3::{aws_env, Moto, ACCESS_KEY, SECRET_KEY};
+use crate::support::s3::{aws_env, Moto, ReadOnlyStore, ACCESS_KEY, SECRET_KEY};
 use crate::support::{sample_pipeline, Project, Run, TABLE};
 
 const BUCKET: &str = "team";
@@ -306,26 +306,76 @@ fn concurrent_pushes_of_the_same_keys_both_succeed() {
     }
 }
 
+/// Two machines compute one key at once with different bytes: the one that pushes second finds
+/// the other's manifest, warns, and continues with those bytes, so downstream keys agree.
 #[test]
 fn different_bytes_for_a_key_are_adopted_with_a_warning() {
     let Some(s) = setup("different_bytes_for_a_key_are_adopted_with_a_warning") else { return };
     let remote = s.remote("nondet");
+    let other = TABLE.replace("good", "GOOD").into_bytes();
+    // B's download is slow (other bytes); A, started meanwhile, gets the fast original and
+    // pushes first.
+    s.server().route("/data.tsv", Behavior::Slow { body: other, chunk: 16, delay: Duration::from_millis(300) });
+    let b = machine(&s.url);
+    let slow = s
+        .cmd(&b, &["run", "p.yaml", "--json", "--remote", &remote])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = Instant::now();
+    while s.server().hits("/data.tsv") == 0 {
+        assert!(waited.elapsed() < Duration::from_secs(30), "B never asked for the file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    s.server().route("/data.tsv", Behavior::Serve(TABLE.as_bytes().to_vec()));
     let a = machine(&s.url);
     let first = s.pipe(&a, &["run", "p.yaml", "--json", "--remote", &remote]).expect_code(0);
-    // The same URL serves other bytes now: B's forced download differs from A's.
-    s.server().route("/data.tsv", Behavior::Serve(TABLE.replace("good", "GOOD").into_bytes()));
-    let b = machine(&s.url);
-    let run = s.pipe(&b, &["run", "p.yaml", "--json", "--remote", &remote, "--force", "fetch"]).expect_code(0);
+    let run = Run::from(slow.wait_with_output().unwrap()).expect_code(0);
     assert!(run.stderr.contains("fetch is not deterministic"), "{}", run.stderr);
     assert_eq!(run.stderr.matches("warning:").count(), 1, "{}", run.stderr);
-    // B continues with A's bytes (head and tail rerun: --force covers what depends on fetch),
-    // so its downstream keys are A's.
-    assert_eq!(steps(&run), expect(&[("fetch", "ran", false), ("head", "ran", false), ("tail", "ran", false)]));
+    // B continues with A's bytes, so its downstream keys are A's (and taken from the remote).
+    assert_eq!(steps(&run), expect(&[("fetch", "ran", false), ("head", "cached", true), ("tail", "cached", true)]));
     for i in 0..3 {
         assert_eq!(run.json()["steps"][i]["key"], first.json()["steps"][i]["key"]);
     }
     let key = run.json()["steps"][0]["key"].as_str().unwrap().to_string();
     assert_eq!(fs::read_to_string(b.output(&key, "file")).unwrap(), TABLE);
+}
+
+/// `--force` reruns a step from scratch: its result replaces the remote's as well as the local
+/// one (before, the remote's old result was adopted back), and `pipe push --force STEP` puts a
+/// machine's local result in place of the remote's.
+#[test]
+fn a_forced_rerun_replaces_the_remote_result_and_push_force_puts_one_back() {
+    let Some(s) = setup("a_forced_rerun_replaces_the_remote_result") else { return };
+    let remote = s.remote("forced");
+    let a = machine(&s.url);
+    let first = s.pipe(&a, &["run", "p.yaml", "--json", "--remote", &remote]).expect_code(0);
+    let key = first.json()["steps"][0]["key"].as_str().unwrap().to_string();
+    // The URL serves other bytes now; B reruns fetch on purpose.
+    let other = TABLE.replace("good", "GOOD");
+    s.server().route("/data.tsv", Behavior::Serve(other.clone().into_bytes()));
+    let b = machine(&s.url);
+    let forced = s.pipe(&b, &["run", "p.yaml", "--json", "--remote", &remote, "--force", "fetch"]).expect_code(0);
+    assert!(!forced.stderr.contains("not deterministic"), "{}", forced.stderr);
+    assert_eq!(steps(&forced), expect(&[("fetch", "ran", false), ("head", "ran", false), ("tail", "ran", false)]));
+    assert_eq!(forced.json()["steps"][0]["key"].as_str(), Some(key.as_str()), "same key, other bytes");
+    assert_eq!(fs::read_to_string(b.output(&key, "file")).unwrap(), other);
+    // A third machine gets B's result from the remote, not A's.
+    s.server().route("/data.tsv", Behavior::Status(500));
+    let c = machine(&s.url);
+    let taken = s.pipe(&c, &["run", "p.yaml", "--json", "--remote", &remote]).expect_code(0);
+    assert_eq!(taken.json()["steps"][0]["remote"], true, "{}", taken.stdout);
+    assert_eq!(fs::read_to_string(c.output(&key, "file")).unwrap(), other);
+    // A puts its own back explicitly; a new machine then gets A's.
+    let refused = s.pipe(&a, &["push", "p.yaml", "--force", "--remote", &remote]).expect_code(2);
+    assert!(refused.stderr.contains("name the steps"), "{}", refused.stderr);
+    let push = s.pipe(&a, &["push", "p.yaml", "fetch", "--force", "--remote", &remote]).expect_code(0);
+    assert!(push.stdout.contains("replacing the remote's result"), "{}", push.stdout);
+    let d = machine(&s.url);
+    s.pipe(&d, &["pull", "p.yaml", "fetch", "--remote", &remote]).expect_code(0);
+    assert_eq!(fs::read_to_string(d.output(&key, "file")).unwrap(), TABLE);
 }
 
 #[test]
@@ -355,6 +405,42 @@ fn an_unreachable_remote_is_a_clear_error_or_with_fallback_a_warning() {
     assert!(run.stderr.contains("warning: remote s3://team/cache: reaching the store"), "{}", run.stderr);
     assert!(run.stderr.contains("working locally (--remote-mode fallback)"), "{}", run.stderr);
     assert_eq!(steps(&run), expect(&[("fetch", "ran", false), ("head", "ran", false), ("tail", "ran", false)]));
+
+    // Once the remote is back, the next run pushes what the fallback run kept local.
+    let back = s.pipe(&a, &["run", "p.yaml", "--remote", "s3://team/cache"]).expect_code(0);
+    assert!(back.stdout.contains("pushed 3 results the remote lacked"), "{}\n{}", back.stdout, back.stderr);
+    assert_eq!(s.objects("cache/manifests").len(), 3);
+}
+
+/// A store that refuses writes: the steps still succeed (each result is committed locally
+/// before it is pushed), one warning says so and the breaker stops further writes; once the
+/// store takes writes, the next run pushes every result the remote lacks.
+#[test]
+fn a_failed_push_warns_once_and_the_next_run_pushes_what_the_remote_lacks() {
+    let Some(mut s) = setup("a_failed_push_warns_once") else { return };
+    let remote = s.remote("catchup");
+    let a = machine(&s.url);
+    let refusing = ReadOnlyStore::start();
+    let mut cmd = a.command(&["run", "p.yaml", "--json", "--remote", &remote]);
+    aws_env(&mut cmd, &refusing.endpoint());
+    let run = Run::from(cmd.output().unwrap()).expect_code(0);
+    assert_eq!(steps(&run), expect(&[("fetch", "ran", false), ("head", "ran", false), ("tail", "ran", false)]));
+    assert_eq!(run.stderr.matches("warning:").count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("while pushing fetch"), "{}", run.stderr);
+    assert!(run.stderr.contains("the next run (or `pipe push`) uploads what the remote lacks"), "{}", run.stderr);
+    assert_eq!(refusing.writes(), 1, "after the first refused write nothing more is tried");
+
+    let again = s.pipe(&a, &["run", "p.yaml", "--remote", &remote]).expect_code(0);
+    assert!(again.stdout.contains("pushed 3 results the remote lacked"), "{}\n{}", again.stdout, again.stderr);
+    assert_eq!(s.objects("catchup/manifests").len(), 3);
+    // Nothing is pushed twice.
+    let third = s.pipe(&a, &["run", "p.yaml", "--remote", &remote]).expect_code(0);
+    assert!(!third.stdout.contains("lacked"), "{}", third.stdout);
+    // A second machine takes everything from the remote, the download unreachable.
+    s.server = None;
+    let b = machine(&s.url);
+    let taken = s.pipe(&b, &["run", "p.yaml", "--json", "--remote", &remote]).expect_code(0);
+    assert_eq!(steps(&taken), expect(&[("fetch", "cached", true), ("head", "cached", true), ("tail", "cached", true)]));
 }
 
 #[test]
@@ -487,7 +573,9 @@ fn gc_on_the_remote_removes_what_no_recent_run_used() {
     // The newer run shares fetch, and writes the bytes the old tail wrote (header + 2 rows).
     let new = s.pipe(&a, &["run", "p.yaml", "--json", "--remote", &remote, "--set", "params.rows=2"]).expect_code(0);
     let new_keys: Vec<String> = (0..3).map(|i| new.json()["steps"][i]["key"].as_str().unwrap().to_string()).collect();
-    let before = s.objects("gc");
+    // gc's own markers (gc/gc/<id>.json) aside.
+    let results = || s.objects("gc").into_iter().filter(|o| !o.starts_with("gc/gc/")).collect::<Vec<_>>();
+    let before = results();
 
     // A grace period longer than everything's age keeps everything.
     let graced = s.pipe(&a, &["gc", "--remote", &remote, "--older-than", "5s", "--grace", "1h"]).expect_code(0);
@@ -495,7 +583,7 @@ fn gc_on_the_remote_removes_what_no_recent_run_used() {
     let dry =
         s.pipe(&a, &["gc", "--remote", &remote, "--older-than", "5s", "--grace", "2s", "--dry-run"]).expect_code(0);
     assert!(dry.stdout.contains("would remove 2 manifests and 2 files"), "{}", dry.stdout);
-    assert_eq!(s.objects("gc"), before, "a dry run removes nothing");
+    assert_eq!(results(), before, "a dry run removes nothing");
 
     let real = s.pipe(&a, &["gc", "--remote", &remote, "--older-than", "5s", "--grace", "2s"]).expect_code(0);
     assert!(real.stdout.contains("removed 2 manifests and 2 files"), "{}", real.stdout);
@@ -503,6 +591,11 @@ fn gc_on_the_remote_removes_what_no_recent_run_used() {
     let first_file = real.stdout.find("removed file").unwrap();
     assert!(last_manifest < first_file, "manifests go before files:\n{}", real.stdout);
     let after = s.objects("gc");
+    let markers: Vec<&String> = after.iter().filter(|o| o.starts_with("gc/gc/")).collect();
+    assert_eq!(markers.len(), 2, "one marker per gc that deleted (dry runs leave none): {after:?}");
+    for m in markers {
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&s.moto.get(BUCKET, m)).unwrap()["running"], false);
+    }
     assert!(!after.contains(&orphan));
     assert!(!after.contains(&format!("gc/manifests/{old_head}.json")));
     for key in &new_keys {
@@ -609,4 +702,40 @@ fn no_credentials_at_all_says_so_and_how_to_give_them() {
     assert!(run.stderr.contains("help: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"), "{}", run.stderr);
     assert!(!run.stderr.contains("refused"), "{}", run.stderr);
     assert!(!run.stderr.contains("127.0.0.1:9") && !run.stderr.contains("169.254"), "{}", run.stderr);
+}
+
+/// A push that reuses a file the store holds while a `pipe gc --remote` runs (or ran since the
+/// push began) uploads it again: gc may be deleting it, since no manifest named it when gc
+/// listed them, and a file written since gc began is one gc leaves alone. Shown on a shared
+/// directory, whose file times are the files'.
+#[test]
+fn a_push_that_reuses_a_file_during_a_remote_gc_uploads_it_again() {
+    let shared = tempfile::tempdir().unwrap();
+    let server = Server::start();
+    server.route("/data.tsv", Behavior::Serve(TABLE.as_bytes().to_vec()));
+    let url = format!("file://{}", shared.path().display());
+    let yaml = format!("{}remote: {url}\n", pipeline(&server.url("/data.tsv")));
+    let (a, b) = (Project::new(), Project::new());
+    a.write("p.yaml", &yaml);
+    b.write("p.yaml", &yaml);
+    a.run(&["run", "p.yaml"]).expect_code(0);
+    let old = std::time::SystemTime::now() - Duration::from_secs(7200);
+    let files: Vec<std::path::PathBuf> =
+        fs::read_dir(shared.path().join("files")).unwrap().flatten().map(|e| e.path()).collect();
+    for f in &files {
+        fs::File::options().write(true).open(f).unwrap().set_modified(old).unwrap();
+    }
+    let modified = |f: &std::path::Path| fs::metadata(f).unwrap().modified().unwrap();
+    // tail with 3 rows (or more) keeps all of head's 3: a new key whose file is head's, reused.
+    let reuse = |p: &Project, rows: &str| p.run(&["run", "p.yaml", "--set", rows, "--json"]).expect_code(0);
+    reuse(&b, "tail.rows=3");
+    assert!(files.iter().all(|f| modified(f) == old), "no gc: the reused file is trusted as it is");
+    // A gc in progress (its marker says so): the same kind of push uploads the reused file again.
+    fs::create_dir_all(shared.path().join("gc")).unwrap();
+    fs::write(shared.path().join("gc").join("1-1.json"), r#"{"host":"elsewhere","running":true}"#).unwrap();
+    let c = Project::new();
+    c.write("p.yaml", &yaml);
+    reuse(&c, "tail.rows=4");
+    let refreshed = files.iter().filter(|f| modified(f) > old).count();
+    assert_eq!(refreshed, 1, "head's file, reused by tail, is written again");
 }

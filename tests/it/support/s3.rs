@@ -172,3 +172,122 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// An S3 endpoint that is up for reading and refuses every write: its buckets list as empty,
+/// objects are not found, and PUT, POST and DELETE get 403 AccessDenied (a bucket policy
+/// without write access, or a store whose writes fail). Counts the refused writes.
+pub struct ReadOnlyStore {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    writes: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadOnlyStore {
+    pub fn start() -> ReadOnlyStore {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let (stop2, writes2) = (stop.clone(), writes.clone());
+        let handle = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let writes = writes2.clone();
+                std::thread::spawn(move || {
+                    if refuse_writes(stream) {
+                        writes.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        ReadOnlyStore { addr, stop, writes, handle: Some(handle) }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes refused so far.
+    pub fn writes(&self) -> usize {
+        self.writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Answers one request; `true` when it was a write (refused).
+fn refuse_writes(mut stream: TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return false,
+    });
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return false;
+    }
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        match reader.read_line(&mut header) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if header.trim().is_empty() => break,
+            Ok(_) => {
+                if let Some((name, value)) = header.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    let _ = reader.read_exact(&mut body);
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let (code, reason, text, write) = match method {
+        "GET" if target.contains("list-type=2") => (
+            200,
+            "OK",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult \
+             xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>team</Name><Prefix></Prefix><KeyCount>0</KeyCount>\
+             <MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>",
+            false,
+        ),
+        "GET" | "HEAD" => (
+            404,
+            "Not Found",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code><Message>The specified key does \
+             not exist.</Message></Error>",
+            false,
+        ),
+        _ => (
+            403,
+            "Forbidden",
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access \
+             Denied</Message></Error>",
+            true,
+        ),
+    };
+    let body = if method == "HEAD" { "" } else { text };
+    let head = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body.as_bytes()));
+    write
+}
+
+impl Drop for ReadOnlyStore {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -10,7 +10,8 @@
 //! `pipe worker`). Another (Kubernetes Jobs, Ray) is one more implementation of the trait;
 //! keys, the cache and the decisions stay as they are.
 //!
-//! Scheduling: the steps are walked in the graph's order; a step is decided when its inputs
+//! Scheduling (its state and rules: [`scheduler::Scheduler`]): the steps are walked in the
+//! graph's order; a step is decided when its inputs
 //! have outcomes and a slot is free, so with one job at a time the run is exactly sequential,
 //! in file order. Each job runs on a thread of a scope; the threads report back over a channel
 //! and only this thread calls the observer (the run record) and decides. Locally, steps that
@@ -27,15 +28,17 @@
 pub mod compute;
 pub mod job_file;
 pub mod local;
+mod scheduler;
 pub mod slurm;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::mpsc;
 
 use pipe_steps::{Environment, Events};
 
 pub use compute::Compute;
 pub use local::LocalBackend;
+use scheduler::Scheduler;
 pub use slurm::SlurmBackend;
 
 use crate::graph::PipelineGraph;
@@ -137,59 +140,33 @@ impl<'a> Executor<'a> {
         let jobs = options.jobs.max(1);
         let local_jobs = if options.local_jobs == 0 { jobs } else { options.local_jobs.min(jobs) };
         let planner = &self.plan;
-        let order = self.plan.graph.order();
-        let position: BTreeMap<usize, usize> = order.iter().enumerate().map(|(p, &i)| (i, p)).collect();
-        let mut outcomes: Vec<Option<StepOutcome>> = vec![None; n];
-        let mut decided = vec![false; n];
-        let mut failed: Option<usize> = None;
+        let graph = self.plan.graph;
+        let reporter = self.plan.reporter;
+        let mut queue = Scheduler::new(graph.order(), options.dry_run, jobs, local_jobs);
+        let is_local = |job: &StepJob| placement.backends[placement.of_step[job.index]].local();
+        let inputs_of = |i: usize| graph.steps[i].inputs.values().map(|r| r.step).collect::<Vec<_>>();
 
         std::thread::scope(|scope| {
             let (tx, rx) = mpsc::channel::<Message>();
-            // Decided to run, not started (a step that uses every core waits for another, a
-            // step waits for one computing the same key).
-            let mut ready: Vec<Box<StepJob>> = Vec::new();
-            // Started: graph index → (runs here, uses every core).
-            let mut running: BTreeMap<usize, (bool, bool)> = BTreeMap::new();
-            let mut running_state: BTreeMap<usize, StepOutcome> = BTreeMap::new();
             loop {
-                let stopping = failed.is_some() || self.plan.env.is_cancelled();
-                while !stopping && failed.is_none() {
+                while queue.accepting(self.plan.env.is_cancelled()) {
                     let mut progress = false;
-                    // Start what may start, in run order.
-                    let mut k = 0;
-                    while k < ready.len() {
-                        let job = &ready[k];
+                    // Start what may start, in the order the steps became ready.
+                    while let Some(job) = queue.start_next(is_local) {
+                        progress = true;
+                        reporter.set_in_flight(queue.in_flight());
                         let backend = placement.backends[placement.of_step[job.index]];
-                        let heavy = job.kind.spec().uses_all_cores();
-                        let here = running.values().filter(|(local, _)| *local).count();
-                        // Two steps with one key (the same bytes by two names): the first
-                        // computes it, the second then finds it, in run order.
-                        let same_key = running_state.values().any(|o| o.key.as_ref() == Some(&job.key));
-                        let may = running.len() < jobs
-                            && !same_key
-                            && (!backend.local()
-                                || (here < local_jobs && !(heavy && running.values().any(|&(l, h)| l && h))));
-                        if !may {
-                            k += 1;
-                            continue;
-                        }
-                        let job = ready.remove(k);
-                        running.insert(job.index, (backend.local(), heavy));
-                        running_state.insert(job.index, job.outcome());
-                        self.plan.reporter.set_in_flight(running.len());
                         let tx = tx.clone();
-                        let reporter = self.plan.reporter;
-                        let total = n;
                         scope.spawn(move || {
                             let events = reporter.for_step(&job.name);
                             let mut notify = |state: JobState| {
                                 match &state {
                                     JobState::Queued(job_ref) => {
-                                        reporter.step_queued(job.position, total, &job.name, &place(job_ref))
+                                        reporter.step_queued(job.position, n, &job.name, &place(job_ref))
                                     }
                                     JobState::Running(job_ref) => reporter.step_started(
                                         job.position,
-                                        total,
+                                        n,
                                         &job.name,
                                         &job.reasons,
                                         job_ref.as_ref().map(place).as_deref(),
@@ -210,51 +187,36 @@ impl<'a> Executor<'a> {
                             });
                             let _ = tx.send(Message::Finished(job.index, Box::new(outcome)));
                         });
-                        progress = true;
                     }
                     // Decide the next step whose inputs are known, while a slot is free.
-                    if running.len() < jobs {
-                        let next = order.iter().copied().find(|&i| {
-                            !decided[i] && self.plan.graph.steps[i].inputs.values().all(|r| outcomes[r.step].is_some())
-                        });
-                        if let Some(i) = next {
-                            decided[i] = true;
-                            progress = true;
-                            let p = position[&i];
-                            match planner.decide(i, p, &outcomes, forced.contains(&i), options.dry_run) {
-                                Decision::Skip { why, outcome } => {
-                                    self.plan.reporter.step_skipped(p, n, &self.plan.graph.steps[i].name, &why);
-                                    observe(i, &outcome);
-                                    outcomes[i] = Some(outcome);
-                                }
-                                Decision::Known(outcome) => {
-                                    self.report(p, i, &outcome);
-                                    // A dry run decides every step it can: one it cannot
-                                    // decide (and what reads it) stops nothing else.
-                                    if outcome.status == StepStatus::Failed && !options.dry_run {
-                                        failed = Some(i);
-                                    }
-                                    observe(i, &outcome);
-                                    outcomes[i] = Some(outcome);
-                                    if failed.is_some() {
-                                        break;
-                                    }
-                                }
-                                Decision::Run(job) => ready.push(job),
+                    if let Some(i) = queue.decide_next(inputs_of) {
+                        progress = true;
+                        let p = queue.position(i);
+                        match planner.decide(i, p, queue.outcomes(), forced.contains(&i), options.dry_run) {
+                            Decision::Skip { why, outcome } => {
+                                reporter.step_skipped(p, n, &graph.steps[i].name, &why);
+                                observe(i, &outcome);
+                                queue.known(i, outcome);
                             }
+                            Decision::Known(outcome) => {
+                                self.report(p, i, &outcome);
+                                observe(i, &outcome);
+                                queue.known(i, outcome);
+                            }
+                            Decision::Run(job) => queue.ready(job),
                         }
                     }
                     if !progress {
                         break;
                     }
                 }
-                if running.is_empty() {
+                if queue.is_idle() {
                     break;
                 }
                 let Ok(message) = rx.recv() else { break };
                 match message {
                     Message::State(i, state) => {
-                        let Some(outcome) = running_state.get_mut(&i) else { continue };
+                        let Some(outcome) = queue.running_state(i) else { continue };
                         match state {
                             JobState::Queued(job) => outcome.job = Some(job),
                             JobState::Running(job) => {
@@ -267,37 +229,29 @@ impl<'a> Executor<'a> {
                     }
                     Message::Finished(i, outcome) => {
                         let outcome = *outcome;
-                        running.remove(&i);
-                        running_state.remove(&i);
-                        self.report(position[&i], i, &outcome);
-                        self.plan.reporter.set_in_flight(running.len());
-                        if outcome.status == StepStatus::Failed && failed.is_none() {
-                            failed = Some(i);
-                        }
+                        self.report(queue.position(i), i, &outcome);
                         observe(i, &outcome);
-                        outcomes[i] = Some(outcome);
+                        queue.finished(i, outcome);
+                        reporter.set_in_flight(queue.in_flight());
                     }
                 }
             }
         });
-        self.plan.reporter.set_in_flight(0);
+        reporter.set_in_flight(0);
 
         // After a failure or an interruption nothing more runs; what ran before stays cached.
-        for (p, &i) in order.iter().enumerate() {
-            if outcomes[i].is_some() {
-                continue;
-            }
+        let failed = queue.failed();
+        queue.finish(|p, i| {
             let why = match failed {
                 _ if self.plan.env.is_cancelled() => "not run: interrupted".to_string(),
-                Some(f) => format!("not run: step {} failed", self.plan.graph.steps[f].name),
+                Some(f) => format!("not run: step {} failed", graph.steps[f].name),
                 None => "not run".to_string(),
             };
-            self.plan.reporter.step_skipped(p, n, &self.plan.graph.steps[i].name, &why);
+            reporter.step_skipped(p, n, &graph.steps[i].name, &why);
             let outcome = StepOutcome::new(StepStatus::Skipped);
             observe(i, &outcome);
-            outcomes[i] = Some(outcome);
-        }
-        outcomes.into_iter().map(|o| o.unwrap_or_else(|| StepOutcome::new(StepStatus::Skipped))).collect()
+            outcome
+        })
     }
 
     /// The line of a step whose outcome is known.

@@ -357,6 +357,10 @@ fn gc_removes_job_directories_no_kept_run_needs() {
     let mut record: serde_json::Value = serde_json::from_slice(&fs::read(records[0].path()).unwrap()).unwrap();
     record["state"] = "running".into();
     fs::write(records[0].path(), serde_json::to_vec(&record).unwrap()).unwrap();
+    // ... and its process lives: it holds the run's lock.
+    let run_lock_path = project.cache().join("runs").join(format!("{}.lock", record["id"].as_str().unwrap()));
+    let run_lock = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&run_lock_path).unwrap();
+    run_lock.lock().unwrap();
     // Job directories as the Slurm executor and its worker leave them (36 bytes each).
     let (ended, locked, young) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
     let job_dir = |key: &str| project.cache().join("jobs").join(key);

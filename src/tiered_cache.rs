@@ -318,6 +318,15 @@ impl<'a> TieredCache<'a> {
         }
     }
 
+    /// After the command's last push: re-uploads the files its pushes reused if a remote gc
+    /// overlapped them ([`Remote::settle`]); a failure is a warning.
+    pub fn settle(&self) {
+        let Some(remote) = self.remote else { return };
+        if let Err(e) = remote.settle() {
+            self.write_failed(e, "the files a remote gc may have removed");
+        }
+    }
+
     /// Whether the remote holds a result for each key (`None`: no remote, or it cannot say).
     pub fn on_remote(&self, keys: &[StepKey]) -> Vec<Option<bool>> {
         let Some(remote) = self.readable() else { return vec![None; keys.len()] };

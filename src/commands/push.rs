@@ -144,6 +144,7 @@ pub fn execute(args: &PushArgs, global: &GlobalArgs, reporter: &Reporter) -> Res
         };
         reporter.line(&format!("  {:<width$}  {what}", step.name));
     }
+    store.settle();
     let runs = RunRecord::all(&cache).into_iter().filter(|r| r.pipeline == graph.name).collect::<Vec<_>>();
     for run in &runs {
         remote.push_run(run)?;

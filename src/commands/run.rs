@@ -227,6 +227,7 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
             .filter_map(|(s, o)| Some((s.name.clone(), o.key.clone()?)))
             .collect();
         let caught_up = store.catch_up(&used, reporter);
+        store.settle();
         if caught_up > 0 {
             reporter
                 .line(&format!("pushed {caught_up} result{} the remote lacked", if caught_up == 1 { "" } else { "s" }));

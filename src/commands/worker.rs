@@ -151,6 +151,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     let compute = Compute { store: &store, env: &env, reporter };
     let events = reporter.for_step(&job.name);
     let outcome = compute.run(&job, &events, &mut || {});
+    store.settle();
     let failure = outcome.failure.as_ref();
     let result = JobResult {
         status: match outcome.status {

@@ -131,6 +131,11 @@ pub struct Remote {
     credentials_given: bool,
     /// Files found corrupt on the remote by this process: its pushes upload them again.
     bad_files: Mutex<HashSet<String>>,
+    /// Files this process's pushes reused rather than uploaded: `(hash, size, local path)`.
+    reused: Mutex<Vec<(String, u64, std::path::PathBuf)>>,
+    /// When the first of this process's pushes since the last [`Remote::settle`] began
+    /// (milliseconds, with a margin for clocks).
+    pushes_since: Mutex<Option<i64>>,
 }
 
 impl Remote {
@@ -165,7 +170,17 @@ impl Remote {
             .enable_all()
             .build()
             .map_err(|e| RemoteError::store(&shown, format!("starting the I/O runtime: {e}"), None))?;
-        Ok(Remote { rt, store, root, url: shown, mode, credentials_given, bad_files: Mutex::new(HashSet::new()) })
+        Ok(Remote {
+            rt,
+            store,
+            root,
+            url: shown,
+            mode,
+            credentials_given,
+            bad_files: Mutex::new(HashSet::new()),
+            reused: Mutex::new(Vec::new()),
+            pushes_since: Mutex::new(None),
+        })
     }
 
     /// The remote as shown to users (no credentials).

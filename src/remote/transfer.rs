@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart};
-use pipe_steps::Events;
+use pipe_steps::{Events, NoEvents};
 
 use super::{Remote, RemoteError, RemoteManifest};
 use crate::cache::{Cache, CommitError};
@@ -240,21 +240,16 @@ impl Remote {
         let written = self.store.put_opts(&path, PutPayload::from(body), opts).await;
         match written {
             Ok(_) => {
-                // Files reused from the store that a concurrent gc may have deleted meanwhile
-                // are uploaded again (see remote/gc.rs).
-                if self.gc_overlapped(began_ms).await? {
-                    let reused: Vec<(&str, u64, PathBuf)> = unique
-                        .iter()
-                        .filter(|(hash, _)| !missing.iter().any(|(m, _, _)| m == *hash))
-                        .map(|(hash, (size, path))| (*hash, *size, path.clone()))
-                        .collect();
-                    let again: Vec<Result<(), RemoteError>> =
-                        stream::iter(reused.iter().map(|(hash, size, path)| self.upload(hash, *size, path, &NoEvents)))
-                            .buffer_unordered(FILES_IN_FLIGHT)
-                            .collect()
-                            .await;
-                    again.into_iter().collect::<Result<Vec<()>, RemoteError>>()?;
+                // Files reused from the store, which a concurrent gc may have deleted meanwhile:
+                // [`Remote::settle`] uploads them again if a gc overlapped (see remote/gc.rs).
+                let mut reused = self.reused.lock().unwrap_or_else(|e| e.into_inner());
+                for (hash, (size, path)) in &unique {
+                    if !missing.iter().any(|(m, _, _)| m == hash) {
+                        reused.push((hash.to_string(), *size, path.clone()));
+                    }
                 }
+                let mut since = self.pushes_since.lock().unwrap_or_else(|e| e.into_inner());
+                *since = Some(since.map_or(began_ms, |s| s.min(began_ms)));
                 return Ok(Pushed::Written { files: missing.len(), bytes });
             }
             // Another machine was first; a store that answers a concurrent conditional write with
@@ -276,6 +271,30 @@ impl Remote {
             )),
             None => Err(RemoteError::store(&self.url, format!("writing {path}: refused, yet it is not there"), None)),
         }
+    }
+
+    /// After this command's last push: if a `pipe gc --remote` ran at some time since the first
+    /// push began, uploads again every file those pushes reused instead of uploading (gc may
+    /// have deleted it before the new manifests named it). One listing of the gc markers per
+    /// command, not per push. Returns the files uploaded again.
+    pub fn settle(&self) -> Result<usize, RemoteError> {
+        let reused = std::mem::take(&mut *self.reused.lock().unwrap_or_else(|e| e.into_inner()));
+        let Some(since) = self.pushes_since.lock().unwrap_or_else(|e| e.into_inner()).take() else { return Ok(0) };
+        if reused.is_empty() {
+            return Ok(0);
+        }
+        self.rt.block_on(async {
+            if !self.gc_overlapped(since).await? {
+                return Ok(0);
+            }
+            let again: Vec<Result<(), RemoteError>> =
+                stream::iter(reused.iter().map(|(hash, size, path)| self.upload(hash, *size, path, &NoEvents)))
+                    .buffer_unordered(FILES_IN_FLIGHT)
+                    .collect()
+                    .await;
+            again.into_iter().collect::<Result<Vec<()>, RemoteError>>()?;
+            Ok(reused.len())
+        })
     }
 
     /// Whether this process found one of the manifest's files corrupt on the remote (its push
@@ -354,15 +373,4 @@ impl Remote {
         };
         Ok((blake3::hash(&bytes).to_hex().as_str() == file.blake3).then(|| bytes.to_vec()))
     }
-}
-
-/// Events that go nowhere (uploads nobody needs to watch).
-struct NoEvents;
-
-impl Events for NoEvents {
-    fn log(&self, _line: &str) {}
-    fn progress_start(&self, _label: &str, _total: Option<u64>, _unit: &str) {}
-    fn progress_inc(&self, _delta: u64) {}
-    fn progress_message(&self, _message: &str) {}
-    fn progress_finish(&self) {}
 }

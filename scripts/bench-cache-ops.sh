@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Times the cache operations a team repeats all day — a no-op rerun, `pipe status`, a push of
 # the whole cache, a pull into an empty cache, a no-op rerun with the remote — for two pipe
-# binaries side by side (A, B alternating, three rounds), on a copy of one filled cache,
+# binaries side by side (A, B alternating, $ROUNDS rounds, default 5), on a copy of one filled cache,
 # against a local S3 server (moto). Prints one line per measurement and the medians.
 #
 #   scripts/bench-cache-ops.sh BEFORE_BINARY AFTER_BINARY CACHE_DIR PIPELINE [--mirror DIR]
@@ -34,7 +34,7 @@ copy() {
 }
 seconds() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 du -sh "$SOURCE/steps" | sed 's/^/cache: /'
-for round in 1 2 3; do
+for round in $(seq "${ROUNDS:-5}"); do
     for which in A B; do
         bin=${!which}; c="$DIR/$which-$round"
         copy "$c/cache"

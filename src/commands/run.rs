@@ -309,6 +309,18 @@ fn slurm_config(
         .filter(|s| s.is_finite() && *s > 0.0)
         .map(std::time::Duration::from_secs_f64)
         .unwrap_or(MAX_POLL);
+    // The nodes' own caches only make sense with a remote that jobs push to and read from.
+    let node_cache = spec.executor.node_cache.as_ref().map(|d| {
+        let d = spec.base_dir.join(d);
+        std::path::absolute(&d).unwrap_or(d)
+    });
+    if node_cache.is_some() && !remote.is_some_and(|r| r.writable()) {
+        return Err(Error::usage(
+            "`executor: node_cache:` needs a remote cache the jobs can write to: the nodes' results reach this \
+             machine through it",
+            Some("pass --remote s3://BUCKET/PREFIX (or set PIPE_REMOTE, or `remote:` in the pipeline)".into()),
+        ));
+    }
     let mode = clap::ValueEnum::to_possible_value(&args.remote.remote_mode)
         .map(|v| v.get_name().to_string())
         .unwrap_or_else(|| "read-write".into());
@@ -318,6 +330,7 @@ fn slurm_config(
         binary,
         sbatch_args: spec.executor.sbatch_args.clone(),
         cache_dir,
+        node_cache,
         remote: remote.map(|r| JobRemote { url: r.url().to_string(), mode }),
         max_poll,
     })

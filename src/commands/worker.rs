@@ -99,10 +99,17 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         host: host.clone(),
     };
 
-    let cache = match Cache::open(&file.cache_dir) {
+    // The node's own cache when the pipeline names one (results then move through the remote),
+    // else the submitting run's, shared with the node.
+    let results_dir = file.node_cache.as_ref().unwrap_or(&file.cache_dir);
+    let cache = match Cache::open(results_dir) {
         Ok(c) => c,
         Err(e) => {
-            let help = "the job's cache directory must be reachable from the node (a shared filesystem)";
+            let help = if file.node_cache.is_some() {
+                "`executor: node_cache:` must be a directory the job can create on its node"
+            } else {
+                "the job's cache directory must be reachable from the node (a shared filesystem)"
+            };
             return Ok(finish(refuse(Refusal(e.to_string(), Some(help.into()), false))));
         }
     };
@@ -259,5 +266,5 @@ fn job(file: &JobFile, store: &TieredCache<'_>, reporter: &Reporter) -> Result<S
 }
 
 fn cache_dir(file: &JobFile) -> String {
-    file.cache_dir.display().to_string()
+    file.node_cache.as_ref().unwrap_or(&file.cache_dir).display().to_string()
 }

@@ -49,8 +49,13 @@ pub struct JobFile {
     /// For a forced job: the output directory stored under the key at submission (`""`: none).
     #[serde(default)]
     pub replaces: Option<String>,
-    /// Absolute.
+    /// Absolute: the submitting run's cache, where this job's directory (job file, log, result
+    /// file) is, and, unless `node_cache` is set, where the worker keeps results.
     pub cache_dir: PathBuf,
+    /// The node's own cache for results (`executor: node_cache:`), not shared with the
+    /// submitting machine: inputs are pulled from the remote into it, the result is pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_cache: Option<PathBuf>,
     #[serde(default)]
     pub remote: Option<JobRemote>,
     #[serde(default)]
@@ -127,6 +132,7 @@ impl JobFile {
             forced: job.forced,
             replaces: job.replaces.clone(),
             cache_dir: cache_dir.to_path_buf(),
+            node_cache: None,
             remote: None,
             mirror: None,
             hub_endpoint: None,

@@ -76,6 +76,9 @@ pub struct SlurmConfig {
     pub sbatch_args: Vec<String>,
     /// Absolute: the job file names it.
     pub cache_dir: PathBuf,
+    /// The nodes' own cache for results (`executor: node_cache:`), when they do not share
+    /// `cache_dir`'s results: jobs then move them through the remote.
+    pub node_cache: Option<PathBuf>,
     pub remote: Option<JobRemote>,
     /// The longest sleep between two looks at a job.
     pub max_poll: Duration,
@@ -146,6 +149,7 @@ impl<'a> SlurmBackend<'a> {
         fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let mut file = JobFile::of(job, &self.config.cache_dir);
         file.remote = self.config.remote.clone();
+        file.node_cache = self.config.node_cache.clone();
         file.mirror = self.env().mirror.as_ref().map(|m| std::path::absolute(m).unwrap_or_else(|_| m.clone()));
         file.hub_endpoint = self.env().hub_endpoint.clone();
         file.hub_cache = self.env().hub_cache.clone();
@@ -690,6 +694,7 @@ mod tests {
             binary: "pipe".into(),
             sbatch_args: Vec::new(),
             cache_dir: dir.path().to_path_buf(),
+            node_cache: None,
             remote: None,
             max_poll: MAX_POLL,
         };

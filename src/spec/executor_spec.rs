@@ -9,6 +9,7 @@
 //!   partition: gpu
 //!   local_kinds: [download, sample, split, report]   # light steps stay on this machine
 //!   resources: { cpus: 4, mem: 16G, time: "2:00:00" } # defaults of every job
+//!   node_cache: /local/scratch/pipe   # the nodes' own cache; results move through the remote
 //! steps:
 //!   finetune:
 //!     kind: fine-tune
@@ -87,6 +88,11 @@ pub struct ExecutorSpec {
     pub binary: Option<String>,
     /// More `sbatch` options, as written (`--account=proj`, `--qos=short`).
     pub sbatch_args: Vec<String>,
+    /// A cache directory on each node for the jobs' results (a local disk, or a filesystem the
+    /// nodes do not share with this machine): jobs pull their inputs from the remote into it and
+    /// push their results there, and this run pulls those. Needs a remote. Unset: jobs use this
+    /// run's cache directory, which the nodes must share.
+    pub node_cache: Option<String>,
 }
 
 impl Default for ExecutorSpec {
@@ -98,11 +104,13 @@ impl Default for ExecutorSpec {
             resources: Resources::default(),
             binary: None,
             sbatch_args: Vec::new(),
+            node_cache: None,
         }
     }
 }
 
-const SECTION_KEYS: [&str; 7] = ["kind", "jobs", "partition", "local_kinds", "resources", "binary", "sbatch_args"];
+const SECTION_KEYS: [&str; 8] =
+    ["kind", "jobs", "partition", "local_kinds", "resources", "binary", "sbatch_args", "node_cache"];
 const RESOURCE_KEYS: [&str; 5] = ["gpus", "cpus", "mem", "time", "partition"];
 
 /// Reads values at paths of one pipeline file, collecting errors with their locations.
@@ -177,6 +185,7 @@ impl Checker<'_> {
                 "binary" => spec.binary = self.string(v, &path, "executor: `binary`"),
                 "local_kinds" => spec.local_kinds = self.kinds(v, &path),
                 "sbatch_args" => spec.sbatch_args = self.strings(v, &path, "executor: `sbatch_args`"),
+                "node_cache" => spec.node_cache = self.string(v, &path, "executor: `node_cache`"),
                 "resources" => {
                     let partition = spec.resources.partition.take();
                     spec.resources = self.resources(v, &path, "executor");

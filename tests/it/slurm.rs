@@ -166,8 +166,10 @@ fn fine_tune_and_evaluate_as_jobs_give_the_bytes_of_a_local_run_and_a_rerun_subm
     assert!(first.stderr.contains("[Epoch 2]"), "the job's log lines are the step's: {}", first.stderr);
     // More than one step may run at once: every log line names its step, also those of the
     // fine-tune, which runs alone (evaluate waits for it).
-    for line in first.stderr.lines().filter(|l| l.contains("[Epoch ")) {
-        assert!(line.trim_start().starts_with("finetune") && line.contains(" | [Epoch "), "unlabelled: {line}");
+    let epochs: Vec<&str> = first.stderr.lines().filter(|l| l.contains("[Epoch ")).collect();
+    assert!(epochs.iter().any(|l| l.trim_start().starts_with("finetune ")), "{}", first.stderr);
+    for line in epochs {
+        assert!(line.contains(" | [Epoch "), "unlabelled: {line}");
     }
     assert!(!first.stderr.contains("pipe worker:"), "{}", first.stderr);
 
@@ -275,10 +277,26 @@ fn a_failing_job_reports_its_step_the_error_and_the_exit_code() {
     assert_eq!(record["steps"][0]["job"]["state"], "failed");
 }
 
+/// Waits until job `id`'s log holds `text`; its path.
+fn wait_for_log(project: &Project, id: &str, text: &str) -> PathBuf {
+    let name = format!("slurm-{id}.out");
+    let start = Instant::now();
+    loop {
+        let found = job_logs(project).into_iter().find(|p| p.ends_with(&name));
+        if let Some(log) = found.filter(|p| fs::read_to_string(p).is_ok_and(|t| t.contains(text))) {
+            return log;
+        }
+        assert!(start.elapsed() < WAIT, "job {id}'s log never said {text:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn scancel_of_a_running_job_is_reported_as_cancelled() {
     let Some(c) = cluster() else { return };
     let (_server, project, child, id) = running_slow_download(c, "scancel");
+    // The worker runs (RUNNING in the queue may come before the batch script starts).
+    let log = wait_for_log(&project, &id, "pipe worker: step fetch");
     c.scancel(&id);
     let run = finish(child).expect_code(1);
     assert!(
@@ -290,15 +308,7 @@ fn scancel_of_a_running_job_is_reported_as_cancelled() {
     assert_eq!(c.job_state(&id), "CANCELLED");
     assert!(project.entries().is_empty(), "a cancelled job left a result");
     // The job's own log says what the worker did with the SIGTERM: not "after the current step".
-    let log = job_logs(&project).into_iter().find(|p| p.ends_with(format!("slurm-{id}.out"))).expect("the job's log");
-    let start = Instant::now();
-    let text = loop {
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("pipe worker: cancelled") || start.elapsed() > WAIT {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains("pipe worker: cancelled (SIGTERM, from scancel or the cluster)"), "{text}");
     assert!(!text.contains("after the current step"), "{text}");
 }
@@ -617,8 +627,8 @@ steps:
   look:
     kind: command
     outputs: {{ seen: seen.txt }}
-    env: [{{ name: PIPE_TEST_SETTING, unkeyed: true }}]
-    run: printf '%s' \"$PIPE_TEST_SETTING\" > {{outputs.seen}}
+    env: [{{ name: MY_TEST_SETTING, unkeyed: true }}]
+    run: printf '%s' \"$MY_TEST_SETTING\" > {{outputs.seen}}
 "
         ),
     );
@@ -631,9 +641,9 @@ steps:
     let run = Run::from(
         command(c, &project, &["run", "p.yaml", "--json"])
             .env("PIPE_CACHE_DIR", &cache)
-            .env("PIPE_TEST_CANARY", &canary)
+            .env("TEST_CANARY_X", &canary)
             .env("AWS_SECRET_ACCESS_KEY", &aws_secret)
-            .env("PIPE_TEST_SETTING", &wanted)
+            .env("MY_TEST_SETTING", &wanted)
             .output()
             .unwrap(),
     )

@@ -914,7 +914,10 @@ mod tests {
     }
 
     /// A forced job clears the key's old checkpoints only under the key's lock: never while
-    /// another process (a job on a node) computes the key and resumes from them.
+    /// another process (a job on a node) computes the key and resumes from them. (What this
+    /// fixed was a window between looking under the lock and clearing without it, which a
+    /// test cannot open on purpose; the look and the clear are now one hold of the lock, and
+    /// this checks that a holder is waited for.)
     #[test]
     fn a_forced_job_clears_checkpoints_only_under_the_key_lock() {
         let dir = tempfile::tempdir().unwrap();

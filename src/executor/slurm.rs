@@ -323,17 +323,13 @@ impl Backend for SlurmBackend<'_> {
                     for line in &lines {
                         events.log(line);
                     }
-                    let t = trouble.get_or_insert_with(|| Trouble {
-                        since: Instant::now(),
-                        attempts: 0,
-                        last: SlurmError::BadAnswer { answer: String::new() },
-                    });
-                    t.attempts += 1;
-                    t.last = e;
+                    let t = match trouble.take() {
+                        Some(t) => Trouble { attempts: t.attempts + 1, last: e, ..t },
+                        None => Trouble { since: Instant::now(), attempts: 1, last: e },
+                    };
                     if !t.last.is_transient() || t.since.elapsed() >= self.config.patience {
                         // Not left running unwatched: cancelled, if the cluster lets us.
                         let cancelled = (0..3).any(|_| scancel(&id).is_ok());
-                        let t = trouble.take().expect("set above");
                         break Err(SlurmError::Unreachable {
                             id: id.clone(),
                             waited: t.since.elapsed(),
@@ -342,6 +338,7 @@ impl Backend for SlurmBackend<'_> {
                             cancelled,
                         });
                     }
+                    trouble = Some(t);
                     if cancelled_at.is_some_and(|t| t.elapsed() > CANCEL_WAIT) {
                         break Ok(SlurmState::Cancelled);
                     }

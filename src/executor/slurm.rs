@@ -684,9 +684,7 @@ fn submit(script: &Path, export: &[String]) -> Result<String, SlurmError> {
     let mut cmd = Command::new("sbatch");
     cmd.arg("--parsable");
     let script_text = fs::read_to_string(script).unwrap_or_default();
-    if !script_text.lines().any(|l| l.starts_with("#SBATCH --export")) {
-        cmd.arg(format!("--export={}", if export.is_empty() { "NIL".to_string() } else { export.join(",") }));
-    }
+    cmd.args(export_arg(&script_text, export));
     let output = cmd.arg(script).output().map_err(|source| SlurmError::NotFound { program: "sbatch", source })?;
     if !output.status.success() {
         return Err(SlurmError::Refused { message: complaint("sbatch", &output), script: script.to_path_buf() });
@@ -697,6 +695,15 @@ fn submit(script: &Path, export: &[String]) -> Result<String, SlurmError> {
         Some(id) => Ok(id.to_string()),
         None => Err(SlurmError::BadAnswer { answer: stdout.trim().to_string() }),
     }
+}
+
+/// The `--export=` option for a job with `script`: the names (`NIL`, only Slurm's own, for
+/// none), or nothing when the script sets `--export` itself (from `sbatch_args`).
+fn export_arg(script: &str, names: &[String]) -> Option<String> {
+    if script.lines().any(|l| l.trim_start().starts_with("#SBATCH --export")) {
+        return None;
+    }
+    Some(format!("--export={}", if names.is_empty() { "NIL".to_string() } else { names.join(",") }))
 }
 
 /// `scancel ID`.
@@ -946,6 +953,30 @@ mod tests {
             }
         });
         assert!(!epoch.exists(), "the forced job kept the old checkpoints");
+    }
+
+    /// Only the variables a job needs, and only those set here, are exported; the object
+    /// store's only with a remote; `sbatch_args` with `--export` replace the list.
+    #[test]
+    fn jobs_export_what_they_need() {
+        let dir = Path::new("/c");
+        let mut config = config(dir, Resources::default());
+        let job = rows_job();
+        // This process's environment: PATH is set, an AWS variable may or may not be.
+        let names = exported(&job, &config);
+        assert!(names.contains(&"PATH".to_string()), "{names:?}");
+        assert!(names.iter().all(|n| std::env::var_os(n).is_some()), "{names:?}");
+        assert!(!names.iter().any(|n| n.starts_with("AWS_")), "{names:?}");
+        config.remote = Some(JobRemote { url: "s3://b/p".into(), mode: "read-write".into() });
+        let with_remote = exported(&job, &config);
+        let aws_here = std::env::vars_os().filter(|(k, _)| k.to_string_lossy().starts_with("AWS_")).count();
+        assert_eq!(with_remote.iter().filter(|n| n.starts_with("AWS_")).count(), aws_here);
+        let script = batch_script(&job, &Resources::default(), &config, dir, &dir.join("job.json"));
+        assert_eq!(export_arg(&script, &names), Some(format!("--export={}", names.join(","))));
+        config.sbatch_args = vec!["--export=ALL".into()];
+        let script = batch_script(&job, &Resources::default(), &config, dir, &dir.join("job.json"));
+        assert_eq!(export_arg(&script, &names), None, "{script}");
+        assert_eq!(export_arg("#!/bin/sh\n", &[]), Some("--export=NIL".into()));
     }
 
     /// `#SBATCH --output` takes a path with spaces (quoted), and the worker line is quoted

@@ -2,9 +2,13 @@
 //! single-node cluster (support/slurm.rs): fine-tune and evaluate as jobs give the bytes of a
 //! local run, a rerun submits nothing, a repeated job finds its result and exits 0, failures,
 //! `scancel` and Ctrl-C are reported as such, a sweep's fine-tunes run as concurrent jobs while
-//! `pipe status` shows them queued, and secrets reach jobs through the environment only.
+//! `pipe status` shows them queued, and secrets reach jobs through the environment only; a job
+//! gets only the variables it needs (checked in what slurmctld stores), a cache path may hold a
+//! space, a failing `squeue`/`scontrol` (a wrapper first on PATH) is asked again and a cluster
+//! that stops answering gets its job cancelled, a rerun reattaches to a killed run's job, and
+//! `pipe status` shows the cancelled job of a run that quit at once as failed.
 //! Skipped (with a notice) where Slurm is not installed, failed under CI. The checks of the
-//! `executor:`/`resources:` sections need no cluster.
+//! `executor:`/`resources:` sections and of `device: auto` need no cluster.
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -172,7 +172,8 @@ fn last_failure(history: &[RunRecord], name: &str, key: &StepKey) -> Option<Stri
 /// The keys that runs in progress compute now: `running` (here, its compute lock taken) or,
 /// for a Slurm job, `queued`/`running` as the cluster says; with where (`slurm job 12 on
 /// node1`, `run <id>`). Records of runs that were killed say `running` forever: only what the
-/// lock or the cluster confirms counts.
+/// lock or the cluster confirms counts, and a job of such a run that the cluster says ended
+/// otherwise than completed is `failed` (`slurm job 12 cancelled`).
 fn in_flight(cache: &Cache, history: &[RunRecord]) -> BTreeMap<StepKey, (&'static str, String)> {
     let mut local: Vec<(StepKey, String)> = Vec::new();
     let mut jobs: Vec<(StepKey, JobRef)> = Vec::new();

@@ -610,7 +610,8 @@ fn sbatch_quote(s: &str) -> String {
 }
 
 /// Variables every job may need: to find programs and libraries, the user's locale and home,
-/// pipe's and the hub's settings. Nothing secret.
+/// certificates and proxies, pipe's and the hub's settings. Nothing secret (but a proxy URL
+/// with a password in it).
 const EXPORTED: &[&str] = &[
     "PATH",
     "LD_LIBRARY_PATH",
@@ -628,6 +629,13 @@ const EXPORTED: &[&str] = &[
     "RUST_LOG",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
+    // Downloads from a node behind a proxy.
+    "http_proxy",
+    "https_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
     "HF_HOME",
     "HF_HUB_CACHE",
     "HF_HUB_OFFLINE",

@@ -2,11 +2,12 @@
 //! step logs and progress bars on stderr, the `--json` document on stdout, status tables and
 //! errors. With `--json`, stdout carries only the JSON document; the lines go to stderr.
 //!
-//! Steps may run at once (`pipe run --jobs`, Slurm jobs). While one step is in flight the
-//! output is as it always was: step lines, its log lines indented, one progress bar. While
-//! several are, every line stays one line about one step: step lines name their step anyway,
-//! log lines get the step's name as a prefix (`      finetune | [Epoch 1 ...]`), and progress
-//! bars give way to a progress line per step at most every [`PROGRESS_EVERY`].
+//! Steps may run at once (`pipe run --jobs`, Slurm jobs). When more than one may, every line
+//! stays one line about one step: step lines name their step anyway, and log lines get the
+//! step's name as a prefix (`      finetune | [Epoch 1 ...]`) all along, also while only one
+//! runs, so a saved log has no unlabelled lines. While one step is in flight it has one
+//! progress bar; while several are, bars give way to a progress line per step at most every
+//! [`PROGRESS_EVERY`]. With `--jobs 1` the output is as it always was: log lines indented.
 //!
 //! `pipe worker` (a step run as a cluster job) prints in plain form: the step's log lines as
 //! they are, progress as occasional lines, on stdout, which is the job's log file; `pipe run`
@@ -18,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,8 +41,11 @@ pub struct Reporter {
     /// `pipe worker`: log lines as they are, on stdout, and progress as lines.
     plain: bool,
     width: AtomicUsize,
-    /// Steps in flight now (set by the executor): above one, log lines are prefixed.
+    /// Steps in flight now (set by the executor): above one, progress bars give way to lines.
     in_flight: AtomicUsize,
+    /// More than one step may be in flight in this run (set by the executor): log lines name
+    /// their step all along, so that a saved log has no unlabelled lines.
+    parallel: AtomicBool,
     bar: Mutex<Bar>,
 }
 
@@ -86,6 +90,7 @@ impl Reporter {
             plain: false,
             width: AtomicUsize::new(8),
             in_flight: AtomicUsize::new(0),
+            parallel: AtomicBool::new(false),
             bar: Mutex::new(Bar::default()),
         }
     }
@@ -110,6 +115,12 @@ impl Reporter {
                 bar.finish_and_clear();
             }
         }
+    }
+
+    /// Says whether more than one step may run at once in this run (`--jobs` above one and
+    /// more than one step): then every log line is prefixed with its step.
+    pub fn set_parallel(&self, parallel: bool) {
+        self.parallel.store(parallel, Ordering::SeqCst);
     }
 
     fn concurrent(&self) -> bool {
@@ -242,7 +253,7 @@ impl Reporter {
     fn step_log(&self, step: &str, line: &str) {
         if self.plain {
             self.suspend(|| to_stdout(line));
-        } else if self.concurrent() && !step.is_empty() {
+        } else if (self.concurrent() || self.parallel.load(Ordering::SeqCst)) && !step.is_empty() {
             let width = self.width.load(Ordering::Relaxed);
             self.note(&format!("      {step:<width$} | {line}"));
         } else {
@@ -373,9 +384,28 @@ impl Events for StepEvents<'_> {
     }
 }
 
+/// Who is interrupted, for the notice of the first Ctrl-C or SIGTERM.
+#[derive(Debug, Clone, Copy)]
+pub enum Interrupted {
+    /// `pipe run` and the other commands: what runs stops at its next check.
+    Run,
+    /// `pipe worker`, a cluster job: `scancel` (or the cluster) sent SIGTERM. The line goes to
+    /// the job's log with the worker's prefix, so the submitting run does not forward it.
+    Worker,
+}
+
 /// The notice printed from the Ctrl-C handler (which has no reporter).
-pub fn interrupt_notice() {
-    to_stderr("interrupting: stopping after the current step (Ctrl-C again to quit at once)");
+pub fn interrupt_notice(who: Interrupted) {
+    to_stderr(match who {
+        Interrupted::Run => {
+            "interrupting: the running steps stop at their next check, their Slurm jobs are cancelled, nothing \
+             new starts (Ctrl-C again to quit at once)"
+        }
+        Interrupted::Worker => {
+            "pipe worker: cancelled (SIGTERM, from scancel or the cluster): the step stops at its next check and \
+             commits nothing"
+        }
+    });
 }
 
 /// A line on stdout, flushed; dropped if stdout is closed.

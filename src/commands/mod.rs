@@ -20,7 +20,7 @@ use pipe_steps::{runtime, Environment};
 use crate::error::Error;
 use crate::graph::PipelineGraph;
 use crate::remote::{Remote, RemoteMode};
-use crate::reporter::Reporter;
+use crate::reporter::{Interrupted, Reporter};
 use crate::spec::{variant_label, variants, OverrideArg, PipelineSpec, SweepArg};
 
 /// Options every command takes.
@@ -180,11 +180,12 @@ pub fn load_swept(file: &Path, set: &[OverrideArg], sweep: &[SweepArg]) -> Resul
 
 /// The run environment from the global options.
 pub fn environment(global: &GlobalArgs) -> Environment {
-    environment_for(global.mirror.clone(), global.threads)
+    environment_for(global.mirror.clone(), global.threads, Interrupted::Run)
 }
 
 /// The run environment with a mirror and a number of threads (default: every CPU).
-pub fn environment_for(mirror: Option<PathBuf>, threads: Option<usize>) -> Environment {
+/// `who` says what a first Ctrl-C (or SIGTERM) does, for its notice.
+pub fn environment_for(mirror: Option<PathBuf>, threads: Option<usize>, who: Interrupted) -> Environment {
     let threads = threads.unwrap_or_else(runtime::default_threads).max(1);
     runtime::configure(threads);
     // Hub downloads go where hf-hub puts them by default (`HF_HOME`, else ~/.cache/huggingface).
@@ -199,7 +200,7 @@ pub fn environment_for(mirror: Option<PathBuf>, threads: Option<usize>) -> Envir
             crate::executor::slurm::cancel_submitted();
             std::process::exit(130);
         }
-        crate::reporter::interrupt_notice();
+        crate::reporter::interrupt_notice(who);
     });
     env
 }

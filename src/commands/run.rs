@@ -13,7 +13,7 @@ use crate::commands::GlobalArgs;
 use crate::commands::{environment, load_swept, open_remote, RemoteArgs, Swept, TrackArgs};
 use crate::error::Error;
 use crate::executor::job_file::JobRemote;
-use crate::executor::slurm::{SlurmConfig, MAX_POLL};
+use crate::executor::slurm::{SlurmConfig, MAX_POLL, PATIENCE};
 use crate::executor::{Executor, LocalBackend, Placement, RunOptions, SlurmBackend};
 use crate::graph::PipelineGraph;
 use crate::provenance::GitState;
@@ -96,6 +96,7 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
         })
         .collect();
     let slurm_used = on_slurm.iter().any(|&s| s);
+    refuse_auto_device(&graph, &on_slurm, &args.pipeline)?;
     let cores = pipe_steps::runtime::default_threads();
     let jobs = args.jobs.map(|j| j as usize).or(spec.executor.jobs);
     let jobs = jobs.unwrap_or(if slurm_used { DEFAULT_SLURM_JOBS } else { cores });
@@ -272,6 +273,38 @@ pub fn execute(args: &RunArgs, global: &GlobalArgs, reporter: &Reporter) -> Resu
     })
 }
 
+/// `device: auto` is resolved (and keyed) where the run is decided, on the machine that
+/// submits: a job on a GPU node would train on the login node's choice (its CPU) without a
+/// word. Jobs name their device.
+fn refuse_auto_device(graph: &PipelineGraph, on_slurm: &[bool], file: &std::path::Path) -> Result<(), Error> {
+    let mut steps: Vec<&str> = graph
+        .steps
+        .iter()
+        .zip(on_slurm)
+        .filter(|(s, &slurm)| slurm && s.params.get("device").and_then(|v| v.as_str()) == Some("auto"))
+        .map(|(s, _)| s.base.as_str())
+        .collect();
+    steps.dedup();
+    match steps.as_slice() {
+        [] => Ok(()),
+        names => Err(Error::usage(
+            format!(
+                "{}: {} `{}` {} as a Slurm job with `device: auto`, which would be decided on this machine, not on \
+                 the node that runs it",
+                file.display(),
+                if names.len() == 1 { "step" } else { "steps" },
+                names.join("`, `"),
+                if names.len() == 1 { "runs" } else { "run" },
+            ),
+            Some(
+                "name the node's device: `device: cuda` (with `resources: { gpus: 1 }`) or `device: cpu`; or keep \
+                 the step here with `executor: local`"
+                    .into(),
+            ),
+        )),
+    }
+}
+
 /// Fails early, as a usage error, when the Slurm commands are not there.
 fn check_slurm() -> Result<(), Error> {
     match std::process::Command::new("sbatch").arg("--version").output() {
@@ -321,6 +354,12 @@ fn slurm_config(
             Some("pass --remote s3://BUCKET/PREFIX (or set PIPE_REMOTE, or `remote:` in the pipeline)".into()),
         ));
     }
+    let patience = std::env::var("PIPE_SLURM_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(std::time::Duration::from_secs_f64)
+        .unwrap_or(PATIENCE);
     let mode = clap::ValueEnum::to_possible_value(&args.remote.remote_mode)
         .map(|v| v.get_name().to_string())
         .unwrap_or_else(|| "read-write".into());
@@ -333,5 +372,6 @@ fn slurm_config(
         node_cache,
         remote: remote.map(|r| JobRemote { url: r.url().to_string(), mode }),
         max_poll,
+        patience,
     })
 }

@@ -17,7 +17,7 @@ use crate::commands::{environment, load_pipeline, open_remote_to_read, pipeline_
 use crate::dirty_reason::DirtyReason;
 use crate::error::Error;
 use crate::executor::place;
-use crate::executor::slurm::queue_rows;
+use crate::executor::slurm::{queue_rows, SlurmState};
 use crate::executor::{Executor, RunOptions};
 use crate::reporter::Reporter;
 use crate::run_record::{JobRef, RunRecord, RunState, StepStatus};
@@ -67,8 +67,12 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     let last = history.first();
     let live = in_flight(&cache, &history);
     // Per step: `queued`/`running` and where, for the steps a live run computes.
-    let live: Vec<Option<(&'static str, String)>> =
-        outcomes.iter().map(|o| o.key.as_ref().and_then(|k| live.get(k).cloned())).collect();
+    let live: Vec<Option<(&'static str, String)>> = outcomes
+        .iter()
+        .map(|o| o.key.as_ref().and_then(|k| live.get(k).cloned()))
+        .zip(&outcomes)
+        .map(|(l, o)| l.filter(|(now, _)| *now != "failed" || o.status == StepStatus::WouldRun))
+        .collect();
     // Per step that is not stored: the error of its latest attempt at this key, when that failed
     // (a cancelled Slurm job, a failed download): `failed`, not `never-run`.
     let last_failure: Vec<Option<String>> = graph
@@ -106,10 +110,11 @@ pub fn execute(args: &StatusArgs, global: &GlobalArgs, reporter: &Reporter) -> R
                     "name": s.name,
                     "kind": s.kind.spec().kind,
                     "state": live[i].as_ref().map_or(if last_failure[i].is_some() { "failed" } else { state(o) }, |l| l.0),
-                    "where": live[i].as_ref().map(|l| l.1.as_str()),
+                    "where": live[i].as_ref().filter(|l| l.0 != "failed").map(|l| l.1.as_str()),
                     "key": o.key.as_ref().map(|k| k.as_str()),
                     "reasons": o.reasons.iter().filter(|r| **r != DirtyReason::NeverRun).map(ToString::to_string).collect::<Vec<_>>(),
-                    "error": o.failure.as_ref().map(|f| f.message.as_str()).or(last_failure[i].as_deref()),
+                    "error": o.failure.as_ref().map(|f| f.message.as_str()).or(last_failure[i].as_deref())
+                        .or(live[i].as_ref().filter(|l| l.0 == "failed").map(|l| l.1.as_str())),
                     "remote": on_remote[i],
                     "local": o.status == StepStatus::WouldUseCache && o.from_remote.is_none(),
                 })
@@ -170,7 +175,8 @@ fn last_failure(history: &[RunRecord], name: &str, key: &StepKey) -> Option<Stri
 /// The keys that runs in progress compute now: `running` (here, its compute lock taken) or,
 /// for a Slurm job, `queued`/`running` as the cluster says; with where (`slurm job 12 on
 /// node1`, `run <id>`). Records of runs that were killed say `running` forever: only what the
-/// lock or the cluster confirms counts.
+/// lock or the cluster confirms counts, and a job of such a run that the cluster says ended
+/// otherwise than completed is `failed` (`slurm job 12 cancelled`).
 fn in_flight(cache: &Cache, history: &[RunRecord]) -> BTreeMap<StepKey, (&'static str, String)> {
     let mut local: Vec<(StepKey, String)> = Vec::new();
     let mut jobs: Vec<(StepKey, JobRef)> = Vec::new();
@@ -195,9 +201,15 @@ fn in_flight(cache: &Cache, history: &[RunRecord]) -> BTreeMap<StepKey, (&'stati
         let rows = queue_rows(&ids).unwrap_or_default();
         for (key, mut job) in jobs {
             let Some(row) = rows.get(&job.id) else { continue };
-            let now = match row.state.as_str() {
-                "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => "queued",
-                "RUNNING" | "COMPLETING" | "STAGE_OUT" | "SIGNALING" | "SUSPENDED" | "STOPPED" => "running",
+            let now = match &row.state {
+                s if s.is_queued() => "queued",
+                s if s.is_running() => "running",
+                // The run that watched it was killed before it ended (a second Ctrl-C): its
+                // record says running, the cluster says how it ended.
+                s if s.is_terminal() && *s != SlurmState::Completed => {
+                    out.insert(key, ("failed", format!("slurm job {} {}", job.id, s.word())));
+                    continue;
+                }
                 _ => continue,
             };
             job.node = if now == "running" { row.node.clone() } else { None };

@@ -32,7 +32,7 @@ use crate::executor::Compute;
 use crate::fingerprint::{local_paths, Fingerprint};
 use crate::plan::{JobInput, StepJob};
 use crate::remote::{Remote, RemoteMode};
-use crate::reporter::{seconds, Reporter};
+use crate::reporter::{seconds, Interrupted, Reporter};
 use crate::run_record::StepStatus;
 use crate::tiered_cache::TieredCache;
 
@@ -49,7 +49,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     let file = JobFile::read(&args.job).map_err(|e| Error::usage(e, None))?;
     // The cores Slurm gave the job, else --threads, else every CPU this process may use.
     let threads = std::env::var("SLURM_CPUS_PER_TASK").ok().and_then(|t| t.parse::<usize>().ok()).or(global.threads);
-    let mut env = environment_for(file.mirror.clone(), threads);
+    let mut env = environment_for(file.mirror.clone(), threads, Interrupted::Worker);
     env.hub_endpoint = file.hub_endpoint.clone();
     env.hub_cache = file.hub_cache.clone();
     let host = crate::provenance::host();
@@ -68,15 +68,17 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         env.threads
     ));
     let finish = |result: JobResult| -> ExitCode {
-        let code = match result.status.as_str() {
-            "ran" | "cached" => 0,
+        let code = match result.status {
+            StepStatus::Ran | StepStatus::Cached => 0,
             _ if env.is_cancelled() => 130,
             _ if result.bad_input => 2,
             _ => 1,
         };
-        match result.status.as_str() {
-            "ran" => reporter.line(&format!("{WORKER_PREFIX}done in {}, committed", seconds(result.seconds))),
-            "cached" => reporter.line(&format!("{WORKER_PREFIX}the result is committed already; nothing to do")),
+        match result.status {
+            StepStatus::Ran => reporter.line(&format!("{WORKER_PREFIX}done in {}, committed", seconds(result.seconds))),
+            StepStatus::Cached => {
+                reporter.line(&format!("{WORKER_PREFIX}the result is committed already; nothing to do"))
+            }
             _ => {
                 reporter.note(&format!("{WORKER_PREFIX}error: {}", result.message.as_deref().unwrap_or("failed")));
                 if let Some(help) = &result.help {
@@ -90,7 +92,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         ExitCode::from(code)
     };
     let refuse = |r: Refusal| JobResult {
-        status: "failed".into(),
+        status: StepStatus::Failed,
         message: Some(r.0),
         help: r.1,
         bad_input: r.2,
@@ -117,7 +119,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     if let Lookup::Hit(manifest) = cache.lookup(&file.key) {
         if !file.forced || file.replaces.as_deref().is_some_and(|r| r != manifest.dir) {
             let result = JobResult {
-                status: "cached".into(),
+                status: StepStatus::Cached,
                 message: None,
                 help: None,
                 bad_input: false,
@@ -162,9 +164,8 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
     let failure = outcome.failure.as_ref();
     let result = JobResult {
         status: match outcome.status {
-            StepStatus::Ran => "ran".into(),
-            StepStatus::Cached => "cached".into(),
-            _ => "failed".into(),
+            StepStatus::Ran | StepStatus::Cached => outcome.status,
+            _ => StepStatus::Failed,
         },
         message: failure.map(|f| f.message.clone()),
         help: failure.and_then(|f| f.help.clone()),

@@ -21,6 +21,14 @@ use crate::run_record::StepStatus;
 use crate::step_outcome::StepOutcome;
 use crate::tiered_cache::TieredCache;
 
+/// What [`Compute::prepare_elsewhere`] found.
+pub enum Prepared {
+    /// Stored by now, or pulled from the remote: nothing to submit.
+    Exists(Box<StepOutcome>),
+    /// The job to submit, as it is to run.
+    Submit(Box<StepJob>),
+}
+
 /// What computing a step needs besides the step.
 #[derive(Clone, Copy)]
 pub struct Compute<'a> {
@@ -31,11 +39,25 @@ pub struct Compute<'a> {
 }
 
 impl Compute<'_> {
-    /// The job's result if it exists now (stored by now, or on the remote and pulled), looked
-    /// for under the key's lock; `Err` is the failed outcome.
-    pub fn existing(&self, job: &StepJob) -> Result<Option<StepOutcome>, Box<StepOutcome>> {
+    /// For a job computed elsewhere (a cluster job), under one hold of the key's lock: the
+    /// result if it exists now, else the job to submit. A forced one names the result it
+    /// replaces (`""`: none) and has its earlier checkpoints cleared, under the lock, so never
+    /// under a job that computes the key right now and resumes from them.
+    pub fn prepare_elsewhere(&self, job: &StepJob) -> Result<Prepared, Box<StepOutcome>> {
         let lock = self.lock(job)?;
-        self.existing_locked(&lock, job)
+        if let Some(outcome) = self.existing_locked(&lock, job)? {
+            return Ok(Prepared::Exists(Box::new(outcome)));
+        }
+        let mut job = job.clone();
+        if job.forced {
+            // The rerun starts from scratch; a repeat of its job resumes its own checkpoints.
+            job.replaces = Some(match self.store.local().lookup(&job.key) {
+                Lookup::Hit(m) => m.dir,
+                _ => String::new(),
+            });
+            self.store.local().clear_checkpoints(&job.key);
+        }
+        Ok(Prepared::Submit(Box::new(job)))
     }
 
     fn lock(&self, job: &StepJob) -> Result<KeyLock, Box<StepOutcome>> {

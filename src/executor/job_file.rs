@@ -5,9 +5,10 @@
 //! In it: the step (name, kind, resolved parameters), its inputs by key, output and content
 //! hash, the key it must produce, the cache directory, the remote cache's URL and mode, and
 //! the run's mirror and hub settings. Not in it: credentials, or anything from the
-//! environment. A job gets secrets (the object store's) only from the environment it is
-//! submitted with; neither this file nor the batch script carries them (Slurm keeps the
-//! script, and users can read it back with `scontrol write batch_script`).
+//! environment. A job gets secrets (the object store's, when the run has a remote) only from
+//! the variables it is submitted with ([`super::slurm::exported`]); neither this file nor the
+//! batch script carries them (Slurm keeps the script, and users can read it back with
+//! `scontrol write batch_script`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +22,7 @@ use serde_json::Value as Json;
 use crate::cache::write_synced;
 use crate::fingerprint::Fingerprint;
 use crate::plan::StepJob;
+use crate::run_record::StepStatus;
 use crate::step_key::StepKey;
 
 /// The version of the job file's format; a worker refuses others (a node with another pipe).
@@ -87,8 +89,8 @@ pub struct JobRemote {
 /// How the worker ended, for the submitting run (the job's exit code says less).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
-    /// `ran`, `cached` or `failed`.
-    pub status: String,
+    /// `Ran`, `Cached` or `Failed` (`ran`, `cached`, `failed` in the file).
+    pub status: StepStatus,
     #[serde(default)]
     pub message: Option<String>,
     #[serde(default)]

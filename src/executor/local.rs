@@ -5,7 +5,7 @@
 use pipe_steps::Events;
 
 use super::compute::Compute;
-use super::{Backend, JobState};
+use super::{Backend, StepUpdate};
 use crate::plan::StepJob;
 use crate::step_outcome::StepOutcome;
 
@@ -18,7 +18,7 @@ impl Backend for LocalBackend<'_> {
         true
     }
 
-    fn execute(&self, job: &StepJob, events: &dyn Events, notify: &mut dyn FnMut(JobState)) -> StepOutcome {
-        self.compute.run(job, events, &mut || notify(JobState::Running(None)))
+    fn execute(&self, job: &StepJob, events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome {
+        self.compute.run(job, events, &mut || notify(StepUpdate::Running(None)))
     }
 }

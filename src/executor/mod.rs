@@ -30,6 +30,8 @@ pub mod job_file;
 pub mod local;
 mod scheduler;
 pub mod slurm;
+pub mod slurm_error;
+pub mod slurm_state;
 
 use std::collections::BTreeSet;
 use std::sync::mpsc;
@@ -60,9 +62,10 @@ pub struct RunOptions {
     pub local_jobs: usize,
 }
 
-/// A job's state changing while it runs, as a backend tells the executor.
+/// A step's state changing while it runs, as a backend tells the executor (a step is not a
+/// job: a cluster job is where a step may run).
 #[derive(Debug, Clone)]
-pub enum JobState {
+pub enum StepUpdate {
     /// Submitted to a cluster and waiting there.
     Queued(JobRef),
     /// The step itself is running (on the cluster job, when there is one).
@@ -77,7 +80,7 @@ pub trait Backend: Sync {
     /// Runs `job` to its outcome (`Ran`, `Cached`: found stored or on the remote by then, or
     /// `Failed`), blocking. `notify` hears of state changes; `events` takes the step's logs.
     /// It watches the environment's cancellation flag.
-    fn execute(&self, job: &StepJob, events: &dyn Events, notify: &mut dyn FnMut(JobState)) -> StepOutcome;
+    fn execute(&self, job: &StepJob, events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome;
 }
 
 /// Which backend runs each step.
@@ -95,7 +98,7 @@ pub struct Executor<'a> {
 
 /// What a job's thread tells the executor.
 enum Message {
-    State(usize, JobState),
+    State(usize, StepUpdate),
     Finished(usize, Box<StepOutcome>),
 }
 
@@ -139,6 +142,7 @@ impl<'a> Executor<'a> {
         }
         let jobs = options.jobs.max(1);
         let local_jobs = if options.local_jobs == 0 { jobs } else { options.local_jobs.min(jobs) };
+        self.plan.reporter.set_parallel(jobs > 1 && n > 1);
         let planner = &self.plan;
         let graph = self.plan.graph;
         let reporter = self.plan.reporter;
@@ -159,12 +163,12 @@ impl<'a> Executor<'a> {
                         let tx = tx.clone();
                         scope.spawn(move || {
                             let events = reporter.for_step(&job.name);
-                            let mut notify = |state: JobState| {
+                            let mut notify = |state: StepUpdate| {
                                 match &state {
-                                    JobState::Queued(job_ref) => {
+                                    StepUpdate::Queued(job_ref) => {
                                         reporter.step_queued(job.position, n, &job.name, &place(job_ref))
                                     }
-                                    JobState::Running(job_ref) => reporter.step_started(
+                                    StepUpdate::Running(job_ref) => reporter.step_started(
                                         job.position,
                                         n,
                                         &job.name,
@@ -218,8 +222,8 @@ impl<'a> Executor<'a> {
                     Message::State(i, state) => {
                         let Some(outcome) = queue.running_state(i) else { continue };
                         match state {
-                            JobState::Queued(job) => outcome.job = Some(job),
-                            JobState::Running(job) => {
+                            StepUpdate::Queued(job) => outcome.job = Some(job),
+                            StepUpdate::Running(job) => {
                                 if job.is_some() {
                                     outcome.job = job;
                                 }
@@ -276,21 +280,44 @@ pub fn place(job: &JobRef) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex};
     use std::time::Duration;
 
     use super::*;
     use crate::spec::PipelineSpec;
 
-    /// Runs nothing: counts jobs in flight (all, and those that use every core), sleeps, and
-    /// says the step ran with one output.
+    /// Runs nothing: counts steps in flight (all, and those that use every core) and says the
+    /// step ran with one output. Barriers instead of sleeps make steps overlap: each step waits
+    /// until `together` steps (one using every core: until `heavy_together` of those) have been
+    /// in flight at once, so the counts do not depend on how fast threads start; a wait that is
+    /// never met ends after `GIVE_UP`, and the count assertions then fail. Then each waits
+    /// `PROBE` for one more than that, which a correct executor never starts: that wait only
+    /// gives a wrong executor the chance to show itself, it cannot fail a correct one.
     struct Counting {
         local: bool,
-        now: AtomicUsize,
-        heavy_now: AtomicUsize,
-        most: AtomicUsize,
-        most_heavy: AtomicUsize,
+        together: usize,
+        heavy_together: usize,
+        counts: Mutex<Counts>,
+        changed: Condvar,
         dir: std::path::PathBuf,
+    }
+
+    #[derive(Default)]
+    struct Counts {
+        now: usize,
+        heavy_now: usize,
+        most: usize,
+        most_heavy: usize,
+    }
+
+    const GIVE_UP: Duration = Duration::from_secs(30);
+    const PROBE: Duration = Duration::from_millis(200);
+
+    impl Counting {
+        fn most(&self) -> (usize, usize) {
+            let c = self.counts.lock().unwrap();
+            (c.most, c.most_heavy)
+        }
     }
 
     impl Backend for Counting {
@@ -298,20 +325,27 @@ mod tests {
             self.local
         }
 
-        fn execute(&self, job: &StepJob, _events: &dyn Events, notify: &mut dyn FnMut(JobState)) -> StepOutcome {
+        fn execute(&self, job: &StepJob, _events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome {
             let heavy = job.kind.spec().uses_all_cores();
-            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
-            self.most.fetch_max(now, Ordering::SeqCst);
-            if heavy {
-                let h = self.heavy_now.fetch_add(1, Ordering::SeqCst) + 1;
-                self.most_heavy.fetch_max(h, Ordering::SeqCst);
+            notify(StepUpdate::Running(None));
+            {
+                let mut c = self.counts.lock().unwrap();
+                c.now += 1;
+                c.most = c.most.max(c.now);
+                if heavy {
+                    c.heavy_now += 1;
+                    c.most_heavy = c.most_heavy.max(c.heavy_now);
+                }
+                self.changed.notify_all();
+                let target = if heavy { self.heavy_together } else { self.together };
+                let reached = |c: &Counts, n: usize| if heavy { c.most_heavy >= n } else { c.most >= n };
+                let (c, _) = self.changed.wait_timeout_while(c, GIVE_UP, |c| !reached(c, target)).unwrap();
+                let (mut c, _) = self.changed.wait_timeout_while(c, PROBE, |c| !reached(c, target + 1)).unwrap();
+                c.now -= 1;
+                if heavy {
+                    c.heavy_now -= 1;
+                }
             }
-            notify(JobState::Running(None));
-            std::thread::sleep(Duration::from_millis(150));
-            if heavy {
-                self.heavy_now.fetch_sub(1, Ordering::SeqCst);
-            }
-            self.now.fetch_sub(1, Ordering::SeqCst);
             let mut outcome = job.outcome();
             outcome.status = StepStatus::Ran;
             for output in job.outputs() {
@@ -337,7 +371,14 @@ steps:
     inputs: { train: c, test: d }
 ";
 
-    fn run(local: bool, jobs: usize) -> (Counting, Vec<StepOutcome>, Vec<(usize, StepStatus)>) {
+    /// Runs [`PIPELINE`] with `jobs` in flight, its steps waiting for `together` (those using
+    /// every core for `heavy_together`) to be in flight at once.
+    fn run(
+        local: bool,
+        jobs: usize,
+        together: usize,
+        heavy_together: usize,
+    ) -> (Counting, Vec<StepOutcome>, Vec<(usize, StepStatus)>) {
         let dir = tempfile::tempdir().unwrap();
         let spec = PipelineSpec::parse(std::path::Path::new("t.yaml"), PIPELINE, &[]).unwrap();
         let graph = PipelineGraph::build(&spec).unwrap();
@@ -348,10 +389,10 @@ steps:
         let executor = Executor::new(&store, &graph, &env, &reporter, &[]);
         let backend = Counting {
             local,
-            now: AtomicUsize::new(0),
-            heavy_now: AtomicUsize::new(0),
-            most: AtomicUsize::new(0),
-            most_heavy: AtomicUsize::new(0),
+            together,
+            heavy_together,
+            counts: Mutex::new(Counts::default()),
+            changed: Condvar::new(),
             dir: dir.path().to_path_buf(),
         };
         let placement = Placement { backends: vec![&backend], of_step: vec![0; graph.steps.len()] };
@@ -363,10 +404,9 @@ steps:
 
     #[test]
     fn light_steps_run_together_and_steps_using_every_core_one_at_a_time_here() {
-        let (backend, outcomes, seen) = run(true, 4);
+        let (backend, outcomes, seen) = run(true, 4, 4, 1);
         assert!(outcomes.iter().all(|o| o.status == StepStatus::Ran));
-        assert_eq!(backend.most.load(Ordering::SeqCst), 4, "the four downloads at once");
-        assert_eq!(backend.most_heavy.load(Ordering::SeqCst), 1, "one linear model at a time");
+        assert_eq!(backend.most(), (4, 1), "the four downloads at once, one linear model at a time");
         // The observer heard each step start, then end.
         for i in 0..6 {
             let of: Vec<StepStatus> = seen.iter().filter(|(j, _)| *j == i).map(|(_, s)| *s).collect();
@@ -376,11 +416,11 @@ steps:
 
     #[test]
     fn jobs_bound_what_is_in_flight_and_cluster_jobs_may_all_use_every_core() {
-        let (backend, _, _) = run(true, 2);
-        assert_eq!(backend.most.load(Ordering::SeqCst), 2);
-        let (backend, _, _) = run(false, 8);
-        assert_eq!(backend.most_heavy.load(Ordering::SeqCst), 2, "both linear models at once on a cluster");
-        let (backend, _, _) = run(true, 1);
-        assert_eq!(backend.most.load(Ordering::SeqCst), 1);
+        let (backend, _, _) = run(true, 2, 2, 1);
+        assert_eq!(backend.most().0, 2);
+        let (backend, _, _) = run(false, 8, 4, 2);
+        assert_eq!(backend.most().1, 2, "both linear models at once on a cluster");
+        let (backend, _, _) = run(true, 1, 1, 1);
+        assert_eq!(backend.most().0, 1);
     }
 }

@@ -1,6 +1,7 @@
 //! `pipe run --jobs N`: independent steps run at once, their output stays one line per step
 //! event with the step named, a failure stops new steps while running ones finish, and the run
-//! record is right. The overlap is proven by a server that answers a request only once a
+//! record is right; with more than one step allowed at once, every log line names its step, also
+//! while one runs alone. The overlap is proven by a server that answers a request only once a
 //! second one is in flight (or after a patience), so a sequential run cannot fake it.
 
 use std::io::{BufRead, BufReader, Write};
@@ -242,4 +243,25 @@ fn status_shows_a_step_that_a_live_run_computes_as_running() {
     // Once the run ended, the record no longer makes the step look busy.
     let after = project.run(&["status", "p.yaml", "--json"]).expect_code(0).json();
     assert_eq!(after["steps"][0]["state"], "up-to-date", "{after:#}");
+}
+
+#[test]
+fn with_jobs_2_a_step_running_alone_still_labels_its_log_lines() {
+    let project = Project::new();
+    project.write("data.tsv", TABLE);
+    project.write(
+        "p.yaml",
+        "name: chain\nsteps:\n  fetch:\n    kind: download\n    url: data.tsv\n  rows:\n    kind: sample\n    inputs: { data: fetch }\n    rows: 2\n    log_every: 1\n",
+    );
+    // `rows` waits for `fetch`: it runs alone, and a saved log still says whose lines these are.
+    let run = project.run(&["run", "p.yaml", "--jobs", "2"]).expect_code(0);
+    let logs: Vec<&str> = run.stderr.lines().filter(|l| l.starts_with("      ")).collect();
+    assert!(logs.iter().any(|l| l.contains("1 rows")), "{}", run.stderr);
+    for line in logs {
+        assert!(
+            line.trim_start().starts_with("fetch ") || line.trim_start().starts_with("rows "),
+            "unlabelled: {line}"
+        );
+        assert!(line.contains(" | "), "unlabelled: {line}");
+    }
 }

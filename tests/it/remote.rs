@@ -569,23 +569,38 @@ fn gc_on_the_remote_removes_what_no_recent_run_used() {
     // An orphan file, as a killed push leaves.
     let orphan = format!("gc/files/{}", "0".repeat(64));
     s.moto.put(BUCKET, &orphan, b"orphan");
-    std::thread::sleep(Duration::from_secs(6));
+    // Everything of the old run is older than this.
+    let old_done = Instant::now();
+    // A gap between the two runs' objects (3 s: S3 times may be whole seconds).
+    while old_done.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let new_started = Instant::now();
     // The newer run shares fetch, and writes the bytes the old tail wrote (header + 2 rows).
     let new = s.pipe(&a, &["run", "p.yaml", "--json", "--remote", &remote, "--set", "params.rows=2"]).expect_code(0);
     let new_keys: Vec<String> = (0..3).map(|i| new.json()["steps"][i]["key"].as_str().unwrap().to_string()).collect();
     // gc's own markers (gc/gc/<id>.json) aside.
     let results = || s.objects("gc").into_iter().filter(|o| !o.starts_with("gc/gc/")).collect::<Vec<_>>();
     let before = results();
+    // A period that ends in the middle of the gap, however long each call takes: what the old
+    // run left is older, what the new one wrote younger (no window of wall time to fit in).
+    let between = || {
+        let (to_old, to_new) = (old_done.elapsed(), new_started.elapsed());
+        format!("{}ms", ((to_old + to_new) / 2).as_millis())
+    };
 
     // A grace period longer than everything's age keeps everything.
-    let graced = s.pipe(&a, &["gc", "--remote", &remote, "--older-than", "5s", "--grace", "1h"]).expect_code(0);
+    let graced = s.pipe(&a, &["gc", "--remote", &remote, "--older-than", &between(), "--grace", "1h"]).expect_code(0);
     assert!(graced.stdout.contains("removed 0 manifests and 0 files"), "{}", graced.stdout);
-    let dry =
-        s.pipe(&a, &["gc", "--remote", &remote, "--older-than", "5s", "--grace", "2s", "--dry-run"]).expect_code(0);
+    let (period, grace) = (between(), between());
+    let dry = s
+        .pipe(&a, &["gc", "--remote", &remote, "--older-than", &period, "--grace", &grace, "--dry-run"])
+        .expect_code(0);
     assert!(dry.stdout.contains("would remove 2 manifests and 2 files"), "{}", dry.stdout);
     assert_eq!(results(), before, "a dry run removes nothing");
 
-    let real = s.pipe(&a, &["gc", "--remote", &remote, "--older-than", "5s", "--grace", "2s"]).expect_code(0);
+    let (period, grace) = (between(), between());
+    let real = s.pipe(&a, &["gc", "--remote", &remote, "--older-than", &period, "--grace", &grace]).expect_code(0);
     assert!(real.stdout.contains("removed 2 manifests and 2 files"), "{}", real.stdout);
     let last_manifest = real.stdout.rfind("removed manifest").unwrap();
     let first_file = real.stdout.find("removed file").unwrap();

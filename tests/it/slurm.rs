@@ -2,9 +2,13 @@
 //! single-node cluster (support/slurm.rs): fine-tune and evaluate as jobs give the bytes of a
 //! local run, a rerun submits nothing, a repeated job finds its result and exits 0, failures,
 //! `scancel` and Ctrl-C are reported as such, a sweep's fine-tunes run as concurrent jobs while
-//! `pipe status` shows them queued, and secrets reach jobs through the environment only.
+//! `pipe status` shows them queued, and secrets reach jobs through the environment only; a job
+//! gets only the variables it needs (checked in what slurmctld stores), a cache path may hold a
+//! space, a failing `squeue`/`scontrol` (a wrapper first on PATH) is asked again and a cluster
+//! that stops answering gets its job cancelled, a rerun reattaches to a killed run's job, and
+//! `pipe status` shows the cancelled job of a run that quit at once as failed.
 //! Skipped (with a notice) where Slurm is not installed, failed under CI. The checks of the
-//! `executor:`/`resources:` sections need no cluster.
+//! `executor:`/`resources:` sections and of `device: auto` need no cluster.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -164,6 +168,13 @@ fn fine_tune_and_evaluate_as_jobs_give_the_bytes_of_a_local_run_and_a_rerun_subm
     }
     assert!(first.stderr.contains("queued      slurm job"), "{}", first.stderr);
     assert!(first.stderr.contains("[Epoch 2]"), "the job's log lines are the step's: {}", first.stderr);
+    // More than one step may run at once: every log line names its step, also those of the
+    // fine-tune, which runs alone (evaluate waits for it).
+    let epochs: Vec<&str> = first.stderr.lines().filter(|l| l.contains("[Epoch ")).collect();
+    assert!(epochs.iter().any(|l| l.trim_start().starts_with("finetune ")), "{}", first.stderr);
+    for line in epochs {
+        assert!(line.contains(" | [Epoch "), "unlabelled: {line}");
+    }
     assert!(!first.stderr.contains("pipe worker:"), "{}", first.stderr);
 
     // The same pipeline run here: the same keys and the same bytes.
@@ -227,9 +238,14 @@ steps:
 /// KiB every 200 ms, spawned and waited for until the job runs: the server (keep it), the
 /// project, the run and the job's id.
 fn running_slow_download(c: &Cluster, name: &str) -> (Server, Project, Child, String) {
+    running_download(c, name, 2000)
+}
+
+/// [`running_slow_download`] of `TABLE` `times` over (2000: ~28 s).
+fn running_download(c: &Cluster, name: &str, times: usize) -> (Server, Project, Child, String) {
     let partition = c.new_partition(name);
     let server = Server::start();
-    let body = TABLE.repeat(2000).into_bytes();
+    let body = TABLE.repeat(times).into_bytes();
     server.route("/slow.tsv", Behavior::Slow { body, chunk: 1024, delay: Duration::from_millis(200) });
     let project = Project::new();
     project.write("p.yaml", &download_pipeline(&partition, &server.url("/slow.tsv")));
@@ -265,10 +281,26 @@ fn a_failing_job_reports_its_step_the_error_and_the_exit_code() {
     assert_eq!(record["steps"][0]["job"]["state"], "failed");
 }
 
+/// Waits until job `id`'s log holds `text`; its path.
+fn wait_for_log(project: &Project, id: &str, text: &str) -> PathBuf {
+    let name = format!("slurm-{id}.out");
+    let start = Instant::now();
+    loop {
+        let found = job_logs(project).into_iter().find(|p| p.ends_with(&name));
+        if let Some(log) = found.filter(|p| fs::read_to_string(p).is_ok_and(|t| t.contains(text))) {
+            return log;
+        }
+        assert!(start.elapsed() < WAIT, "job {id}'s log never said {text:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn scancel_of_a_running_job_is_reported_as_cancelled() {
     let Some(c) = cluster() else { return };
     let (_server, project, child, id) = running_slow_download(c, "scancel");
+    // The worker runs (RUNNING in the queue may come before the batch script starts).
+    let log = wait_for_log(&project, &id, "pipe worker: step fetch");
     c.scancel(&id);
     let run = finish(child).expect_code(1);
     assert!(
@@ -279,6 +311,10 @@ fn scancel_of_a_running_job_is_reported_as_cancelled() {
     );
     assert_eq!(c.job_state(&id), "CANCELLED");
     assert!(project.entries().is_empty(), "a cancelled job left a result");
+    // The job's own log says what the worker did with the SIGTERM: not "after the current step".
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("pipe worker: cancelled (SIGTERM, from scancel or the cluster)"), "{text}");
+    assert!(!text.contains("after the current step"), "{text}");
 }
 
 #[test]
@@ -478,4 +514,243 @@ fn a_job_over_its_time_limit_is_reported_with_the_resource_to_raise() {
     let line = fetch_failure(&run);
     assert!(line.contains("reached its time limit"), "{line}");
     assert!(run.stdout.contains("help: give step `fetch` more time"), "{}", run.stdout);
+}
+
+/// A directory with `squeue` and `scontrol` first on PATH that fail (as with the controller
+/// down) their first `squeue_failures` and `scontrol_failures` calls, then run the real ones;
+/// `calls/<program>` counts the calls.
+fn flaky_slurm(squeue_failures: u32, scontrol_failures: u32) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("calls")).unwrap();
+    for (program, failures) in [("squeue", squeue_failures), ("scontrol", scontrol_failures)] {
+        let real = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+            .chain(["/usr/bin".into()])
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("no {program} on PATH"));
+        let count = dir.path().join("calls").join(program);
+        let script = format!(
+            "#!/bin/sh\nn=$(cat '{count}' 2>/dev/null || echo 0); n=$((n+1)); echo $n > '{count}'\n\
+             if [ $n -le {failures} ]; then echo '{program}: error: Unable to contact slurm controller (connect failure)' >&2; exit 1; fi\n\
+             exec '{real}' \"$@\"\n",
+            count = count.display(),
+            real = real.display()
+        );
+        let path = dir.path().join(program);
+        fs::write(&path, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    dir
+}
+
+fn calls(flaky: &tempfile::TempDir, program: &str) -> u32 {
+    fs::read_to_string(flaky.path().join("calls").join(program)).map(|t| t.trim().parse().unwrap()).unwrap_or(0)
+}
+
+/// `PATH` with `dir` first.
+fn path_with(dir: &Path) -> std::ffi::OsString {
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&rest))).unwrap()
+}
+
+#[test]
+fn a_failing_squeue_or_scontrol_is_asked_again_and_the_job_watched_to_its_end() {
+    let Some(c) = cluster() else { return };
+    let partition = c.new_partition("flaky");
+    let server = Server::start();
+    server.route("/data.tsv", Behavior::Serve(TABLE.as_bytes().to_vec()));
+    let project = Project::new();
+    project.write("p.yaml", &download_pipeline(&partition, &server.url("/data.tsv")));
+    let flaky = flaky_slurm(3, 2);
+    let run = Run::from(
+        command(c, &project, &["run", "p.yaml", "--json"]).env("PATH", path_with(flaky.path())).output().unwrap(),
+    )
+    .expect_code(0);
+    assert_eq!(
+        run.statuses(),
+        [("fetch", "ran"), ("rows", "ran")].map(|(a, b)| (a.into(), b.into())),
+        "{}",
+        run.stderr
+    );
+    assert!(calls(&flaky, "squeue") > 3, "squeue never failed: the test tests nothing");
+    assert!(!run.stderr.contains("lost contact"), "{}", run.stderr);
+    let job = &run.json()["steps"][0]["job"];
+    assert_eq!(job["state"], "completed", "{job}");
+}
+
+#[test]
+fn a_cluster_that_stops_answering_gets_its_job_cancelled_and_the_step_failed() {
+    let Some(c) = cluster() else { return };
+    let partition = c.new_partition("unanswered");
+    // Held: the job waits, and only the failing queries can end the wait.
+    c.hold_partition(&partition);
+    let project = Project::new();
+    project.write("p.yaml", &download_pipeline(&partition, "http://127.0.0.1:9/never.tsv"));
+    let flaky = flaky_slurm(u32::MAX / 2, u32::MAX / 2);
+    let run = Run::from(
+        command(c, &project, &["run", "p.yaml"])
+            .env("PATH", path_with(flaky.path()))
+            .env("PIPE_SLURM_PATIENCE", "3")
+            .output()
+            .unwrap(),
+    )
+    .expect_code(1);
+    let line = fetch_failure(&run);
+    assert!(line.contains("lost contact with the cluster: no answer about slurm job"), "{line}");
+    assert!(line.contains("Unable to contact slurm controller"), "{line}");
+    assert!(run.stdout.contains("was cancelled so that it does not run unwatched"), "{}", run.stdout);
+    let record = records(&project).pop().unwrap();
+    let id = record["steps"][0]["job"]["id"].as_str().unwrap().to_string();
+    assert_eq!(record["steps"][0]["job"]["state"], "cancelled");
+    // The real scontrol: cancelled, not left pending unwatched.
+    assert_eq!(c.wait_final(&id, WAIT)["JobState"], "CANCELLED");
+    c.release_partition(&partition);
+}
+
+/// Every file under the cluster's state directory (where slurmctld keeps each job's script
+/// and environment) that holds `needle`.
+fn in_cluster_state(c: &Cluster, needle: &str) -> Vec<PathBuf> {
+    files(&c.dir().join("state"))
+        .into_iter()
+        .filter(|p| fs::read(p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes())))
+        .collect()
+}
+
+#[test]
+fn a_job_gets_only_the_variables_it_needs_and_a_cache_path_may_have_spaces() {
+    let Some(c) = cluster() else { return };
+    let partition = c.new_partition("exported");
+    let project = Project::new();
+    project.write(
+        "p.yaml",
+        &format!(
+            "name: slurm-env
+executor: {{ kind: slurm, partition: {partition} }}
+steps:
+  look:
+    kind: command
+    outputs: {{ seen: seen.txt }}
+    env: [{{ name: MY_TEST_SETTING, unkeyed: true }}]
+    run: printf '%s' \"$MY_TEST_SETTING\" > {{outputs.seen}}
+"
+        ),
+    );
+    let unique = format!("{}-{}", std::process::id(), project.path().display().to_string().len());
+    let canary = format!("canary-{unique}");
+    let aws_secret = format!("aws-secret-{unique}");
+    let wanted = format!("wanted-{unique}");
+    // A cache directory with a space: `#SBATCH --output=` must be quoted.
+    let cache = project.path().join("my cache");
+    let run = Run::from(
+        command(c, &project, &["run", "p.yaml", "--json"])
+            .env("PIPE_CACHE_DIR", &cache)
+            .env("TEST_CANARY_X", &canary)
+            .env("AWS_SECRET_ACCESS_KEY", &aws_secret)
+            .env("MY_TEST_SETTING", &wanted)
+            .output()
+            .unwrap(),
+    )
+    .expect_code(0);
+    let doc = run.json();
+    let step = &doc["steps"][0];
+    assert_eq!(step["job"]["state"], "completed", "{step}");
+    // What the step declared reached it...
+    let key = step["key"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(cache.join("steps").join(key).join("manifest.json")).unwrap()).unwrap();
+    let seen = cache.join("steps").join(key).join(manifest["dir"].as_str().unwrap()).join("seen");
+    assert_eq!(fs::read_to_string(seen).unwrap(), wanted);
+    // ...and is what slurmctld keeps of the job's environment (so this looks in the right place)...
+    assert!(!in_cluster_state(c, &wanted).is_empty(), "the job's environment is not under {}", c.dir().display());
+    // ...but not the rest of the submitting environment, nor AWS credentials without a remote.
+    assert_eq!(in_cluster_state(c, &canary), Vec::<PathBuf>::new(), "the whole environment was exported");
+    assert_eq!(
+        in_cluster_state(c, &aws_secret),
+        Vec::<PathBuf>::new(),
+        "AWS credentials went to a job without a remote"
+    );
+    let id = step["job"]["id"].as_str().unwrap();
+    let record = format!("{:?}", c.scontrol_job(id));
+    assert!(!record.contains(&canary) && !record.contains(&aws_secret), "{record}");
+    assert!(
+        cache.join("jobs").join(key).join(format!("slurm-{id}.out")).is_file(),
+        "the job's log is not in the cache"
+    );
+}
+
+#[test]
+fn device_auto_is_refused_for_a_slurm_job_and_fine_here() {
+    let project = Project::new();
+    project.write("data.tsv", &tiny_bert_table(40, 7));
+    project.write(
+        "p.yaml",
+        &tiny_bert_pipeline(&TinyBert {
+            name: "slurm-auto",
+            header: "executor: { kind: slurm, local_kinds: [download, train-tokenizer, tokenize, pretrain] }\n",
+            epochs: 1,
+            finetune: "    device: auto\n    resources: { gpus: 1 }\n",
+            ..TinyBert::default()
+        }),
+    );
+    let run = project.run(&["run", "p.yaml"]).expect_code(2);
+    assert!(
+        run.stderr.contains(
+            "step `finetune` runs as a Slurm job with `device: auto`, which would be decided on this machine"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("`device: cuda` (with `resources: { gpus: 1 }`)"), "{}", run.stderr);
+    assert!(!project.cache().join("steps").exists(), "something ran");
+    // Here `auto` is this machine's device, as ever.
+    project.run(&["run", "p.yaml", "--dry-run", "--executor", "local"]).expect_code(0);
+}
+
+#[test]
+fn a_rerun_reattaches_to_the_job_of_a_killed_run_and_forwards_its_log() {
+    let Some(c) = cluster() else { return };
+    // ~6 s of download left when the first run is killed.
+    let (_server, project, mut child, id) = running_download(c, "reattach", 500);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(c.job_state(&id), "RUNNING", "the job runs on without its run");
+    let rerun = run(c, &project, &["run", "p.yaml", "--json"]).expect_code(0);
+    assert!(
+        rerun.stderr.contains(&format!("reattached to slurm job {id} (submitted by run "))
+            && rerun.stderr.contains(&format!("`scancel {id}` cancels it")),
+        "{}",
+        rerun.stderr
+    );
+    assert!(rerun.stderr.contains("fetch | downloading"), "the job's log was not forwarded: {}", rerun.stderr);
+    let doc = rerun.json();
+    assert_eq!(doc["steps"][0]["status"], "ran", "{doc:#}");
+    assert_eq!(doc["steps"][0]["job"]["id"].as_str(), Some(id.as_str()), "{doc:#}");
+    let key = doc["steps"][0]["key"].as_str().unwrap();
+    let logs = files(&project.cache().join("jobs").join(key));
+    let logs: Vec<_> = logs.iter().filter(|p| p.to_string_lossy().ends_with(".out")).collect();
+    assert_eq!(logs.len(), 1, "a second job was submitted for fetch: {logs:?}");
+}
+
+#[test]
+fn status_shows_the_cancelled_job_of_a_run_that_quit_at_once_as_failed() {
+    let Some(c) = cluster() else { return };
+    let (_server, project, child, id) = running_slow_download(c, "quit");
+    // Ctrl-C twice: cancel the jobs and quit without waiting (the record still says running).
+    for _ in 0..2 {
+        assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let quit = finish(child);
+    assert_eq!(quit.code, 130, "{}\n{}", quit.stdout, quit.stderr);
+    assert_eq!(c.wait_final(&id, WAIT)["JobState"], "CANCELLED");
+    assert_eq!(records(&project).pop().unwrap()["steps"][0]["status"], "running");
+    let status = run(c, &project, &["status", "p.yaml", "--json"]).expect_code(0).json();
+    assert_eq!(status["steps"][0]["state"], "failed", "{status:#}");
+    assert_eq!(status["steps"][0]["error"], format!("slurm job {id} cancelled"), "{status:#}");
+    let text = run(c, &project, &["status", "p.yaml"]).expect_code(0).stdout;
+    assert!(
+        text.lines().any(|l| l.contains("fetch") && l.contains(&format!("failed      slurm job {id} cancelled"))),
+        "{text}"
+    );
 }

@@ -69,6 +69,9 @@ struct Upload {
 struct Queue {
     state: Mutex<(VecDeque<Upload>, bool)>,
     changed: Condvar,
+    /// Keys queued or being uploaded now, and a signal when one is done.
+    pending: Mutex<std::collections::BTreeSet<StepKey>>,
+    done: Condvar,
     /// Results uploaded, and their bytes (for the run's summary).
     uploaded: AtomicUsize,
     bytes: std::sync::atomic::AtomicU64,
@@ -112,23 +115,41 @@ impl<'a> TieredCache<'a> {
                 }
             };
             let Some(job) = next else { return };
-            let Some(remote) = self.writable() else { continue };
-            // Held in use while its files are read, so no gc or forced rerun removes them.
-            let Ok(_using) = self.local.hold(&job.manifest.key) else { continue };
-            let events = self.reporter.for_step(&job.step);
-            match remote.push(self.local, &job.manifest, job.replace, &events) {
-                Ok(Pushed::Written { bytes, .. }) => {
-                    queue.uploaded.fetch_add(1, Ordering::Relaxed);
-                    queue.bytes.fetch_add(bytes, Ordering::Relaxed);
-                }
-                Ok(Pushed::Present) => {}
-                Ok(Pushed::Differs { host }) => self.reporter.warning(&format!(
-                    "{} is not deterministic: {host} pushed different bytes for key {} while this run uploaded its                      own; keeping both (the steps after it here used this machine's)",
-                    job.step,
-                    job.manifest.key.short()
-                )),
-                Err(e) => self.write_failed(e, &job.step),
+            self.upload(queue, &job);
+            queue.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.manifest.key);
+            queue.done.notify_all();
+        }
+    }
+
+    /// Waits until none of `keys` is queued for upload or uploading (a job elsewhere is about
+    /// to read them from the remote).
+    pub fn wait_uploaded(&self, keys: &[&StepKey]) {
+        let Some(queue) = &self.background else { return };
+        let mut pending = queue.pending.lock().unwrap_or_else(|e| e.into_inner());
+        while keys.iter().any(|k| pending.contains(*k)) {
+            pending = queue.done.wait(pending).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// One background upload; failures are warnings.
+    fn upload(&self, queue: &Queue, job: &Upload) {
+        let Some(remote) = self.writable() else { return };
+        // Held in use while its files are read, so no gc or forced rerun removes them.
+        let Ok(_using) = self.local.hold(&job.manifest.key) else { return };
+        let events = self.reporter.for_step(&job.step);
+        match remote.push(self.local, &job.manifest, job.replace, &events) {
+            Ok(Pushed::Written { bytes, .. }) => {
+                queue.uploaded.fetch_add(1, Ordering::Relaxed);
+                queue.bytes.fetch_add(bytes, Ordering::Relaxed);
             }
+            Ok(Pushed::Present) => {}
+            Ok(Pushed::Differs { host }) => self.reporter.warning(&format!(
+                "{} is not deterministic: {host} pushed different bytes for key {} while this run uploaded its own; \
+                 keeping both (the steps after it here used this machine's)",
+                job.step,
+                job.manifest.key.short()
+            )),
+            Err(e) => self.write_failed(e, &job.step),
         }
     }
 
@@ -274,6 +295,7 @@ impl<'a> TieredCache<'a> {
                 }
             }
             let upload = Upload { step: step.to_string(), manifest: manifest.clone(), replace: forced };
+            queue.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(manifest.key.clone());
             queue.state.lock().unwrap_or_else(|e| e.into_inner()).0.push_back(upload);
             queue.changed.notify_one();
             return manifest;

@@ -258,6 +258,11 @@ impl Backend for SlurmBackend<'_> {
                 Err(e) => return job.outcome().failed(e.to_string(), None, false),
             }
         }
+        // A job with a cache of its node's own reads its inputs from the remote: what this run
+        // computed must be there before it starts.
+        if self.config.node_cache.is_some() {
+            self.compute.store.wait_uploaded(&job.inputs.values().map(|i| &i.key).collect::<Vec<_>>());
+        }
         let dir = self.config.cache_dir.join("jobs").join(job.key.as_str());
         // A forced rerun wants its own job; any other adopts one that computes its key now.
         let orphan = if job.forced { None } else { self.orphan(job) };

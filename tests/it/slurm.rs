@@ -6,7 +6,8 @@
 //! gets only the variables it needs (checked in what slurmctld stores), a cache path may hold a
 //! space, a failing `squeue`/`scontrol` (a wrapper first on PATH) is asked again and a cluster
 //! that stops answering gets its job cancelled, a rerun reattaches to a killed run's job, and
-//! `pipe status` shows the cancelled job of a run that quit at once as failed.
+//! `pipe status` shows the cancelled job of a run that quit at once as failed, and jobs with a
+//! node cache of their own move their inputs and results through the remote (moto).
 //! Skipped (with a notice) where Slurm is not installed, failed under CI. The checks of the
 //! `executor:`/`resources:` sections and of `device: auto` need no cluster.
 
@@ -753,4 +754,47 @@ fn status_shows_the_cancelled_job_of_a_run_that_quit_at_once_as_failed() {
         text.lines().any(|l| l.contains("fetch") && l.contains(&format!("failed      slurm job {id} cancelled"))),
         "{text}"
     );
+}
+
+/// `executor: node_cache:` — jobs keep results in a cache of their node's own (here a
+/// directory this machine's cache is not) and move them through the remote: the job pulls its
+/// input, which this machine computed, from the remote, and this run pulls the job's result
+/// from it. Without a writable remote it is a usage error.
+#[test]
+fn jobs_with_a_node_cache_of_their_own_move_results_through_the_remote() {
+    let Some(c) = cluster() else { return };
+    let Some(moto) = Moto::start("slurm_node_cache") else { return };
+    moto.create_bucket("team");
+    let partition = c.new_partition("nodecache");
+    let server = Server::start();
+    server.route("/data.tsv", Behavior::Serve(TABLE.as_bytes().to_vec()));
+    let node = tempfile::tempdir().unwrap();
+    let project = Project::new();
+    let yaml = download_pipeline(&partition, &server.url("/data.tsv"))
+        .replace("executor: {", &format!("executor: {{ node_cache: {},", node.path().display()))
+        .replace("    retries: 0\n", "    retries: 0\n    executor: local\n");
+    project.write("p.yaml", &yaml);
+    let refused = run(c, &project, &["run", "p.yaml"]).expect_code(2);
+    assert!(refused.stderr.contains("`executor: node_cache:` needs a remote cache"), "{}", refused.stderr);
+
+    let mut cmd = command(c, &project, &["run", "p.yaml", "--json", "--remote", "s3://team/nodes"]);
+    moto.env(&mut cmd);
+    let run = Run::from(cmd.output().unwrap()).expect_code(0);
+    let doc = run.json();
+    let steps = doc["steps"].as_array().unwrap();
+    assert!(steps[0]["job"].is_null() && steps[0]["status"] == "ran", "{}", doc);
+    assert_eq!(steps[1]["job"]["executor"], "slurm", "{doc}");
+    assert_eq!(steps[1]["status"], "ran", "{doc}");
+    let (fetch, rows) = (steps[0]["key"].as_str().unwrap(), steps[1]["key"].as_str().unwrap());
+    let has = |cache: &Path, key: &str| cache.join("steps").join(key).join("manifest.json").is_file();
+    // The node's cache got fetch from the remote and computed rows; this machine's cache got
+    // rows back from the remote.
+    assert!(has(node.path(), fetch) && has(node.path(), rows), "{:?}", files(node.path()));
+    assert!(has(&project.cache(), fetch) && has(&project.cache(), rows));
+    let manifests: Vec<String> = moto.list("team", "nodes/manifests").into_iter().map(|(k, _)| k).collect();
+    assert_eq!(manifests.len(), 2, "{manifests:?}");
+    let node_rows = fs::read(node.path().join("steps").join(rows).join("manifest.json")).unwrap();
+    let here_rows = fs::read(project.cache().join("steps").join(rows).join("manifest.json")).unwrap();
+    let outputs = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap()["outputs"].clone();
+    assert_eq!(outputs(&node_rows), outputs(&here_rows), "the same bytes on the node and here");
 }

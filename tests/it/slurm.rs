@@ -215,6 +215,12 @@ fn fine_tune_and_evaluate_as_jobs_give_the_bytes_of_a_local_run_and_a_rerun_subm
     fs::write(&bad, serde_json::to_vec(&tampered).unwrap()).unwrap();
     let worker = Run::from(on_slurm.command(&["worker", bad.to_str().unwrap()]).output().unwrap()).expect_code(2);
     assert!(worker.stderr.contains("refusing to run") && worker.stderr.contains("param lr"), "{}", worker.stderr);
+
+    // A remote mode this pipe does not know (a newer submitter) is refused, never read-write.
+    tampered["remote"] = serde_json::json!({ "url": "file:///no/such/remote", "mode": "sideways" });
+    fs::write(&bad, serde_json::to_vec(&tampered).unwrap()).unwrap();
+    let worker = Run::from(on_slurm.command(&["worker", bad.to_str().unwrap()]).output().unwrap()).expect_code(2);
+    assert!(worker.stderr.contains("remote mode `sideways` is not one this pipe knows"), "{}", worker.stderr);
 }
 
 /// One download step, run as a job.

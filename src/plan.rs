@@ -26,7 +26,7 @@ use crate::tiered_cache::TieredCache;
 
 /// One input of a step that has to run: which stored result and output it reads.
 #[derive(Debug, Clone)]
-pub struct JobInput {
+pub struct PlannedInput {
     /// The upstream result's key.
     pub key: StepKey,
     /// Which output of it.
@@ -41,7 +41,7 @@ pub struct JobInput {
 
 /// A step that has to run, with everything needed to run it anywhere: what a backend gets.
 #[derive(Clone)]
-pub struct StepJob {
+pub struct PlannedStep {
     /// Index in the graph.
     pub index: usize,
     /// Position in the run order (the `[3/9]` of its lines).
@@ -53,7 +53,7 @@ pub struct StepJob {
     pub kind: &'static dyn Step,
     /// After [`Step::resolve`]: what the key covers and what the step runs with.
     pub params: Params,
-    pub inputs: BTreeMap<String, JobInput>,
+    pub inputs: BTreeMap<String, PlannedInput>,
     /// Where each input comes from, as the user knows it (not in the key).
     pub sources: BTreeMap<String, InputSource>,
     pub key: StepKey,
@@ -68,7 +68,7 @@ pub struct StepJob {
     pub replaces: Option<String>,
 }
 
-impl StepJob {
+impl PlannedStep {
     /// The outcome so far: key, fingerprint and reasons; status `running`.
     pub fn outcome(&self) -> StepOutcome {
         let mut outcome = StepOutcome::new(StepStatus::Running);
@@ -91,7 +91,7 @@ pub enum Decision {
     /// Known without running: cached, would-use-cache, would-run, or failed to decide.
     Known(StepOutcome),
     /// Must run (unless, under its lock, the key turns out stored by now, or on the remote).
-    Run(Box<StepJob>),
+    Run(Box<PlannedStep>),
 }
 
 /// Decides steps; shared by every command that looks at a pipeline's steps (through
@@ -140,7 +140,7 @@ impl Planner<'_> {
                         if let Some(dir) = dir {
                             inputs.insert(
                                 name.clone(),
-                                JobInput {
+                                PlannedInput {
                                     key: key.clone(),
                                     output: r.output.to_string(),
                                     hash: hash.clone(),
@@ -234,7 +234,7 @@ impl Planner<'_> {
             outcome.status = StepStatus::WouldRun;
             return Decision::Known(outcome);
         }
-        Decision::Run(Box::new(StepJob {
+        Decision::Run(Box::new(PlannedStep {
             index: i,
             position,
             name: step.name.clone(),

@@ -11,13 +11,22 @@ use crate::fingerprint::Fingerprint;
 use crate::run_record::{JobRef, StepStatus};
 use crate::step_key::StepKey;
 
-/// Why a step failed.
-#[derive(Debug, Clone)]
+/// Why a step failed (or a worker refused to compute it): the one failure type of outcomes,
+/// job result files and the worker.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepFailure {
     pub message: String,
+    #[serde(default)]
     pub help: Option<String>,
     /// Bad input (exit code 2) rather than a failure (exit code 1).
+    #[serde(default)]
     pub bad_input: bool,
+}
+
+impl StepFailure {
+    pub fn new(message: impl Into<String>, help: Option<String>, bad_input: bool) -> StepFailure {
+        StepFailure { message: message.into(), help, bad_input }
+    }
 }
 
 /// What happened to one step.
@@ -60,7 +69,7 @@ impl StepOutcome {
 
     pub fn failed(mut self, message: String, help: Option<String>, bad_input: bool) -> Self {
         self.status = StepStatus::Failed;
-        self.failure = Some(StepFailure { message, help, bad_input });
+        self.failure = Some(StepFailure::new(message, help, bad_input));
         self
     }
 }

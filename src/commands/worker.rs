@@ -30,10 +30,11 @@ use crate::executor::job_file::{JobFile, JobResult};
 use crate::executor::slurm::WORKER_PREFIX;
 use crate::executor::Compute;
 use crate::fingerprint::{local_paths, Fingerprint};
-use crate::plan::{JobInput, StepJob};
+use crate::plan::{PlannedInput, PlannedStep};
 use crate::remote::{Remote, RemoteMode};
 use crate::reporter::{seconds, Interrupted, Reporter};
 use crate::run_record::StepStatus;
+use crate::step_outcome::StepFailure;
 use crate::tiered_cache::TieredCache;
 
 #[derive(Debug, Args)]
@@ -41,9 +42,6 @@ pub struct WorkerArgs {
     /// The job file (`<cache>/jobs/<key>/job.json`).
     pub job: PathBuf,
 }
-
-/// Why the worker stops before computing: message, help, bad input.
-struct Refusal(String, Option<String>, bool);
 
 pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> Result<ExitCode, Error> {
     let file = JobFile::read(&args.job).map_err(|e| Error::usage(e, None))?;
@@ -71,7 +69,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         let code = match result.status {
             StepStatus::Ran | StepStatus::Cached => 0,
             _ if env.is_cancelled() => 130,
-            _ if result.bad_input => 2,
+            _ if result.failure.as_ref().is_some_and(|f| f.bad_input) => 2,
             _ => 1,
         };
         match result.status {
@@ -80,8 +78,9 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
                 reporter.line(&format!("{WORKER_PREFIX}the result is committed already; nothing to do"))
             }
             _ => {
-                reporter.note(&format!("{WORKER_PREFIX}error: {}", result.message.as_deref().unwrap_or("failed")));
-                if let Some(help) = &result.help {
+                let failure = result.failure.as_ref();
+                reporter.note(&format!("{WORKER_PREFIX}error: {}", failure.map_or("failed", |f| f.message.as_str())));
+                if let Some(help) = failure.and_then(|f| f.help.as_ref()) {
                     reporter.note(&format!("{WORKER_PREFIX}help: {help}"));
                 }
             }
@@ -91,11 +90,9 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
         }
         ExitCode::from(code)
     };
-    let refuse = |r: Refusal| JobResult {
+    let refuse = |r: StepFailure| JobResult {
         status: StepStatus::Failed,
-        message: Some(r.0),
-        help: r.1,
-        bad_input: r.2,
+        failure: Some(r),
         seconds: 0.0,
         timings: Vec::new(),
         host: host.clone(),
@@ -112,21 +109,14 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
             } else {
                 "the job's cache directory must be reachable from the node (a shared filesystem)"
             };
-            return Ok(finish(refuse(Refusal(e.to_string(), Some(help.into()), false))));
+            return Ok(finish(refuse(StepFailure::new(e.to_string(), Some(help.into()), false))));
         }
     };
     // A repeated job (requeued, resubmitted) or another run may have committed the key.
     if let Lookup::Hit(manifest) = cache.lookup(&file.key) {
         if !file.forced || file.replaces.as_deref().is_some_and(|r| r != manifest.dir) {
-            let result = JobResult {
-                status: StepStatus::Cached,
-                message: None,
-                help: None,
-                bad_input: false,
-                seconds: 0.0,
-                timings: Vec::new(),
-                host,
-            };
+            let result =
+                JobResult { status: StepStatus::Cached, failure: None, seconds: 0.0, timings: Vec::new(), host };
             return Ok(finish(result));
         }
     }
@@ -139,7 +129,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
                 Err(_) => {
                     let message = format!("the job file's remote mode `{}` is not one this pipe knows", r.mode);
                     let help = "the node must run the same pipe version as the submitting machine";
-                    return Ok(finish(refuse(Refusal(message, Some(help.into()), true))));
+                    return Ok(finish(refuse(StepFailure::new(message, Some(help.into()), true))));
                 }
             };
             match Remote::open(&r.url, mode).and_then(|remote| remote.check().map(|()| remote)) {
@@ -148,7 +138,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
                     reporter.note(&format!("{WORKER_PREFIX}warning: {e}; working without the remote"));
                     None
                 }
-                Err(e) => return Ok(finish(refuse(Refusal(e.to_string(), e.help.clone(), e.config)))),
+                Err(e) => return Ok(finish(refuse(StepFailure::new(e.to_string(), e.help.clone(), e.config)))),
             }
         }
     };
@@ -167,9 +157,7 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
             StepStatus::Ran | StepStatus::Cached => outcome.status,
             _ => StepStatus::Failed,
         },
-        message: failure.map(|f| f.message.clone()),
-        help: failure.and_then(|f| f.help.clone()),
-        bad_input: failure.is_some_and(|f| f.bad_input),
+        failure: failure.cloned(),
         seconds: outcome.seconds,
         timings: outcome.timings.clone(),
         host,
@@ -179,17 +167,17 @@ pub fn execute(args: &WorkerArgs, global: &GlobalArgs, reporter: &Reporter) -> R
 
 /// The job as this node sees it: its inputs found in the cache (or pulled), its key computed
 /// again and compared.
-fn job(file: &JobFile, store: &TieredCache<'_>, reporter: &Reporter) -> Result<StepJob, Refusal> {
+fn job(file: &JobFile, store: &TieredCache<'_>, reporter: &Reporter) -> Result<PlannedStep, StepFailure> {
     let cache = store.local();
     let params = Params::new(file.params.clone());
     // A command step's kind is made from its declaration, which its parameters carry.
     let kind = match file.kind.as_str() {
         command::KIND => {
             let inputs: Vec<String> = file.inputs.keys().cloned().collect();
-            Command::declare(&inputs, &params).map_err(|e| Refusal(e.to_string(), None, true))?
+            Command::declare(&inputs, &params).map_err(|e| StepFailure::new(e.to_string(), None, true))?
         }
         other => pipe_steps::find(other).ok_or_else(|| {
-            Refusal(format!("unknown step kind `{other}`: the node runs another pipe version"), None, true)
+            StepFailure::new(format!("unknown step kind `{other}`: the node runs another pipe version"), None, true)
         })?,
     };
     let mut inputs = BTreeMap::new();
@@ -201,15 +189,15 @@ fn job(file: &JobFile, store: &TieredCache<'_>, reporter: &Reporter) -> Result<S
         };
         if manifest.is_none() && store.remote().is_some() {
             let outputs: Vec<&str> = input.upstream_outputs.iter().map(String::as_str).collect();
-            let lock = store.lock(&input.key).map_err(|e| Refusal(e.to_string(), None, false))?;
+            let lock = store.lock(&input.key).map_err(|e| StepFailure::new(e.to_string(), None, false))?;
             let events = reporter.for_step(&file.step);
             manifest = match store.fetch(&lock, &input.key, &outputs, &file.step, &events) {
                 Ok(found) => found.map(|(m, _)| m),
-                Err(e) => return Err(Refusal(e.to_string(), e.help.clone(), e.config)),
+                Err(e) => return Err(StepFailure::new(e.to_string(), e.help.clone(), e.config)),
             };
         }
         let Some(manifest) = manifest else {
-            return Err(Refusal(
+            return Err(StepFailure::new(
                 format!("input `{name}` (key {}) is not in the cache at {}", input.key.short(), cache_dir(file)),
                 Some("the nodes must share the cache directory, or the run needs a remote cache (`--remote`)".into()),
                 false,
@@ -219,7 +207,7 @@ fn job(file: &JobFile, store: &TieredCache<'_>, reporter: &Reporter) -> Result<S
         hashes.insert(name.clone(), hash.clone());
         inputs.insert(
             name.clone(),
-            JobInput {
+            PlannedInput {
                 key: input.key.clone(),
                 output: input.output.clone(),
                 hash,
@@ -230,7 +218,7 @@ fn job(file: &JobFile, store: &TieredCache<'_>, reporter: &Reporter) -> Result<S
     }
     let mut sources = BTreeMap::new();
     for (name, path) in local_paths(kind, &params) {
-        let hash = Cache::hash_local(&path).map_err(|e| Refusal(e.to_string(), None, true))?;
+        let hash = Cache::hash_local(&path).map_err(|e| StepFailure::new(e.to_string(), None, true))?;
         sources.insert(name, hash);
     }
     let fingerprint = Fingerprint::new(kind, &params, hashes, sources);
@@ -238,7 +226,7 @@ fn job(file: &JobFile, store: &TieredCache<'_>, reporter: &Reporter) -> Result<S
     if key != file.key {
         let what: Vec<String> =
             DirtyReason::diff(&file.fingerprint, &fingerprint).iter().map(ToString::to_string).collect();
-        return Err(Refusal(
+        return Err(StepFailure::new(
             format!(
                 "the step's key on this node is {}, not {} as submitted ({}); refusing to run",
                 key.short(),
@@ -249,7 +237,7 @@ fn job(file: &JobFile, store: &TieredCache<'_>, reporter: &Reporter) -> Result<S
             true,
         ));
     }
-    Ok(StepJob {
+    Ok(PlannedStep {
         index: 0,
         position: 0,
         name: file.step.clone(),

@@ -15,7 +15,7 @@ use pipe_steps::{Environment, Events, StepContext, StepError, Timing};
 
 use crate::cache::{CommitError, KeyLock, Lookup};
 use crate::manifest::Manifest;
-use crate::plan::{output_hashes, StepJob};
+use crate::plan::{output_hashes, PlannedStep};
 use crate::reporter::Reporter;
 use crate::run_record::StepStatus;
 use crate::step_outcome::StepOutcome;
@@ -26,7 +26,7 @@ pub enum Prepared {
     /// Stored by now, or pulled from the remote: nothing to submit.
     Exists(Box<StepOutcome>),
     /// The job to submit, as it is to run.
-    Submit(Box<StepJob>),
+    Submit(Box<PlannedStep>),
 }
 
 /// What computing a step needs besides the step.
@@ -43,7 +43,7 @@ impl Compute<'_> {
     /// result if it exists now, else the job to submit. A forced one names the result it
     /// replaces (`""`: none) and has its earlier checkpoints cleared, under the lock, so never
     /// under a job that computes the key right now and resumes from them.
-    pub fn prepare_elsewhere(&self, job: &StepJob) -> Result<Prepared, Box<StepOutcome>> {
+    pub fn prepare_elsewhere(&self, job: &PlannedStep) -> Result<Prepared, Box<StepOutcome>> {
         let lock = self.lock(job)?;
         if let Some(outcome) = self.existing_locked(&lock, job)? {
             return Ok(Prepared::Exists(Box::new(outcome)));
@@ -60,11 +60,11 @@ impl Compute<'_> {
         Ok(Prepared::Submit(Box::new(job)))
     }
 
-    fn lock(&self, job: &StepJob) -> Result<KeyLock, Box<StepOutcome>> {
+    fn lock(&self, job: &PlannedStep) -> Result<KeyLock, Box<StepOutcome>> {
         self.store.lock(&job.key).map_err(|e| Box::new(job.outcome().failed(e.to_string(), None, false)))
     }
 
-    fn existing_locked(&self, lock: &KeyLock, job: &StepJob) -> Result<Option<StepOutcome>, Box<StepOutcome>> {
+    fn existing_locked(&self, lock: &KeyLock, job: &PlannedStep) -> Result<Option<StepOutcome>, Box<StepOutcome>> {
         let outcome = job.outcome();
         let cache = self.store.local();
         match cache.lookup(&job.key) {
@@ -102,7 +102,7 @@ impl Compute<'_> {
 
     /// Computes the job: `Ran`, `Cached` (found stored or on the remote under the lock) or
     /// `Failed`. `started` is called once, just before the step itself runs.
-    pub fn run(&self, job: &StepJob, events: &dyn Events, started: &mut dyn FnMut()) -> StepOutcome {
+    pub fn run(&self, job: &PlannedStep, events: &dyn Events, started: &mut dyn FnMut()) -> StepOutcome {
         let lock = match self.lock(job) {
             Ok(lock) => lock,
             Err(failed) => return *failed,

@@ -21,9 +21,10 @@ use serde_json::Value as Json;
 
 use crate::cache::write_synced;
 use crate::fingerprint::Fingerprint;
-use crate::plan::StepJob;
+use crate::plan::PlannedStep;
 use crate::run_record::StepStatus;
 use crate::step_key::StepKey;
+use crate::step_outcome::StepFailure;
 
 /// The version of the job file's format; a worker refuses others (a node with another pipe).
 pub const JOB_FORMAT: u32 = 1;
@@ -91,12 +92,9 @@ pub struct JobRemote {
 pub struct JobResult {
     /// `Ran`, `Cached` or `Failed` (`ran`, `cached`, `failed` in the file).
     pub status: StepStatus,
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default)]
-    pub help: Option<String>,
-    #[serde(default)]
-    pub bad_input: bool,
+    /// Why it failed (`message`, `help`, `bad_input` in the file).
+    #[serde(flatten, default)]
+    pub failure: Option<StepFailure>,
     /// The step's own time, without the job's start-up.
     #[serde(default)]
     pub seconds: f64,
@@ -108,7 +106,7 @@ pub struct JobResult {
 }
 
 impl JobFile {
-    pub fn of(job: &StepJob, cache_dir: &Path) -> JobFile {
+    pub fn of(job: &PlannedStep, cache_dir: &Path) -> JobFile {
         JobFile {
             format: JOB_FORMAT,
             step: job.name.clone(),

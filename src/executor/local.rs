@@ -6,7 +6,7 @@ use pipe_steps::Events;
 
 use super::compute::Compute;
 use super::{Backend, StepUpdate};
-use crate::plan::StepJob;
+use crate::plan::PlannedStep;
 use crate::step_outcome::StepOutcome;
 
 pub struct LocalBackend<'a> {
@@ -18,7 +18,7 @@ impl Backend for LocalBackend<'_> {
         true
     }
 
-    fn execute(&self, job: &StepJob, events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome {
+    fn execute(&self, job: &PlannedStep, events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome {
         self.compute.run(job, events, &mut || notify(StepUpdate::Running(None)))
     }
 }

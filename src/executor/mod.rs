@@ -3,7 +3,7 @@
 //! and records what happens. `--dry-run` and `pipe status` take the same decisions and start
 //! nothing.
 //!
-//! Deciding and executing are apart: a [`Backend`] gets a [`StepJob`] (the step, its resolved
+//! Deciding and executing are apart: a [`Backend`] gets a [`PlannedStep`] (the step, its resolved
 //! parameters, its inputs by key and path, its key) and returns its outcome; it knows nothing
 //! of the graph, and the executor nothing of how a backend runs a job. Two exist:
 //! [`LocalBackend`] (a thread of this process) and [`SlurmBackend`] (an `sbatch` job running
@@ -44,7 +44,7 @@ use scheduler::Scheduler;
 pub use slurm::SlurmBackend;
 
 use crate::graph::PipelineGraph;
-use crate::plan::{Decision, Planner, StepJob};
+use crate::plan::{Decision, PlannedStep, Planner};
 use crate::reporter::Reporter;
 use crate::run_record::{JobRef, RunRecord, StepStatus};
 use crate::step_outcome::StepOutcome;
@@ -80,7 +80,7 @@ pub trait Backend: Sync {
     /// Runs `job` to its outcome (`Ran`, `Cached`: found stored or on the remote by then, or
     /// `Failed`), blocking. `notify` hears of state changes; `events` takes the step's logs.
     /// It watches the environment's cancellation flag.
-    fn execute(&self, job: &StepJob, events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome;
+    fn execute(&self, job: &PlannedStep, events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome;
 }
 
 /// Which backend runs each step.
@@ -147,7 +147,7 @@ impl<'a> Executor<'a> {
         let graph = self.plan.graph;
         let reporter = self.plan.reporter;
         let mut queue = Scheduler::new(graph.order(), options.dry_run, jobs, local_jobs);
-        let is_local = |job: &StepJob| placement.backends[placement.of_step[job.index]].local();
+        let is_local = |job: &PlannedStep| placement.backends[placement.of_step[job.index]].local();
         let inputs_of = |i: usize| graph.steps[i].inputs.values().map(|r| r.step).collect::<Vec<_>>();
 
         std::thread::scope(|scope| {
@@ -325,7 +325,7 @@ mod tests {
             self.local
         }
 
-        fn execute(&self, job: &StepJob, _events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome {
+        fn execute(&self, job: &PlannedStep, _events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome {
             let heavy = job.kind.spec().uses_all_cores();
             notify(StepUpdate::Running(None));
             {

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::plan::StepJob;
+use crate::plan::PlannedStep;
 use crate::run_record::StepStatus;
 use crate::step_key::StepKey;
 use crate::step_outcome::StepOutcome;
@@ -36,7 +36,7 @@ pub struct Scheduler {
     outcomes: Vec<Option<StepOutcome>>,
     decided: Vec<bool>,
     /// Decided to run, not started.
-    ready: Vec<Box<StepJob>>,
+    ready: Vec<Box<PlannedStep>>,
     running: BTreeMap<usize, Running>,
     /// The first step that failed (a real run stops starting steps after it).
     failed: Option<usize>,
@@ -93,7 +93,7 @@ impl Scheduler {
 
     /// The first ready job (in run order of readiness) that may start now, taken off the
     /// ready list and counted as running. `local`: whether a job would run on this machine.
-    pub fn start_next(&mut self, local: impl Fn(&StepJob) -> bool) -> Option<Box<StepJob>> {
+    pub fn start_next(&mut self, local: impl Fn(&PlannedStep) -> bool) -> Option<Box<PlannedStep>> {
         let here = self.running.values().filter(|r| r.local).count();
         let heavy_here = self.running.values().any(|r| r.local && r.heavy);
         let k = self.ready.iter().position(|job| {
@@ -139,7 +139,7 @@ impl Scheduler {
     }
 
     /// A step decided to run: it waits for a slot.
-    pub fn ready(&mut self, job: Box<StepJob>) {
+    pub fn ready(&mut self, job: Box<PlannedStep>) {
         self.ready.push(job);
     }
 

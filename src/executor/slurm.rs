@@ -49,10 +49,10 @@ pub use super::slurm_error::SlurmError;
 pub use super::slurm_state::SlurmState;
 use super::{Backend, StepUpdate};
 use crate::cache::{KeyLock, Lookup};
-use crate::plan::{output_hashes, StepJob};
+use crate::plan::{output_hashes, PlannedStep};
 use crate::run_record::{JobRef, RunRecord, RunState, StepStatus};
 use crate::spec::Resources;
-use crate::step_outcome::StepOutcome;
+use crate::step_outcome::{StepFailure, StepOutcome};
 
 /// The shortest time between two looks at the queue (and at a young job).
 pub const MIN_POLL: Duration = Duration::from_millis(250);
@@ -189,7 +189,7 @@ impl<'a> SlurmBackend<'a> {
     }
 
     /// Writes the job file and batch script; returns the script's path.
-    fn prepare(&self, job: &StepJob, dir: &Path) -> Result<PathBuf, String> {
+    fn prepare(&self, job: &PlannedStep, dir: &Path) -> Result<PathBuf, String> {
         fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let mut file = JobFile::of(job, &self.config.cache_dir);
         file.remote = self.config.remote.clone();
@@ -205,13 +205,13 @@ impl<'a> SlurmBackend<'a> {
         Ok(script_path)
     }
 
-    fn resources(&self, job: &StepJob) -> Resources {
+    fn resources(&self, job: &PlannedStep) -> Resources {
         self.config.resources.get(job.index).cloned().unwrap_or_default().or(&self.config.defaults)
     }
 
     /// A job that an earlier run submitted for this key and did not see end (the run was
     /// killed, or another process runs it), which the cluster has queued or running now.
-    fn orphan(&self, job: &StepJob) -> Option<Orphan> {
+    fn orphan(&self, job: &PlannedStep) -> Option<Orphan> {
         let mut candidates: Vec<Orphan> = Vec::new();
         for run in RunRecord::all(self.compute.store.local()).into_iter().rev().filter(|r| r.state == RunState::Running)
         {
@@ -247,7 +247,7 @@ impl Backend for SlurmBackend<'_> {
         false
     }
 
-    fn execute(&self, job: &StepJob, events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome {
+    fn execute(&self, job: &PlannedStep, events: &dyn Events, notify: &mut dyn FnMut(StepUpdate)) -> StepOutcome {
         let cache = self.compute.store.local();
         let submitted_at = Instant::now();
         // The inputs stay in use while the job waits and runs.
@@ -430,7 +430,7 @@ impl SlurmBackend<'_> {
     #[allow(clippy::too_many_arguments)]
     fn outcome(
         &self,
-        job: &StepJob,
+        job: &PlannedStep,
         id: &str,
         state: &SlurmState,
         details: &BTreeMap<String, String>,
@@ -441,23 +441,28 @@ impl SlurmBackend<'_> {
         let outcome = job.outcome();
         let exit = details.get("ExitCode").cloned();
         let resources = self.resources(job);
-        let worker_error = result.as_ref().filter(|r| r.status == StepStatus::Failed).and_then(|r| r.message.clone());
+        let worker_error = result
+            .as_ref()
+            .filter(|r| r.status == StepStatus::Failed)
+            .and_then(|r| r.failure.as_ref().map(|f| f.message.clone()));
         match state {
             SlurmState::Completed => self.completed(job, id, result),
             _ if we_cancelled => outcome.failed(format!("interrupted (slurm job {id} cancelled)"), None, false),
             SlurmState::Failed => {
                 let code = exit.as_deref().and_then(|e| e.split(':').next()).unwrap_or("?");
-                let (message, help, bad_input) = match &result {
-                    Some(r) if r.status == StepStatus::Failed => {
-                        (r.message.clone().unwrap_or_else(|| "failed".into()), r.help.clone(), r.bad_input)
-                    }
-                    _ => (
+                let failure = match result.and_then(|r| r.failure.filter(|_| r.status == StepStatus::Failed)) {
+                    Some(f) => f,
+                    None => StepFailure::new(
                         log.last_error().unwrap_or_else(|| "the job failed".to_string()),
                         Some(format!("the job's log: {}", log.path.display())),
                         false,
                     ),
                 };
-                outcome.failed(format!("{message} (slurm job {id}, exit code {code})"), help, bad_input)
+                outcome.failed(
+                    format!("{} (slurm job {id}, exit code {code})", failure.message),
+                    failure.help,
+                    failure.bad_input,
+                )
             }
             SlurmState::Cancelled => outcome.failed(
                 format!("slurm job {id} was cancelled (scancel, or by the cluster)"),
@@ -519,7 +524,7 @@ impl SlurmBackend<'_> {
 
     /// A job that completed: its result, from the cache or (not shared with the nodes) the
     /// remote.
-    fn completed(&self, job: &StepJob, id: &str, result: Option<JobResult>) -> StepOutcome {
+    fn completed(&self, job: &PlannedStep, id: &str, result: Option<JobResult>) -> StepOutcome {
         let cache = self.compute.store.local();
         let mut outcome = job.outcome();
         let found = match cache.lookup(&job.key) {
@@ -567,7 +572,7 @@ impl SlurmBackend<'_> {
 /// The batch script of a job: `#SBATCH` options and the worker command, nothing secret.
 /// Paths are quoted (sbatch reads `"..."` in `#SBATCH` lines; a cache path with a space is
 /// otherwise an invalid directive).
-fn batch_script(job: &StepJob, r: &Resources, config: &SlurmConfig, dir: &Path, job_path: &Path) -> String {
+fn batch_script(job: &PlannedStep, r: &Resources, config: &SlurmConfig, dir: &Path, job_path: &Path) -> String {
     let mut lines = vec!["#!/bin/sh".to_string()];
     let mut option = |o: String| lines.push(format!("#SBATCH {o}"));
     option(format!("--job-name={}", job_name(&job.name)));
@@ -660,7 +665,7 @@ const EXPORTED: &[&str] = &[
 /// model, and the object store's variables (`AWS_*`, credentials included) only when the run
 /// has a remote cache the job must read and write. slurmctld stores what is exported with the
 /// job, so the rest (other secrets, the AWS ones of a run without a remote) stays here.
-pub fn exported(job: &StepJob, config: &SlurmConfig) -> Vec<String> {
+pub fn exported(job: &PlannedStep, config: &SlurmConfig) -> Vec<String> {
     let mut names: BTreeSet<String> = EXPORTED.iter().map(|n| n.to_string()).collect();
     if job.kind.spec().kind == pipe_steps::command::KIND {
         names.extend(job.params.str_list("unkeyed_env").unwrap_or_default());
@@ -901,11 +906,11 @@ mod tests {
     use crate::reporter::Reporter;
 
     /// A `sample` step of 2 rows, with no inputs.
-    fn rows_job() -> StepJob {
+    fn rows_job() -> PlannedStep {
         let kind = pipe_steps::find("sample").unwrap();
         let params = Params::new(Map::from([("rows".to_string(), serde_json::json!(2))]));
         let fingerprint = Fingerprint::new(kind, &params, Map::new(), Map::new());
-        StepJob {
+        PlannedStep {
             index: 0,
             position: 0,
             name: "rows".into(),

@@ -7,6 +7,7 @@ mod bert_gpu_path;
 mod bert_model;
 mod bert_optimizer;
 mod bert_steps;
+mod class_weights;
 mod ensemble;
 mod hf_tokenizer;
 mod hub;

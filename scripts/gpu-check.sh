@@ -78,7 +78,9 @@ prepare() {
     local encoded
     encoded="$(artifact "$cache" "$DATA/reference/bench-data.json" encode tensors)"
     unset LD_LIBRARY_PATH
-    nice -n 19 cargo run -q -p pipe-steps --example gpu_batches -- "$encoded" "$DATA/bench" 32 42 2
+    # Built by the test build (`cargo test --workspace --no-run`), with the run's features.
+    [ -x target/debug/examples/gpu_batches ] || nice -n 19 cargo test --workspace --locked --no-run -q
+    nice -n 19 target/debug/examples/gpu_batches "$encoded" "$DATA/bench" 32 42 2
     "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(next(s["key"] for s in r["steps"] if s["name"]=="encode"))' \
         "$DATA/reference/bench-data.json" >"$DATA/bench/encode.key"
     # The cache without the downloads (the mirror has them) and without checkpoints.

@@ -3,7 +3,7 @@
 Trains `transformers.BertForSequenceClassification` loaded from MODEL_DIR (the same randomly
 initialised weights pipe fine-tunes) on the rows and batches `pipe`'s `fine-tune` uses
 (`BATCHES_DIR/batches.json` and `BATCHES_DIR/tensors/`, written by
-`cargo run -p pipe-steps --example gpu_batches`): the same rows, batch order and dynamic padding,
+`target/debug/examples/gpu_batches`): the same rows, batch order and dynamic padding,
 AdamW (weight decay 0.01 except biases and LayerNorm, eps 1e-6), linear warm-up and decay,
 gradient clipping at 1.0, eager mode, in f32 or under `torch.autocast(bfloat16)`.
 

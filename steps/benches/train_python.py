@@ -1,4 +1,4 @@
-"""PyTorch counterpart of `cargo run -p pipe-steps --example bench_train`.
+"""PyTorch counterpart of `target/debug/examples/bench_train`.
 
 Trains `transformers.BertForSequenceClassification` with the same configs, the same rows and
 the same batch order (dynamic padding) that the Rust benchmark left in WORK_DIR, with AdamW,

@@ -3,7 +3,7 @@
 //! on the 50,000 test reviews. One run; the step's log lines are printed with their time.
 //!
 //! ```text
-//! cargo run -p pipe-steps --example bench_linear -- [NSMC_DIR] [WORK_DIR] [PARAMS_JSON]
+//! target/debug/examples/bench_linear [NSMC_DIR] [WORK_DIR] [PARAMS_JSON]
 //! /work/venv/bin/python steps/benches/linear_python.py NSMC_DIR [--C 1.0]
 //! ```
 //!

@@ -2,7 +2,7 @@
 //! vocabulary trained by `train-tokenizer`, `max_len` 64, median of 3 runs.
 //!
 //! ```text
-//! cargo run -p pipe-steps --example bench_tokenize -- [NSMC_DIR] [WORK_DIR]
+//! target/debug/examples/bench_tokenize [NSMC_DIR] [WORK_DIR]
 //! python3 steps/benches/tokenize_python.py WORK_DIR/nsmc_all.tsv WORK_DIR/tokenizer.json
 //! ```
 //!

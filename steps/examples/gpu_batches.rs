@@ -3,7 +3,7 @@
 //! same order with the same dynamic padding.
 //!
 //! ```text
-//! cargo run -p pipe-steps --example gpu_batches -- TENSOR_SET_DIR OUT_DIR [BATCH] [SEED] [EPOCHS]
+//! target/debug/examples/gpu_batches TENSOR_SET_DIR OUT_DIR [BATCH] [SEED] [EPOCHS]
 //! ```
 //!
 //! Writes `OUT_DIR/tensors/` (a copy of the tensor set) and `OUT_DIR/batches.json`

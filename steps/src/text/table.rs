@@ -398,7 +398,13 @@ impl Table {
         };
         let strings =
             text.str().map_err(|e| StepError::failed(format!("{}: column `{name}` is not text: {e}", self.name())))?;
-        Ok(strings.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+        // Chunk by chunk through the arrow arrays: polars-core's own row iterator is dynamic
+        // dispatch into code the build profile leaves unoptimised (Cargo.toml).
+        let mut out = Vec::with_capacity(strings.len());
+        for chunk in strings.downcast_iter() {
+            out.extend(chunk.iter().map(|v| v.unwrap_or_default().to_string()));
+        }
+        Ok(out)
     }
 }
 

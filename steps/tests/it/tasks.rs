@@ -171,7 +171,7 @@ fn multi_label_and_regression_columns_are_read_in_every_form_and_bad_cells_are_n
     let e =
         run(&Tokenize, json!({"label_column": "tags", "label_separator": "|"}), &[("data", &bad), ("tokenizer", &tok)])
             .unwrap_err();
-    assert!(e.to_string().contains("`label_separator`") && e.to_string().contains("multi_label only"), "{e}");
+    assert!(e.to_string().contains("`label_separator` applies to `task: multi_label` only"), "{e}");
 
     // linear fits single-label classifiers only, and says so by the task's name.
     let e = run(&Linear, json!({"label_column": "tags", "task": "multi_label"}), &[("train", &data), ("test", &data)])
@@ -210,7 +210,7 @@ fn prepare(params: Value) -> Tasks {
     }
     let pretrain = run(
         &Pretrain,
-        json!({"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "max_positions": 32, "batch_size": 16,
+        json!({"layers": 2, "hidden": 64, "heads": 4, "intermediate": 128, "max_positions": 32, "batch_size": 16,
                "epochs": 1, "log_every": 0}),
         &[("data", &sets[0])],
     )
@@ -222,7 +222,7 @@ fn prepare(params: Value) -> Tasks {
 }
 
 fn fine_tune(t: &Tasks, params: Value) -> TempDir {
-    let mut given = json!({"epochs": 12, "batch_size": 8, "lr": 2e-3, "log_every": 0});
+    let mut given = json!({"epochs": 20, "batch_size": 8, "lr": 3e-3, "log_every": 0});
     given.as_object_mut().unwrap().extend(params.as_object().unwrap().clone());
     run(
         &FineTune,
@@ -254,6 +254,7 @@ fn multi_label_models_learn_export_problem_type_and_predict_the_labels_over_the_
     );
     // Predicting every topic for every row scores a micro F1 of about 0.7 here; nothing, 0.
     let micro = m.micro_f1.unwrap();
+    eprintln!("multi_label test: micro F1 {micro:.4}, macro F1 {:.4}, subset accuracy {:.4}", m.macro_f1, m.accuracy);
     assert!(micro > 0.9 && m.macro_f1 > 0.85, "micro F1 {micro}, {m:?}");
     assert!(m.accuracy > 0.6, "subset accuracy {}", m.accuracy);
     assert_eq!(m.support().iter().sum::<u64>() as usize, {
@@ -277,13 +278,13 @@ fn multi_label_models_learn_export_problem_type_and_predict_the_labels_over_the_
     // with a quoted newline, read by `Table::open` as every table kind reads it.
     let (_n, new) = table(
         "new.csv",
-        "id,document\nn1,\"the senate vote,\nlaw\"\nn2,team goal match coach\nn3,robot code and the league coach\n",
+        "id,document\nn1,\"senate vote\nlaw party\"\nn2,team goal match coach\nn3,robot code league coach\n",
     );
     let out = run(&Predict, json!({"output_format": "jsonl"}), &[("data", &new), ("model", &model)]).unwrap();
     let jsonl = fs::read_to_string(out.path().join("predictions")).unwrap();
     let rows: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 3, "{jsonl}");
-    assert_eq!(rows[0]["document"], "the senate vote,\nlaw");
+    assert_eq!(rows[0]["document"], "senate vote\nlaw party");
     for r in &rows {
         let p = r["probabilities"].as_object().unwrap();
         let over: Vec<&str> = TOPICS.iter().copied().filter(|t| p[*t].as_f64().unwrap() >= 0.5).collect();
@@ -346,6 +347,7 @@ fn regression_models_learn_export_num_labels_one_and_predict_the_value() {
     let m: RegressionMetrics = serde_json::from_value(json_file(&evaluated.path().join("metrics"))).unwrap();
     // Ratings are sums of two of {2, 1, 0, 0, -1, -2}: their variance is 2.67, what predicting
     // the mean scores as MSE.
+    eprintln!("regression test: MSE {:.4}, Pearson {:.4}, Spearman {:.4}", m.mse, m.pearson, m.spearman);
     assert!(m.pearson > 0.9 && m.spearman > 0.85 && m.mse < 0.8, "{m:?}");
     assert_eq!((m.rows, m.target.as_str()), (80, "rating"));
     let predictions = fs::read_to_string(evaluated.path().join("predictions")).unwrap();
@@ -379,7 +381,7 @@ fn regression_models_learn_export_num_labels_one_and_predict_the_value() {
         .collect();
     let (high, low) = (rows[0]["predicted"].as_f64().unwrap(), rows[1]["predicted"].as_f64().unwrap());
     assert!(high > 2.0 && low < -2.0, "{rows:?}");
-    assert_eq!(rows[0]["id"], 1);
+    assert_eq!(rows[0]["id"], "1", "the input's columns pass through (as text)");
 
     let out = run(&Predict, json!({}), &[("data", &t.tables[1]), ("model", &model)]).unwrap();
     let csv = fs::read_to_string(out.path().join("predictions")).unwrap();
@@ -441,14 +443,14 @@ fn sentence_pairs_go_through_tokenize_fine_tune_evaluate_predict_and_report() {
     assert!(train.types(0).contains(&1) && train.types(0)[0] == 0, "{:?}", train.types(0));
     let pretrain = run(
         &Pretrain,
-        json!({"layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "max_positions": 16, "batch_size": 16,
+        json!({"layers": 2, "hidden": 64, "heads": 4, "intermediate": 128, "max_positions": 16, "batch_size": 16,
                "epochs": 1, "log_every": 0}),
         &[("data", &sets[0].path().join("tensors"))],
     )
     .unwrap();
     let tuned = run(
         &FineTune,
-        json!({"epochs": 15, "batch_size": 16, "lr": 2e-3, "log_every": 0}),
+        json!({"epochs": 30, "batch_size": 16, "lr": 1e-3, "log_every": 0}),
         &[
             ("train", &sets[0].path().join("tensors")),
             ("valid", &sets[1].path().join("tensors")),
@@ -460,6 +462,7 @@ fn sentence_pairs_go_through_tokenize_fine_tune_evaluate_predict_and_report() {
     let evaluated = run(&Evaluate, json!({}), &[("data", &sets[2].path().join("tensors")), ("model", &model)]).unwrap();
     let m: EvalMetrics = serde_json::from_value(json_file(&evaluated.path().join("metrics"))).unwrap();
     // Whether two texts share a topic: neither text alone tells (chance is about one half).
+    eprintln!("pairs test: accuracy {:.4}, macro F1 {:.4}", m.accuracy, m.macro_f1);
     assert!(m.accuracy > 0.8, "pair accuracy {}: {m:?}", m.accuracy);
 
     // predict on the raw pairs: the same probabilities as evaluate's on the tokenized pairs.

@@ -1,10 +1,13 @@
-//! `pipe predict TARGET`: a fine-tuned classifier on raw text. TARGET is `PIPELINE.yaml:STEP`
+//! `pipe predict TARGET`: a fine-tuned model on raw text. TARGET is `PIPELINE.yaml:STEP`
 //! (that step's cached `model` output, found as `pipe status` decides: the step must be
 //! up to date in this cache), a model directory, or a hub model id. Texts come from `--input
 //! FILE` (a table; its other columns are kept), `--text` (repeatable) or JSON lines on stdin
-//! (objects with a `--text-column` field; other fields kept). The scoring is the `predict` step
-//! kind's ([`pipe_steps::bert::predictor::Predictor`]), and so are the csv, jsonl and json
-//! forms; `table` is for reading in a terminal.
+//! (objects with a `--text-column` field; other fields kept); `--text-b-column` makes pairs.
+//! A table is read as the table step kinds read one, its format told by its name (.csv, .tsv,
+//! .txt, .parquet, each optionally .gz; JSON lines as objects). The scoring is the `predict`
+//! step kind's ([`pipe_steps::bert::predictor::Predictor`], any task: classes, multi-label
+//! classes over `--threshold`, or a value), and so are the csv, jsonl and json forms; `table`
+//! is for reading in a terminal.
 //!
 //! Not in it: running the pipeline (a step that is not cached is an error saying so).
 
@@ -14,11 +17,10 @@ use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use pipe_steps::bert::model_dir::ModelDir;
-use pipe_steps::bert::predict::{check_columns, render, InputRows, OutputFormat};
+use pipe_steps::bert::predict::{check_columns, render, InputRows, OutputFormat, Scored};
 use pipe_steps::bert::predictor::{PredictOptions, Predictor};
-use pipe_steps::predictions::argmax;
-use pipe_steps::text::table::{Malformed, Table};
-use pipe_steps::{Environment, StepError};
+use pipe_steps::text::table::{Reading, Table};
+use pipe_steps::{Environment, InputSource, Params, StepError};
 use serde_json::Value;
 
 use crate::cache::Cache;
@@ -45,6 +47,12 @@ pub struct PredictArgs {
     /// The column (or JSON field) that holds the text.
     #[arg(long, default_value = "text", value_name = "NAME")]
     pub text_column: String,
+    /// The column (or JSON field) of the second text, for a model trained on pairs.
+    #[arg(long, value_name = "NAME", conflicts_with = "text")]
+    pub text_b_column: Option<String>,
+    /// A multi-label model predicts the classes whose probability is at least this.
+    #[arg(long, default_value_t = 0.5, value_name = "P")]
+    pub threshold: f32,
     /// table (aligned, for reading), csv, jsonl (one object per line) or json (one array).
     #[arg(long, value_enum, default_value = "table")]
     pub format: PredictFormat,
@@ -91,18 +99,26 @@ pub fn execute(args: &PredictArgs, global: &GlobalArgs, reporter: &Reporter) -> 
             Some("give --input FILE, --text TEXT or JSON lines on stdin".into()),
         ));
     }
+    if !(args.threshold > 0.0 && args.threshold < 1.0) {
+        return Err(Error::usage(format!("--threshold must be in (0, 1), got {}", args.threshold), None));
+    }
     pipe_steps::bert::device::check(&args.device)?;
     let device = pipe_steps::bert::device::open(&pipe_steps::bert::device::resolve(&args.device))?;
-    let options =
-        PredictOptions { batch_size: args.batch_size.max(1), max_len: args.max_len, ..PredictOptions::default() };
+    let options = PredictOptions {
+        batch_size: args.batch_size.max(1),
+        max_len: args.max_len,
+        pair: rows.b.is_some(),
+        ..PredictOptions::default()
+    };
     let mut predictor = Predictor::load(&source, &device, options)?;
-    check_columns(&rows.columns, &predictor.labels)?;
-    let probs = predictor.probabilities(&rows.a, None, &env)?;
+    check_columns(&rows.columns, predictor.task, &predictor.labels)?;
+    let values = predictor.outputs(&rows.a, rows.b.as_deref(), &env)?;
+    let scored = Scored { task: predictor.task, labels: &predictor.labels, threshold: args.threshold, values: &values };
     let text = match args.format {
-        PredictFormat::Table => table(&rows, &predictor.labels, &probs),
-        PredictFormat::Csv => render(&rows, &predictor.labels, &probs, OutputFormat::Csv),
-        PredictFormat::Jsonl => render(&rows, &predictor.labels, &probs, OutputFormat::Jsonl),
-        PredictFormat::Json => render(&rows, &predictor.labels, &probs, OutputFormat::Json),
+        PredictFormat::Table => table(&rows, &scored),
+        PredictFormat::Csv => render(&rows, &scored, OutputFormat::Csv),
+        PredictFormat::Jsonl => render(&rows, &scored, OutputFormat::Jsonl),
+        PredictFormat::Json => render(&rows, &scored, OutputFormat::Json),
     };
     reporter.line(text.trim_end_matches('\n'));
     Ok(ExitCode::SUCCESS)
@@ -164,19 +180,26 @@ fn cached_model(
 
 /// The rows from --input, --text or stdin.
 fn read_rows(args: &PredictArgs) -> Result<InputRows, Error> {
+    let b_column = args.text_b_column.as_deref();
     if let Some(path) = &args.input {
         let name = path.to_string_lossy().to_lowercase();
         if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::usage(format!("reading {}: {e}", path.display()), None))?;
-            return json_lines(&text, &path.display().to_string(), &args.text_column);
+            return json_lines(&text, &path.display().to_string(), &args.text_column, b_column);
         }
-        let separator = if name.ends_with(".csv") { b',' } else { b'\t' };
-        let table = Table::read(path, separator, Malformed::Error)?;
-        return InputRows::from_table(&table, &args.text_column, None).map_err(|e| match e {
+        let source = InputSource {
+            display: path.display().to_string(),
+            file_name: path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        };
+        let reading = Reading::of(&Params::default(), "input", &source)?;
+        let table = Table::open(path, &source, reading)?;
+        return InputRows::from_table(&table, &args.text_column, b_column).map_err(|e| match e {
             StepError::Input { message, .. } => Error::usage(
-                message.replace("(parameter `text_column`)", "(--text-column)"),
-                Some("set --text-column to the column of the text".into()),
+                message
+                    .replace("(parameter `text_column`)", "(--text-column)")
+                    .replace("(parameter `text_b_column`)", "(--text-b-column)"),
+                Some("set --text-column (and --text-b-column) to the columns of the texts".into()),
             ),
             other => Error::Step(other),
         });
@@ -198,13 +221,13 @@ fn read_rows(args: &PredictArgs) -> Result<InputRows, Error> {
     }
     let mut text = String::new();
     stdin.lock().read_to_string(&mut text).map_err(|e| Error::usage(format!("reading stdin: {e}"), None))?;
-    json_lines(&text, "stdin", &args.text_column)
+    json_lines(&text, "stdin", &args.text_column, b_column)
 }
 
-/// Rows from JSON lines: one object per line with the text in `field`; the other fields kept
-/// (columns in the order first seen).
-fn json_lines(text: &str, what: &str, field: &str) -> Result<InputRows, Error> {
-    let mut rows = InputRows::default();
+/// Rows from JSON lines: one object per line with the text in `field` (and the second text in
+/// `b_field`, for pairs); the other fields kept (columns in the order first seen).
+fn json_lines(text: &str, what: &str, field: &str, b_field: Option<&str>) -> Result<InputRows, Error> {
+    let mut rows = InputRows { b: b_field.map(|_| Vec::new()), ..InputRows::default() };
     let mut objects = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -218,10 +241,14 @@ fn json_lines(text: &str, what: &str, field: &str) -> Result<InputRows, Error> {
         };
         let value: Value = serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
         let Value::Object(object) = value else { return Err(bad("not a JSON object".into())) };
-        match object.get(field) {
-            Some(Value::String(s)) => rows.a.push(s.clone()),
-            Some(other) => return Err(bad(format!("`{field}` is {other}, not a string"))),
-            None => return Err(bad(format!("no `{field}` field"))),
+        let text_of = |field: &str| match object.get(field) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(bad(format!("`{field}` is {other}, not a string"))),
+            None => Err(bad(format!("no `{field}` field"))),
+        };
+        rows.a.push(text_of(field)?);
+        if let (Some(b_field), Some(b)) = (b_field, rows.b.as_mut()) {
+            b.push(text_of(b_field)?);
         }
         for k in object.keys() {
             if !rows.columns.contains(k) {
@@ -241,16 +268,12 @@ fn json_lines(text: &str, what: &str, field: &str) -> Result<InputRows, Error> {
 const PREVIEW: usize = 48;
 
 /// An aligned table: the input's columns (texts cut to [`PREVIEW`] characters, on one line),
-/// the predicted label, its probability and every class's, four decimals.
-fn table(rows: &InputRows, labels: &[String], probs: &[Vec<f32>]) -> String {
+/// then the predictions (four decimals; a multi-label prediction's names joined by ", ").
+fn table(rows: &InputRows, scored: &Scored<'_>) -> String {
     let mut header: Vec<String> = rows.columns.clone();
-    header.extend(["predicted".to_string(), "probability".to_string()]);
-    header.extend(labels.iter().map(|l| format!("p_{l}")));
-    let body: Vec<Vec<String>> = probs
-        .iter()
-        .enumerate()
-        .map(|(row, p)| {
-            let best = argmax(p);
+    header.extend(Scored::columns(scored.task, scored.labels));
+    let body: Vec<Vec<String>> = (0..scored.values.len())
+        .map(|row| {
             let mut cells: Vec<String> = rows.values[row]
                 .iter()
                 .map(|v| {
@@ -267,8 +290,7 @@ fn table(rows: &InputRows, labels: &[String], probs: &[Vec<f32>]) -> String {
                     }
                 })
                 .collect();
-            cells.push(labels[best].clone());
-            cells.extend(std::iter::once(p[best]).chain(p.iter().copied()).map(|v| format!("{v:.4}")));
+            cells.extend(scored.cells(row, 4, true));
             cells
         })
         .collect();

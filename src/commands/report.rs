@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use pipe_steps::report::{EvalMetrics, Format, ModelScore, Report, RunReport, TrainingMetrics};
+use pipe_steps::report::{EvalMetrics, Format, ModelScore, RegressionMetrics, Report, RunReport, TrainingMetrics};
 use pipe_steps::Timing;
 use serde_json::Value as Json;
 
@@ -198,7 +198,14 @@ fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) 
             }
         }
     }
-    let evaluation = metrics::<EvalMetrics>(results, run, "evaluate", &mut notes);
+    // A regression model's metrics are its own kind of file.
+    let evaluated = metrics::<Json>(results, run, "evaluate", &mut notes);
+    let is_regression = evaluated.as_ref().is_some_and(|v| v["task"] == "regression");
+    let (evaluation, regression) = match evaluated {
+        Some(v) if is_regression => (None, serde_json::from_value::<RegressionMetrics>(v).ok()),
+        Some(v) => (serde_json::from_value::<EvalMetrics>(v).ok(), None),
+        None => (None, None),
+    };
     let models = models(results, run);
     RunReport {
         label: match (&run.host, results.hosts) {
@@ -221,6 +228,7 @@ fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) 
         params,
         training,
         evaluation,
+        regression,
         note: (!notes.is_empty()).then(|| notes.join("; ")),
         models,
     }

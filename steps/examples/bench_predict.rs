@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use pipe_steps::bert::device;
 use pipe_steps::bert::model_dir::ModelDir;
-use pipe_steps::bert::predict::{render, InputRows, OutputFormat};
+use pipe_steps::bert::predict::{render, InputRows, OutputFormat, Scored};
 use pipe_steps::bert::predictor::{PredictOptions, Predictor};
 use pipe_steps::runtime;
 use pipe_steps::text::table::{Malformed, Table};
@@ -62,7 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut probs = Vec::new();
     for run in 1..=runs {
         let started = Instant::now();
-        probs = predictor.probabilities(&input.a, None, &env)?;
+        probs = predictor.outputs(&input.a, None, &env)?;
         let seconds = started.elapsed().as_secs_f64();
         rates.push(n as f64 / seconds);
         println!("run {run}: {seconds:.2}s, {:.1} rows/s", n as f64 / seconds);
@@ -70,7 +70,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rates.sort_by(f64::total_cmp);
     println!("pipe predict: median {:.1} rows/s over {runs} runs", rates[rates.len() / 2]);
     if let Some(out) = args.get(6) {
-        std::fs::write(out, render(&input, &predictor.labels, &probs, OutputFormat::Csv))?;
+        let scored = Scored { task: predictor.task, labels: &predictor.labels, threshold: 0.5, values: &probs };
+        std::fs::write(out, render(&input, &scored, OutputFormat::Csv))?;
         println!("probabilities written to {out}");
     }
     Ok(())

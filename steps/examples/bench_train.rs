@@ -28,7 +28,7 @@ use candle_core::{DType, Device};
 use pipe_steps::bert::batch::Batches;
 use pipe_steps::bert::config::BertConfig;
 use pipe_steps::bert::model::BertClassifier;
-use pipe_steps::bert::model_dir::{write_config, WEIGHTS};
+use pipe_steps::bert::model_dir::{write_config, Head, WEIGHTS};
 use pipe_steps::bert::train::batch_seed;
 use pipe_steps::bert::weights::Weights;
 use pipe_steps::bert::{FineTune, Pretrain};
@@ -54,7 +54,11 @@ fn random_model(config: &BertConfig, dir: &Path) -> Result<(), Box<dyn std::erro
     let mut rng = StdRng::seed_from_u64(SEED);
     BertClassifier::new(config, 2, &mut weights, &mut rng)?;
     weights.save(&dir.join(WEIGHTS), &[])?;
-    write_config(dir, config, Some(&["0".to_string(), "1".to_string()]))?;
+    write_config(
+        dir,
+        config,
+        Head::Classifier { labels: &["0".to_string(), "1".to_string()], task: Default::default() },
+    )?;
     Ok(())
 }
 

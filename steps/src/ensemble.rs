@@ -16,6 +16,9 @@
 //!
 //! Members must describe the same rows: every validation file the same rows as `valid_a`, every
 //! test file as `test_a` (same classes, row count and true labels; the files carry no ids).
+//!
+//! Single-label classifiers only (N classes): the predictions of a multi-label or regression
+//! model are refused by name ([`crate::predictions::Predictions::read`]).
 
 use std::fs;
 use std::path::Path;

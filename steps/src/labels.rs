@@ -10,7 +10,10 @@
 //! id, so a test set that lacks one class still lines up with the training set; a name the
 //! model does not know is an error naming it and its rows ([`classes_by_name`]).
 //!
-//! Not in it: multi-label and regression targets (a label is one class name).
+//! Multi-label rows name several classes, ordered and matched by name the same way (the class
+//! order is [`encode`]'s over every name a table uses); their tensor sets keep the names in
+//! `label_names` and the rows' classes as multi-hot targets. Regression rows are numbers, not
+//! names. Both are [`crate::task`]'s; not in it: how a cell is split into names (`tokenize`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

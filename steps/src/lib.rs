@@ -20,6 +20,7 @@ pub(crate) mod sample;
 pub mod shared_data;
 pub mod step;
 pub mod suggest;
+pub mod task;
 pub mod tensor_set;
 pub mod text;
 

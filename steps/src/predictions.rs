@@ -9,6 +9,11 @@
 //!
 //! The file carries no row ids: two files describe the same rows when their row numbers and
 //! true labels agree, which is all [`Predictions::check_aligned`] can check.
+//!
+//! Multi-label models write `row,labels,predicted,p_<label>...` (`labels` and `predicted` JSON
+//! lists of names, [`write_multi_label`]) and regression models `row,target,predicted`
+//! ([`write_regression`]); [`Predictions::read`] refuses both by name: the kinds that read
+//! predictions back (`ensemble`) combine single-label classifiers only.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -43,6 +48,46 @@ pub fn write<S: AsRef<str>>(path: &Path, labels: &[String], truth: &[S], probs: 
             let _ = write!(csv, ",{v:.6}");
         }
         csv.push('\n');
+    }
+    fs::write(path, csv).map_err(StepError::io("writing", path))
+}
+
+/// The names of the classes whose probability is at least `threshold`, as a JSON list.
+pub fn over_threshold(labels: &[String], probs: &[f32], threshold: f32) -> Vec<String> {
+    labels.iter().zip(probs).filter(|(_, &p)| p >= threshold).map(|(l, _)| l.clone()).collect()
+}
+
+/// Writes a multi-label predictions file: `truth` is each row's set of labels, `probs` each
+/// class's probability; `predicted` holds the classes at or over `threshold`.
+pub fn write_multi_label(
+    path: &Path,
+    labels: &[String],
+    truth: &[Vec<String>],
+    probs: &[Vec<f32>],
+    threshold: f32,
+) -> StepResult<()> {
+    let mut csv = String::from("row,labels,predicted");
+    for l in labels {
+        let _ = write!(csv, ",{}", csv_cell(&format!("p_{l}")));
+    }
+    csv.push('\n');
+    let json = |names: &[String]| serde_json::to_string(names).unwrap_or_default();
+    for (row, (t, p)) in truth.iter().zip(probs).enumerate() {
+        let predicted = over_threshold(labels, p, threshold);
+        let _ = write!(csv, "{row},{},{}", csv_cell(&json(t)), csv_cell(&json(&predicted)));
+        for v in p {
+            let _ = write!(csv, ",{v:.6}");
+        }
+        csv.push('\n');
+    }
+    fs::write(path, csv).map_err(StepError::io("writing", path))
+}
+
+/// Writes a regression predictions file: each row's target and predicted value.
+pub fn write_regression(path: &Path, truth: &[f32], predicted: &[f32]) -> StepResult<()> {
+    let mut csv = String::from("row,target,predicted\n");
+    for (row, (t, p)) in truth.iter().zip(predicted).enumerate() {
+        let _ = writeln!(csv, "{row},{t},{p:.6}");
     }
     fs::write(path, csv).map_err(StepError::io("writing", path))
 }
@@ -86,6 +131,18 @@ impl Predictions {
         // polars strips a quoted header's outer quotes but keeps its doubled ones.
         let raw: Vec<String> = df.get_column_names().into_iter().map(|n| n.to_string()).collect();
         let header: Vec<String> = raw.iter().map(|n| n.replace("\"\"", "\"")).collect();
+        let task = match header.get(1).map(String::as_str) {
+            Some("labels") => Some("multi_label"),
+            Some("target") => Some("regression"),
+            _ => None,
+        };
+        if let (Some(task), Some("row")) = (task, header.first().map(String::as_str)) {
+            return Err(StepError::input_with_help(
+                format!("{what} ({}) holds the predictions of a `{task}` model", path.display()),
+                "ensemble combines single-label classifiers (N classes) only; it does not support multi_label or \
+                 regression models",
+            ));
+        }
         if header.len() < 5 || header[..3] != ["row", "label", "predicted"] {
             return Err(bad(
                 1,

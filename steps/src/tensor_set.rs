@@ -6,7 +6,9 @@
 //! ```text
 //! <dir>/
 //! ├── tensors.safetensors   input_ids u32 [T], token_type_ids u8 [T], offsets u64 [N+1],
-//! │                         valid_length u32 [N], labels i64 [N]
+//! │                         valid_length u32 [N], labels i64 [N],
+//! │                         targets f32 [N*K] (multi_label: multi-hot over K classes;
+//! │                         regression: K = 1, the value); absent for single-label sets
 //! ├── meta.json             TensorSetMeta: max_len, special ids, vocabulary size, labels
 //! └── tokenizer.json        the tokenizer that produced the ids (copied into trained models)
 //! ```
@@ -15,6 +17,10 @@
 //! 14 tokens costs 14 ids whatever `max_len` is, and training pads per batch (dynamic padding).
 //! When the transform was asked to pad, rows are stored padded and `valid_length` is smaller
 //! than the row.
+//!
+//! A single-label set stores each row's class in `labels` ([`crate::labels`]); a multi-label or
+//! regression set ([`Task`], in `meta.json` as `task`) stores `labels` as -1 and its targets in
+//! `targets`. Single-label sets are written byte for byte as before tasks existed.
 
 use std::collections::HashMap;
 use std::fs;
@@ -24,6 +30,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{StepError, StepResult};
+use crate::task::Task;
 
 pub const TENSORS_FILE: &str = "tensors.safetensors";
 pub const META_FILE: &str = "meta.json";
@@ -47,8 +54,13 @@ pub struct TensorSetMeta {
     /// The names of string labels, sorted: a row's label is the index of its name, and
     /// `label_values` is `0..N` ([`crate::labels`]). Absent for integer labels, whose names are
     /// their values (so sets of integer labels are written as before names existed).
+    /// Multi-label: the class names (every set names them); regression: one name, the label
+    /// column's (what `id2label` calls the value).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub label_names: Vec<String>,
+    /// What the labels are; absent (single-label) in sets from before tasks existed.
+    #[serde(default, skip_serializing_if = "Task::is_single_label")]
+    pub task: Task,
 }
 
 impl TensorSetMeta {
@@ -58,6 +70,16 @@ impl TensorSetMeta {
             self.label_values.iter().map(i64::to_string).collect()
         } else {
             self.label_names.clone()
+        }
+    }
+
+    /// Targets per row in `targets`: the classes of a multi-label set, 1 for regression, 0
+    /// for single-label sets (which have none).
+    pub fn target_width(&self) -> usize {
+        match self.task {
+            Task::SingleLabel => 0,
+            Task::MultiLabel => self.label_names.len(),
+            Task::Regression => 1,
         }
     }
 
@@ -79,6 +101,8 @@ pub struct TensorSet {
     pub offsets: Vec<u64>,
     pub valid_length: Vec<u32>,
     pub labels: Vec<i64>,
+    /// [`TensorSetMeta::target_width`] values per row (multi-label and regression sets).
+    pub targets: Vec<f32>,
     pub meta: TensorSetMeta,
 }
 
@@ -90,6 +114,7 @@ impl TensorSet {
             offsets: vec![0],
             valid_length: Vec::new(),
             labels: Vec::new(),
+            targets: Vec::new(),
             meta,
         }
     }
@@ -103,9 +128,16 @@ impl TensorSet {
         self.len() == 0
     }
 
-    /// Appends one row.
+    /// Appends one row of a single-label (or unlabelled) set.
     pub fn push(&mut self, ids: &[u32], types: &[u8], valid_length: u32, label: i64) {
+        self.push_row(ids, types, valid_length, label, &[]);
+    }
+
+    /// Appends one row with its targets ([`TensorSetMeta::target_width`] of them).
+    pub fn push_row(&mut self, ids: &[u32], types: &[u8], valid_length: u32, label: i64, targets: &[f32]) {
         debug_assert_eq!(ids.len(), types.len());
+        debug_assert_eq!(targets.len(), self.meta.target_width());
+        self.targets.extend_from_slice(targets);
         self.input_ids.extend_from_slice(ids);
         self.token_type_ids.extend_from_slice(types);
         self.offsets.push(self.input_ids.len() as u64);
@@ -123,11 +155,17 @@ impl TensorSet {
         &self.token_type_ids[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 
+    /// The targets of row `i` (empty for single-label sets).
+    pub fn targets_of(&self, i: usize) -> &[f32] {
+        let k = self.meta.target_width();
+        &self.targets[i * k..(i + 1) * k]
+    }
+
     /// A new set made of the given rows, in the given order.
     pub fn select(&self, rows: &[usize]) -> TensorSet {
         let mut out = TensorSet::empty(self.meta.clone());
         for &i in rows {
-            out.push(self.ids(i), self.types(i), self.valid_length[i], self.labels[i]);
+            out.push_row(self.ids(i), self.types(i), self.valid_length[i], self.labels[i], self.targets_of(i));
         }
         out
     }
@@ -138,16 +176,21 @@ impl TensorSet {
         let ids: Vec<u8> = self.input_ids.iter().flat_map(|v| v.to_le_bytes()).collect();
         let valid: Vec<u8> = self.valid_length.iter().flat_map(|v| v.to_le_bytes()).collect();
         let labels: Vec<u8> = self.labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let targets: Vec<u8> = self.targets.iter().flat_map(|v| v.to_le_bytes()).collect();
         fn view(dtype: Dtype, n: usize, data: &[u8]) -> StepResult<TensorView<'_>> {
             TensorView::new(dtype, vec![n], data).map_err(|e| StepError::failed(format!("building tensor: {e}")))
         }
-        let tensors = vec![
+        let mut tensors = vec![
             ("input_ids", view(Dtype::U32, self.input_ids.len(), &ids)?),
             ("token_type_ids", view(Dtype::U8, self.token_type_ids.len(), &self.token_type_ids)?),
             ("offsets", view(Dtype::U64, self.offsets.len(), &offsets)?),
             ("valid_length", view(Dtype::U32, self.valid_length.len(), &valid)?),
             ("labels", view(Dtype::I64, self.labels.len(), &labels)?),
         ];
+        // Single-label sets keep their bytes from before targets existed.
+        if !self.meta.task.is_single_label() {
+            tensors.push(("targets", view(Dtype::F32, self.targets.len(), &targets)?));
+        }
         let path = dir.join(TENSORS_FILE);
         safetensors::serialize_to_file(tensors, None, &path)
             .map_err(|e| StepError::failed(format!("writing {}: {e}", path.display())))?;
@@ -186,7 +229,15 @@ impl TensorSet {
         let i64s = |b: Vec<u8>| {
             b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect::<Vec<_>>()
         };
+        let targets = match meta.task {
+            Task::SingleLabel => Vec::new(),
+            _ => raw("targets", Dtype::F32)?
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        };
         let set = TensorSet {
+            targets,
             input_ids: u32s(raw("input_ids", Dtype::U32)?),
             token_type_ids: raw("token_type_ids", Dtype::U8)?,
             offsets: u64s(raw("offsets", Dtype::U64)?),
@@ -202,6 +253,7 @@ impl TensorSet {
         let n = self.valid_length.len();
         let consistent = self.offsets.len() == n + 1
             && self.labels.len() == n
+            && self.targets.len() == n * self.meta.target_width()
             && self.token_type_ids.len() == self.input_ids.len()
             && self.offsets.first() == Some(&0)
             && self.offsets.last() == Some(&(self.input_ids.len() as u64))
@@ -240,6 +292,7 @@ mod tests {
             pair: false,
             label_values: vec![0, 1],
             label_names: vec![],
+            task: Task::SingleLabel,
         }
     }
 
@@ -268,5 +321,22 @@ mod tests {
         assert_eq!(named.class_names(), ["neg", "pos"]);
         assert_eq!(named.name_of(1), Some("pos".into()));
         assert_eq!((meta().name_of(1), meta().name_of(-1)), (Some("1".into()), None));
+        assert!(!text.contains("task"), "{text}");
+    }
+
+    #[test]
+    fn multi_label_sets_store_their_targets_and_select_keeps_them() {
+        let names = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let m = TensorSetMeta { task: Task::MultiLabel, label_names: names, label_values: vec![0, 1, 2], ..meta() };
+        let mut set = TensorSet::empty(m);
+        set.push_row(&[101, 7, 102], &[0, 0, 0], 3, -1, &[1.0, 0.0, 1.0]);
+        set.push_row(&[101, 8, 102], &[0, 0, 0], 3, -1, &[0.0, 1.0, 0.0]);
+        let dir = tempfile::tempdir().unwrap();
+        set.save(dir.path()).unwrap();
+        let text = fs::read_to_string(dir.path().join(META_FILE)).unwrap();
+        assert!(text.contains(r#""task": "multi_label""#), "{text}");
+        let loaded = TensorSet::load(dir.path()).unwrap();
+        assert_eq!(loaded, set);
+        assert_eq!(loaded.select(&[1]).targets, [0.0, 1.0, 0.0]);
     }
 }

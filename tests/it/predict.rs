@@ -85,7 +85,7 @@ steps:
     kind: predict
     inputs: { data: new, model: finetune.model }
     text_column: text
-    format: jsonl
+    output_format: jsonl
   report:
     kind: report
     inputs: { training: finetune.metrics, evaluation: evaluate.metrics }

@@ -182,6 +182,7 @@ impl Predictions {
             recall,
             f1,
             confusion,
+            ..EvalMetrics::default()
         }
     }
 }

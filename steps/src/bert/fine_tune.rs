@@ -5,6 +5,11 @@
 //! epoch chosen on the validation set (`select_by`, [`TrainingMetrics::chosen`]; the last epoch
 //! without one), so `evaluate`, `ensemble` and the report all see the weights the report
 //! headlines; `early_stopping_patience` ends training once that figure stops improving.
+//!
+//! The task comes from the training set ([`crate::task`]): single-label (softmax, cross-entropy,
+//! written as before tasks), multi-label (a sigmoid per class, binary cross-entropy; micro and
+//! macro F1 at `threshold`) or regression (one output, MSE; Pearson and Spearman). The model's
+//! `config.json` says so in Hugging Face's `problem_type`.
 
 use std::fs;
 use std::path::Path;
@@ -17,7 +22,8 @@ use super::checkpoint::EpochCheckpoints;
 use super::classify::{check_fits, classes_of, load_classifier, predict};
 use super::device;
 use super::model::{BertClassifier, Pass};
-use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, ModelDir, WEIGHTS};
+use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, Head, ModelDir, WEIGHTS};
+use super::outputs::{check_task, outputs, targets_for, task_batch};
 use super::train::{batch_seed, count_equal, params as train, BatchOutcome, TrainConfig, Trainer};
 use super::weights::Checkpoint;
 use crate::error::{StepError, StepResult};
@@ -25,6 +31,7 @@ use crate::report::{ChosenBy, EarlyStop, EpochMetrics, SelectBy, TrainingMetrics
 use crate::step::{
     Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec, Timing,
 };
+use crate::task::{threshold, Task, THRESHOLD_PARAM};
 use crate::tensor_set::TensorSet;
 
 pub struct FineTune;
@@ -36,6 +43,7 @@ static SPEC: StepSpec = StepSpec {
     // 5: the model is the chosen epoch's weights, not the last epoch's; the metrics record the
     // saved epoch and each epoch's macro F1.
     // 6: both of the above (5 was either, on the branches that made them).
+    // Multi-label and regression sets are new (single-label outputs are unchanged).
     version: 6,
     summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
     params: &[
@@ -79,8 +87,9 @@ static SPEC: StepSpec = StepSpec {
             "select_by",
             ParamType::Choice(&SelectBy::NAMES),
             Default::Str("accuracy"),
-            "the validation figure that chooses the saved epoch, accuracy or macro_f1 (the earliest best; without a \
-             `valid` input the last epoch is saved)",
+            "the validation figure that chooses the saved epoch (the earliest best; without a `valid` input the last \
+             epoch is saved): accuracy or macro_f1; multi_label also micro_f1 (accuracy: every class right); \
+             regression mse, pearson or spearman (the default there is mse)",
         ),
         ParamSpec::optional(
             "early_stopping_patience",
@@ -89,6 +98,7 @@ static SPEC: StepSpec = StepSpec {
             "stop once the `select_by` figure has not improved for N epochs (needs `valid`; absent: train every \
              epoch); the saved model is the chosen epoch's",
         ),
+        THRESHOLD_PARAM,
     ],
     inputs: &[
         InputSpec::required("train", "tensor set to train on"),
@@ -131,7 +141,8 @@ impl Step for FineTune {
             return Err(StepError::param("dropout", format!("must be in [0, 1), got {dropout}")));
         }
         ClassWeights::from_params(params)?;
-        select_by(params)?;
+        select_by(params, None)?;
+        threshold(params)?;
         if params.opt_usize("early_stopping_patience")? == Some(0) {
             return Err(StepError::param(
                 "early_stopping_patience",
@@ -149,22 +160,41 @@ impl Step for FineTune {
         let train = TensorSet::load(train_dir)?;
         let valid = ctx.opt_input("valid").map(TensorSet::load).transpose()?;
         let test = ctx.opt_input("test").map(TensorSet::load).transpose()?;
+        let task = train.meta.task;
         let labels = train.meta.class_names();
-        if labels.len() < 2 {
+        let least = if task == Task::Regression { 1 } else { 2 };
+        if labels.len() < least {
             return Err(StepError::input(format!(
                 "the training set has {} distinct label(s); a classifier needs at least 2",
                 labels.len()
             )));
         }
         let known = "the training labels";
-        let train_classes = classes_of(&train, &labels, "input `train`", known)?;
-        let valid_classes = valid.as_ref().map(|s| classes_of(s, &labels, "input `valid`", known)).transpose()?;
-        let test_classes = test.as_ref().map(|s| classes_of(s, &labels, "input `test`", known)).transpose()?;
-        let class_weights = match ClassWeights::from_params(params)? {
-            Some(w) => Some(w.per_class(&train_classes, &labels)?),
-            None => None,
+        let targets = |set: &TensorSet, what: &str| -> StepResult<Targets> {
+            check_task(set, task, what)?;
+            Ok(match task {
+                Task::SingleLabel => Targets::Classes(classes_of(set, &labels, what, known)?),
+                _ => Targets::Values(targets_for(set, task, &labels, what, known)?),
+            })
         };
-        let select_by = select_by(params)?;
+        let train_targets = targets(&train, "input `train`")?;
+        let valid_targets = valid.as_ref().map(|s| targets(s, "input `valid`")).transpose()?;
+        let test_targets = test.as_ref().map(|s| targets(s, "input `test`")).transpose()?;
+        let class_weights = match (ClassWeights::from_params(params)?, &train_targets) {
+            (Some(w), Targets::Classes(classes)) => Some(w.per_class(classes, &labels)?),
+            (Some(_), Targets::Values(_)) => {
+                return Err(StepError::input_with_help(
+                    format!(
+                        "parameter `class_weights` weighs single-label classes; the training set is `{}`",
+                        task.name()
+                    ),
+                    "remove `class_weights`",
+                ))
+            }
+            (None, _) => None,
+        };
+        let select_by = select_by(params, Some(task))?;
+        let threshold = threshold(params)?;
         let patience = params.opt_usize("early_stopping_patience")?;
         if valid.is_none() {
             let needs = [
@@ -194,13 +224,17 @@ impl Step for FineTune {
             ctx.events.log("the checkpoint has no pooler weights: the pooler starts freshly initialised");
         }
         ctx.events.log(&format!(
-            "model: {} layers, hidden {}, {} heads, {:.1}M parameters; {} training rows, {} classes",
+            "model: {} layers, hidden {}, {} heads, {:.1}M parameters; {} training rows, {}",
             config.num_hidden_layers,
             config.hidden_size,
             config.num_attention_heads,
             weights.parameter_count() as f64 / 1e6,
             train.len(),
-            labels.len()
+            match task {
+                Task::SingleLabel => format!("{} classes", labels.len()),
+                Task::MultiLabel => format!("{} labels (multi_label)", labels.len()),
+                Task::Regression => format!("regression of `{}`", labels[0]),
+            }
         ));
 
         let batches_per_epoch = train.len().div_ceil(cfg.batch_size);
@@ -208,6 +242,7 @@ impl Step for FineTune {
         let mut trainer = Trainer::new(cfg.clone(), vars, batches_per_epoch, ctx.events, ctx.env)?;
         let checkpoints = EpochCheckpoints::new(ctx.checkpoint_dir);
         let mut metrics = TrainingMetrics {
+            task,
             epochs: Vec::new(),
             best_epoch: None,
             select_by,
@@ -229,32 +264,57 @@ impl Step for FineTune {
                 break;
             }
             let order = Batches::shuffled(&train, cfg.batch_size, batch_seed(cfg.seed, epoch, usize::MAX));
-            let stats = trainer.epoch(epoch, &order.batches, |rows, pass| {
-                classify_batch(&model, &train, &train_classes, rows, pass, &device, loss_weights.as_deref())
+            let stats = trainer.epoch(epoch, &order.batches, |rows, pass| match &train_targets {
+                Targets::Classes(classes) => {
+                    classify_batch(&model, &train, classes, rows, pass, &device, loss_weights.as_deref())
+                }
+                Targets::Values(values) => task_batch(&model, &train, task, values, rows, pass, &device, threshold),
             })?;
-            let mut row = EpochMetrics {
-                epoch,
-                train_loss: stats.loss,
-                train_accuracy: stats.accuracy,
-                valid_loss: None,
-                valid_accuracy: None,
-                test_loss: None,
-                test_accuracy: None,
-                lr: stats.lr,
-                seconds: None,
-                samples_per_second: None,
-                valid_macro_f1: None,
-                test_macro_f1: None,
+            let train_accuracy = (task != Task::Regression).then_some(stats.accuracy);
+            let mut row = EpochMetrics::new(epoch, stats.loss, train_accuracy, stats.lr);
+            let eval = |set: &TensorSet, t: &Targets| -> StepResult<Scores> {
+                Ok(match t {
+                    Targets::Classes(classes) => {
+                        let p = predict(&model, set, classes, eval_batch, cfg.precision, &device, ctx.env)?;
+                        Scores {
+                            loss: p.loss,
+                            accuracy: Some(p.accuracy()),
+                            macro_f1: Some(p.metrics(&labels).macro_f1),
+                            ..Scores::default()
+                        }
+                    }
+                    Targets::Values(values) => {
+                        let out = outputs(&model, set, task, eval_batch, cfg.precision, &device, ctx.env)?;
+                        if task == Task::Regression {
+                            let m = out.regression_metrics(values, &labels[0]);
+                            Scores {
+                                loss: m.mse,
+                                pearson: Some(m.pearson),
+                                spearman: Some(m.spearman),
+                                ..Scores::default()
+                            }
+                        } else {
+                            let m = out.multi_label_metrics(values, &labels, threshold);
+                            Scores {
+                                loss: m.loss,
+                                accuracy: Some(m.accuracy),
+                                macro_f1: Some(m.macro_f1),
+                                micro_f1: m.micro_f1,
+                                ..Scores::default()
+                            }
+                        }
+                    }
+                })
             };
-            if let (Some(set), Some(classes)) = (&valid, &valid_classes) {
-                let p = predict(&model, set, classes, eval_batch, cfg.precision, &device, ctx.env)?;
-                (row.valid_loss, row.valid_accuracy) = (Some(p.loss), Some(p.accuracy()));
-                row.valid_macro_f1 = Some(p.metrics(&labels).macro_f1);
+            if let (Some(set), Some(t)) = (&valid, &valid_targets) {
+                let s = eval(set, t)?;
+                (row.valid_loss, row.valid_accuracy, row.valid_macro_f1) = (Some(s.loss), s.accuracy, s.macro_f1);
+                (row.valid_micro_f1, row.valid_pearson, row.valid_spearman) = (s.micro_f1, s.pearson, s.spearman);
             }
-            if let (Some(set), Some(classes)) = (&test, &test_classes) {
-                let p = predict(&model, set, classes, eval_batch, cfg.precision, &device, ctx.env)?;
-                (row.test_loss, row.test_accuracy) = (Some(p.loss), Some(p.accuracy()));
-                row.test_macro_f1 = Some(p.metrics(&labels).macro_f1);
+            if let (Some(set), Some(t)) = (&test, &test_targets) {
+                let s = eval(set, t)?;
+                (row.test_loss, row.test_accuracy, row.test_macro_f1) = (Some(s.loss), s.accuracy, s.macro_f1);
+                (row.test_micro_f1, row.test_pearson, row.test_spearman) = (s.micro_f1, s.pearson, s.spearman);
             }
             let timing = Timing::epoch(epoch, stats.seconds, stats.samples as u64);
             ctx.events.log(&format!("{}; {}", epoch_line(&row, select_by), timing.describe()));
@@ -288,7 +348,7 @@ impl Step for FineTune {
         let out = ctx.output("model");
         fs::create_dir_all(&out).map_err(StepError::io("creating", &out))?;
         weights.save(&out.join(WEIGHTS), &[])?;
-        write_config(&out, &config, Some(&labels))?;
+        write_config(&out, &config, Head::Classifier { labels: &labels, task })?;
         let tokenizer = tensor_set_tokenizer(train_dir).or(source.tokenizer.clone());
         write_tokenizer(&out, tokenizer.as_deref(), &train.meta)?;
         write_metrics(&ctx.output("metrics"), &metrics)
@@ -324,6 +384,24 @@ pub fn classify_batch(
     };
     let correct = count_equal(&logits.argmax(1)?, &target)?;
     Ok(BatchOutcome { loss, correct, count: rows.len() })
+}
+
+/// What each row of a set is trained towards: its class, or its targets ([`TensorSet::targets`]
+/// in the training set's class order).
+enum Targets {
+    Classes(Vec<u32>),
+    Values(Vec<f32>),
+}
+
+/// The figures of one evaluation of a set during training (those of its task).
+#[derive(Default)]
+struct Scores {
+    loss: f64,
+    accuracy: Option<f64>,
+    macro_f1: Option<f64>,
+    micro_f1: Option<f64>,
+    pearson: Option<f64>,
+    spearman: Option<f64>,
 }
 
 /// `class_weights` as given: before the training set is known.
@@ -387,11 +465,30 @@ impl ClassWeights {
     }
 }
 
-/// The `select_by` parameter (accuracy when absent).
-fn select_by(params: &Params) -> StepResult<SelectBy> {
-    let Some(name) = params.opt_str("select_by")? else { return Ok(SelectBy::Accuracy) };
-    SelectBy::parse(name)
-        .ok_or_else(|| StepError::param("select_by", format!("`{name}` is not one of {}", SelectBy::NAMES.join(", "))))
+/// The `select_by` parameter (accuracy when absent), checked against the training set's
+/// `task` when it is known: regression chooses by MSE where the default says accuracy.
+fn select_by(params: &Params, task: Option<Task>) -> StepResult<SelectBy> {
+    let given = params.opt_str("select_by")?;
+    let by = match given {
+        None => SelectBy::Accuracy,
+        Some(name) => SelectBy::parse(name).ok_or_else(|| {
+            StepError::param("select_by", format!("`{name}` is not one of {}", SelectBy::NAMES.join(", ")))
+        })?,
+    };
+    let Some(task) = task else { return Ok(by) };
+    let fits = SelectBy::of_task(task);
+    match by {
+        SelectBy::Accuracy if task == Task::Regression => Ok(SelectBy::Mse),
+        by if fits.contains(&by) => Ok(by),
+        by => Err(StepError::input_with_help(
+            format!("parameter `select_by: {}` does not apply to the training set's task `{}`", by.name(), task.name()),
+            format!(
+                "for `{}` choose by one of {}",
+                task.name(),
+                fits.iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
 }
 
 fn stop_line(stop: &EarlyStop, by: SelectBy) -> String {
@@ -406,15 +503,27 @@ fn stop_line(stop: &EarlyStop, by: SelectBy) -> String {
 }
 
 fn epoch_line(e: &EpochMetrics, by: SelectBy) -> String {
-    let mut line = format!("[Epoch {}] train loss={:.4}, acc={:.4}", e.epoch, e.train_loss, e.train_accuracy);
+    let mut line = format!("[Epoch {}] train loss={:.4}", e.epoch, e.train_loss);
+    if let Some(a) = e.train_accuracy {
+        line.push_str(&format!(", acc={a:.4}"));
+    }
     if let Some(a) = e.valid_accuracy {
         line.push_str(&format!("; valid acc={a:.4}"));
     }
     if let (SelectBy::MacroF1, Some(f)) = (by, e.valid_macro_f1) {
         line.push_str(&format!(", macro F1={f:.4}"));
     }
+    if let Some(f) = e.valid_micro_f1 {
+        line.push_str(&format!(", micro F1={f:.4}"));
+    }
+    if let (Some(l), Some(p), Some(r)) = (e.valid_loss, e.valid_pearson, e.valid_spearman) {
+        line.push_str(&format!("; valid MSE={l:.4}, Pearson={p:.4}, Spearman={r:.4}"));
+    }
     if let Some(a) = e.test_accuracy {
         line.push_str(&format!("; test acc={a:.4}"));
+    }
+    if let (Some(l), Some(p)) = (e.test_loss, e.test_pearson) {
+        line.push_str(&format!("; test MSE={l:.4}, Pearson={p:.4}"));
     }
     line
 }

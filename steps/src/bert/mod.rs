@@ -23,6 +23,7 @@ pub mod model;
 pub mod model_dir;
 pub(crate) mod ops;
 pub mod optimizer;
+pub(crate) mod outputs;
 pub mod predict;
 pub mod predictor;
 pub(crate) mod pretrain;

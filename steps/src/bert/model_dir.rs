@@ -11,6 +11,7 @@ use super::tokenizer_files;
 use crate::error::{StepError, StepResult};
 use crate::hub::{self, HubRef};
 use crate::step::Environment;
+use crate::task::Task;
 use crate::tensor_set::{TensorSetMeta, TOKENIZER_FILE};
 
 pub const CONFIG: &str = "config.json";
@@ -93,9 +94,23 @@ impl ModelDir {
         BertConfig::load(&self.config)
     }
 
-    /// The class names of a classification model (`config.json`'s `id2label`, in class order).
+    /// The class names of a classification model (`config.json`'s `id2label`, in class order;
+    /// a regression model's one name is its value's).
     pub fn class_names(&self, config: &BertConfig) -> StepResult<Vec<String>> {
         class_names(&config.extra, &self.config)
+    }
+
+    /// The model's task, from `config.json`'s `problem_type` (absent: single-label).
+    pub fn task(&self, config: &BertConfig) -> StepResult<Task> {
+        let given = config.extra.get("problem_type").and_then(Value::as_str);
+        Task::of_problem_type(given).ok_or_else(|| {
+            StepError::input(format!(
+                "{}: `problem_type` `{}` is none of single_label_classification, multi_label_classification, \
+                 regression",
+                self.config.display(),
+                given.unwrap_or_default()
+            ))
+        })
     }
 }
 
@@ -120,12 +135,32 @@ fn class_names(extra: &std::collections::BTreeMap<String, Value>, path: &Path) -
     names.into_iter().collect::<Option<Vec<String>>>().ok_or_else(not_classifier)
 }
 
+/// The head a written model has.
+#[derive(Debug, Clone, Copy)]
+pub enum Head<'a> {
+    /// `BertForSequenceClassification` for `task`, its outputs named by `labels` (one for
+    /// regression).
+    Classifier {
+        labels: &'a [String],
+        task: Task,
+    },
+    MaskedLm,
+}
+
 /// Writes `config.json` for a model head: `BertForSequenceClassification` with its class names
-/// (`id2label`, `label2id`: what `transformers.pipeline` reports), or `BertForMaskedLM`.
-pub fn write_config(dir: &Path, config: &BertConfig, labels: Option<&[String]>) -> StepResult<()> {
+/// (`id2label`, `label2id`: what `transformers.pipeline` reports) and, for multi-label and
+/// regression models, Hugging Face's `problem_type` (single-label configs are written as before
+/// tasks existed: `transformers` takes `num_labels` > 1 as single-label), or `BertForMaskedLM`.
+pub fn write_config(dir: &Path, config: &BertConfig, head: Head<'_>) -> StepResult<()> {
     let mut config = config.clone();
-    match labels {
-        Some(labels) => {
+    match head {
+        Head::Classifier { labels, task } => {
+            if !task.is_single_label() {
+                config.extra.insert("problem_type".into(), json!(task.problem_type()));
+            } else if config.extra.get("problem_type") != Some(&json!(task.problem_type())) {
+                // A source model of another task: not this one's.
+                config.extra.remove("problem_type");
+            }
             let id2label: serde_json::Map<String, Value> =
                 labels.iter().enumerate().map(|(i, l)| (i.to_string(), json!(l))).collect();
             let label2id: serde_json::Map<String, Value> =
@@ -135,7 +170,7 @@ pub fn write_config(dir: &Path, config: &BertConfig, labels: Option<&[String]>) 
             config.extra.insert("id2label".into(), Value::Object(id2label));
             config.extra.insert("label2id".into(), Value::Object(label2id));
         }
-        None => {
+        Head::MaskedLm => {
             config.extra.insert("architectures".into(), json!(["BertForMaskedLM"]));
         }
     }

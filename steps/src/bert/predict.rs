@@ -1,14 +1,21 @@
-//! The `predict` step kind: a classification model and an unlabelled table → one row per input
-//! row with its own columns (an `id` passes through), the predicted label's name, its
-//! probability and every class's probability, as CSV or JSONL. The scoring is
-//! [`super::predictor::Predictor`]'s, shared with `pipe predict`; so is the output form
-//! ([`render`]).
+//! The `predict` step kind: a fine-tuned model and an unlabelled table → one row per input row
+//! with its own columns (an `id` passes through) and the model's predictions, as CSV or JSONL.
+//! The table is read as every table kind reads one ([`Table::open`]: CSV, TSV, JSON Lines,
+//! Parquet, gzipped or not, `format`/`quoting`/`separator`); `output_format` is the
+//! predictions'. The scoring is [`super::predictor::Predictor`]'s, shared with `pipe
+//! predict`; so is the output form ([`render`]).
 //!
-//! Output columns after the input's: `predicted` (the class name of the highest probability,
-//! the lower class on ties), `probability` (its probability) and one `p_<name>` per class in
-//! class order (CSV), or `probabilities: {name: p}` (JSONL). An input column of one of those
-//! names is an error rather than silently overwritten.
+//! Output columns after the input's, by the model's task ([`crate::task`]):
+//! - single_label: `predicted` (the class name of the highest probability, the lower class on
+//!   ties), `probability` (its probability) and one `p_<name>` per class in class order (CSV),
+//!   or `probabilities: {name: p}` (JSONL);
+//! - multi_label: `predicted` (a JSON list of the classes whose probability is at least
+//!   `threshold`, in class order) and every class's probability as above;
+//! - regression: `predicted`, the value.
+//!
+//! An input column of one of those names is an error rather than silently overwritten.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 
@@ -18,18 +25,23 @@ use super::device;
 use super::model_dir::ModelDir;
 use super::predictor::{PredictOptions, Predictor};
 use crate::error::{StepError, StepResult};
-use crate::predictions::{argmax, csv_cell};
+use crate::predictions::{argmax, csv_cell, over_threshold};
 use crate::step::{
-    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+    Default, Environment, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
-use crate::text::table::{parse_separator, Malformed, Table};
+use crate::task::{threshold, Task, THRESHOLD_PARAM};
+use crate::text::table::{
+    resolve_formats, validate_params, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM,
+};
 
 pub struct Predict;
 
 static SPEC: StepSpec = StepSpec {
     kind: "predict",
-    version: 1,
-    summary: "run a fine-tuned classifier on raw text: the predicted label, its probability and all probabilities",
+    // 2: the input is read by `Table::open` (`format` is the input's, as in every table kind;
+    // the predictions' is `output_format`); multi-label and regression models.
+    version: 2,
+    summary: "run a fine-tuned model on raw text: the predicted label(s) or value, and every class's probability",
     params: &[
         ParamSpec::optional(
             "model",
@@ -39,7 +51,9 @@ static SPEC: StepSpec = StepSpec {
         ),
         ParamSpec::optional("text_column", ParamType::Str, Default::Str("document"), "column of the (first) text"),
         ParamSpec::optional("text_b_column", ParamType::Str, Default::Absent, "column of the second text, for pairs"),
-        ParamSpec::optional("separator", ParamType::Str, Default::Str("\t"), "field separator: \"\\t\" or \",\""),
+        FORMAT_PARAM,
+        QUOTING_PARAM,
+        SEPARATOR_PARAM,
         ParamSpec::optional(
             "malformed",
             ParamType::Choice(&["drop", "error"]),
@@ -47,11 +61,12 @@ static SPEC: StepSpec = StepSpec {
             "lines with the wrong number of fields: drop or fail",
         ),
         ParamSpec::optional(
-            "format",
+            "output_format",
             ParamType::Choice(&["csv", "jsonl"]),
             Default::Str("csv"),
             "the predictions file: CSV (p_<label> columns) or JSON lines (a `probabilities` object)",
         ),
+        THRESHOLD_PARAM,
         ParamSpec::optional(
             "max_len",
             ParamType::Uint,
@@ -126,20 +141,83 @@ impl InputRows {
     }
 }
 
-/// The names of the output's own columns for `labels`.
-fn prediction_columns(labels: &[String]) -> Vec<String> {
-    let mut out = vec!["predicted".to_string(), "probability".to_string()];
-    out.extend(labels.iter().map(|l| format!("p_{l}")));
-    out
+/// A model's outputs for some rows, with what names and reads them.
+#[derive(Debug, Clone, Copy)]
+pub struct Scored<'a> {
+    pub task: Task,
+    /// The class names (a regression model's one name).
+    pub labels: &'a [String],
+    /// Multi-label: the probability from which a class is predicted.
+    pub threshold: f32,
+    /// Each row's class probabilities, or its value.
+    pub values: &'a [Vec<f32>],
+}
+
+impl Scored<'_> {
+    /// The names of the output's own columns.
+    pub fn columns(task: Task, labels: &[String]) -> Vec<String> {
+        let probs = labels.iter().map(|l| format!("p_{l}"));
+        match task {
+            Task::SingleLabel => ["predicted", "probability"].map(String::from).into_iter().chain(probs).collect(),
+            Task::MultiLabel => std::iter::once("predicted".to_string()).chain(probs).collect(),
+            Task::Regression => vec!["predicted".to_string()],
+        }
+    }
+
+    /// Row `row`'s output cells, numbers with `decimals` decimals; a multi-label prediction as
+    /// a JSON list, or its names joined by ", " when `plain`.
+    pub fn cells(&self, row: usize, decimals: usize, plain: bool) -> Vec<String> {
+        let p = &self.values[row];
+        let num = |v: f32| format!("{v:.decimals$}");
+        match self.task {
+            Task::SingleLabel => {
+                let best = argmax(p);
+                let mut cells = vec![self.labels[best].clone()];
+                cells.extend(std::iter::once(p[best]).chain(p.iter().copied()).map(num));
+                cells
+            }
+            Task::MultiLabel => {
+                let names = over_threshold(self.labels, p, self.threshold);
+                let shown = if plain { names.join(", ") } else { serde_json::to_string(&names).unwrap_or_default() };
+                std::iter::once(shown).chain(p.iter().copied().map(num)).collect()
+            }
+            Task::Regression => vec![num(p[0])],
+        }
+    }
+
+    /// Row `row`'s output fields as JSON (`"key":value`), numbers in f32's shortest form.
+    fn json_fields(&self, row: usize) -> Vec<String> {
+        let key = |k: &str| serde_json::to_string(k).unwrap_or_default();
+        let p = &self.values[row];
+        let all = || {
+            let each: Vec<String> = self.labels.iter().zip(p).map(|(l, p)| format!("{}:{p}", key(l))).collect();
+            format!("\"probabilities\":{{{}}}", each.join(","))
+        };
+        match self.task {
+            Task::SingleLabel => {
+                let best = argmax(p);
+                vec![
+                    format!("\"predicted\":{}", key(&self.labels[best])),
+                    format!("\"probability\":{}", p[best]),
+                    all(),
+                ]
+            }
+            Task::MultiLabel => {
+                let names = over_threshold(self.labels, p, self.threshold);
+                vec![format!("\"predicted\":{}", serde_json::to_string(&names).unwrap_or_default()), all()]
+            }
+            Task::Regression => vec![format!("\"predicted\":{}", p[0])],
+        }
+    }
 }
 
 /// Checks that no input column has the name of an output column.
-pub fn check_columns(columns: &[String], labels: &[String]) -> StepResult<()> {
-    let ours = prediction_columns(labels);
+pub fn check_columns(columns: &[String], task: Task, labels: &[String]) -> StepResult<()> {
+    let ours = Scored::columns(task, labels);
     match columns.iter().find(|c| ours.contains(c) || c.as_str() == "probabilities") {
         None => Ok(()),
         Some(c) => Err(StepError::input_with_help(
-            format!("the input has a column `{c}`, which the predictions add (predicted, probability, p_<label>)"),
+            format!("the input has a column `{c}`, which the predictions add ({})", ours.join(", ")),
             "rename or drop that column of the input",
         )),
     }
@@ -155,22 +233,16 @@ fn cell(v: &Value) -> String {
 }
 
 /// One output row as a JSON object, the input's columns first, in order.
-fn json_object(rows: &InputRows, row: usize, labels: &[String], probs: &[f32]) -> String {
+fn json_object(rows: &InputRows, row: usize, scored: &Scored<'_>) -> String {
     let key = |k: &str| serde_json::to_string(k).unwrap_or_default();
     let mut fields: Vec<String> =
         rows.columns.iter().zip(&rows.values[row]).map(|(c, v)| format!("{}:{v}", key(c))).collect();
-    let best = argmax(probs);
-    fields.push(format!("\"predicted\":{}", key(&labels[best])));
-    // f32's shortest form (a finite number: JSON).
-    fields.push(format!("\"probability\":{}", probs[best]));
-    let all: Vec<String> = labels.iter().zip(probs).map(|(l, p)| format!("{}:{p}", key(l))).collect();
-    fields.push(format!("\"probabilities\":{{{}}}", all.join(",")));
+    fields.extend(scored.json_fields(row));
     format!("{{{}}}", fields.join(","))
 }
 
-/// The predictions of `rows` (`probs[i]`: row `i`'s class probabilities, classes named by
-/// `labels`) as CSV (six decimals), JSON lines or one JSON array.
-pub fn render(rows: &InputRows, labels: &[String], probs: &[Vec<f32>], format: OutputFormat) -> String {
+/// The predictions of `rows` as CSV (six decimals), JSON lines or one JSON array.
+pub fn render(rows: &InputRows, scored: &Scored<'_>, format: OutputFormat) -> String {
     let mut out = String::new();
     match format {
         OutputFormat::Csv => {
@@ -178,26 +250,24 @@ pub fn render(rows: &InputRows, labels: &[String], probs: &[Vec<f32>], format: O
                 .columns
                 .iter()
                 .cloned()
-                .chain(prediction_columns(labels))
+                .chain(Scored::columns(scored.task, scored.labels))
                 .map(|c| csv_cell(&c).into_owned())
                 .collect();
             let _ = writeln!(out, "{}", header.join(","));
-            for (row, p) in probs.iter().enumerate() {
-                let best = argmax(p);
+            for row in 0..scored.values.len() {
                 let mut cells: Vec<String> = rows.values[row].iter().map(|v| csv_cell(&cell(v)).into_owned()).collect();
-                cells.push(csv_cell(&labels[best]).into_owned());
-                cells.extend(std::iter::once(p[best]).chain(p.iter().copied()).map(|v| format!("{v:.6}")));
+                cells.extend(scored.cells(row, 6, false).iter().map(|c| csv_cell(c).into_owned()));
                 let _ = writeln!(out, "{}", cells.join(","));
             }
         }
         OutputFormat::Jsonl => {
-            for (row, p) in probs.iter().enumerate() {
-                let _ = writeln!(out, "{}", json_object(rows, row, labels, p));
+            for row in 0..scored.values.len() {
+                let _ = writeln!(out, "{}", json_object(rows, row, scored));
             }
         }
         OutputFormat::Json => {
             let objects: Vec<String> =
-                probs.iter().enumerate().map(|(row, p)| format!("  {}", json_object(rows, row, labels, p))).collect();
+                (0..scored.values.len()).map(|row| format!("  {}", json_object(rows, row, scored))).collect();
             let _ = writeln!(out, "[\n{}\n]", objects.join(",\n"));
         }
     }
@@ -223,14 +293,18 @@ impl Step for Predict {
         device::resolve_params(params, env)
     }
 
+    fn resolve_inputs(&self, params: &Params, sources: &BTreeMap<String, InputSource>) -> StepResult<Params> {
+        resolve_formats(params, &["data"], sources)
+    }
+
     fn validate(&self, params: &Params) -> StepResult<()> {
-        parse_separator(params.str("separator")?)?;
-        Malformed::parse(params.str("malformed")?)?;
+        validate_params(params)?;
         if let Some(n) = params.opt_usize("max_len")? {
             if n < 2 {
                 return Err(StepError::param("max_len", format!("must be at least 2 ([CLS] and [SEP]), got {n}")));
             }
         }
+        threshold(params)?;
         crate::bert::train::precision(params)?;
         device::check(params.str("device")?)
     }
@@ -239,33 +313,39 @@ impl Step for Predict {
         let params = ctx.params;
         let text_b_column = params.opt_str("text_b_column")?.filter(|s| !s.is_empty());
         let data = ctx.input("data")?;
-        let table =
-            Table::read(data, parse_separator(params.str("separator")?)?, Malformed::parse(params.str("malformed")?)?)?;
+        let source = ctx.source("data");
+        let table = Table::open(data, &source, Reading::of(params, "data", &source)?)?;
         if table.malformed_dropped > 0 {
             ctx.events.log(&format!("dropped {} malformed lines", table.malformed_dropped));
         }
         let rows = InputRows::from_table(&table, params.str("text_column")?, text_b_column)?;
-        let source = ModelDir::resolve(ctx.opt_input("model"), params.opt_str("model")?, ctx.env)?;
+        let model = ModelDir::resolve(ctx.opt_input("model"), params.opt_str("model")?, ctx.env)?;
         let device = device::open(params.str("device")?)?;
-        let mut predictor = Predictor::load(&source, &device, options(params, text_b_column.is_some())?)?;
-        check_columns(&rows.columns, &predictor.labels)?;
+        let mut predictor = Predictor::load(&model, &device, options(params, text_b_column.is_some())?)?;
+        check_columns(&rows.columns, predictor.task, &predictor.labels)?;
         let started = std::time::Instant::now();
-        let probs = predictor.probabilities(&rows.a, rows.b.as_deref(), ctx.env)?;
+        let values = predictor.outputs(&rows.a, rows.b.as_deref(), ctx.env)?;
         let seconds = started.elapsed().as_secs_f64();
+        let what = match predictor.task {
+            Task::SingleLabel => format!("{} classes", predictor.labels.len()),
+            Task::MultiLabel => format!("{} labels (multi_label)", predictor.labels.len()),
+            Task::Regression => "regression".to_string(),
+        };
         ctx.events.log(&format!(
-            "{} rows, {} classes ({}), max_len {}: {:.1}s, {:.0} rows/s",
+            "{} rows, {what} ({}), max_len {}: {:.1}s, {:.0} rows/s",
             rows.len(),
-            predictor.labels.len(),
             crate::labels::quoted(&predictor.labels),
             predictor.max_len(),
             seconds,
             rows.len() as f64 / seconds.max(1e-9)
         ));
-        let format = match params.str("format")? {
+        let format = match params.str("output_format")? {
             "jsonl" => OutputFormat::Jsonl,
             _ => OutputFormat::Csv,
         };
+        let scored =
+            Scored { task: predictor.task, labels: &predictor.labels, threshold: threshold(params)?, values: &values };
         let path = ctx.output("predictions");
-        fs::write(&path, render(&rows, &predictor.labels, &probs, format)).map_err(StepError::io("writing", &path))
+        fs::write(&path, render(&rows, &scored, format)).map_err(StepError::io("writing", &path))
     }
 }

@@ -1,6 +1,7 @@
-//! `Predictor`: a classification model directory ready to score raw text. Shared by the
-//! `predict` step kind and `pipe predict`: one function takes texts and returns every class's
-//! probability ([`Predictor::probabilities`]).
+//! `Predictor`: a classification or regression model directory ready to score raw text.
+//! Shared by the `predict` step kind and `pipe predict`: one function takes texts and returns
+//! every class's probability, or the value ([`Predictor::outputs`], as the model's task says:
+//! softmax, a sigmoid per class, or the output itself; [`crate::task`]).
 //!
 //! Texts are tokenized with the model directory's own `tokenizer.json` exactly as `tokenize`
 //! tokenizes a table ([`crate::text::encode::Encoder`] and the sentence transform: `[CLS] a
@@ -8,8 +9,6 @@
 //! similar length as `evaluate` scores a tensor set. `max_len` defaults to the model's
 //! `tokenizer_config.json` `model_max_length` (what `fine-tune` trained with), else its
 //! position table.
-//!
-//! Not in it: multi-label and regression heads (a softmax over classes only).
 
 use std::fs;
 use std::path::Path;
@@ -21,9 +20,11 @@ use super::classify::{check_fits, load_classifier, probabilities};
 use super::config::BertConfig;
 use super::model::{BertClassifier, Precision};
 use super::model_dir::ModelDir;
+use super::outputs::outputs;
 use super::weights::{Checkpoint, Weights};
 use crate::error::{StepError, StepResult};
 use crate::step::Environment;
+use crate::task::Task;
 use crate::tensor_set::{TensorSet, TensorSetMeta};
 use crate::text::encode::Encoder;
 use crate::text::sentence_transform::SentenceTransform;
@@ -53,8 +54,10 @@ pub struct Predictor {
     /// Holds the parameters the model's tensors live in.
     _weights: Weights,
     config: BertConfig,
-    /// The class names, in class order (`id2label`).
+    /// The class names, in class order (`id2label`; a regression model's one name).
     pub labels: Vec<String>,
+    /// What the model predicts (`config.json`'s `problem_type`).
+    pub task: Task,
     encoder: Encoder,
     transform: SentenceTransform,
     meta: TensorSetMeta,
@@ -67,6 +70,7 @@ impl Predictor {
     pub fn load(source: &ModelDir, device: &Device, options: PredictOptions) -> StepResult<Predictor> {
         let config = source.config()?;
         let labels = source.class_names(&config)?;
+        let task = source.task(&config)?;
         let Some(tokenizer_path) = &source.tokenizer else {
             let dir = source.config.parent().unwrap_or(Path::new("."));
             return Err(StepError::input_with_help(
@@ -107,6 +111,7 @@ impl Predictor {
             pair: options.pair,
             label_values: Vec::new(),
             label_names: Vec::new(),
+            task: crate::task::Task::SingleLabel,
         };
         let checkpoint = Checkpoint::load(&source.weights)?;
         let (model, weights, _) = load_classifier(&config, labels.len(), &checkpoint, true, 0, device)?;
@@ -115,6 +120,7 @@ impl Predictor {
             _weights: weights,
             config,
             labels,
+            task,
             encoder,
             transform,
             meta,
@@ -128,14 +134,10 @@ impl Predictor {
         self.meta.max_len
     }
 
-    /// Every class's probability for each text (`b`: the second texts of pairs), in input
-    /// order. Tokenizes on `env.threads` threads; checks `env`'s cancellation between batches.
-    pub fn probabilities(
-        &mut self,
-        a: &[String],
-        b: Option<&[String]>,
-        env: &Environment,
-    ) -> StepResult<Vec<Vec<f32>>> {
+    /// Every class's probability for each text (a regression model: the value; `b`: the
+    /// second texts of pairs), in input order. Tokenizes on `env.threads` threads; checks
+    /// `env`'s cancellation between batches.
+    pub fn outputs(&mut self, a: &[String], b: Option<&[String]>, env: &Environment) -> StepResult<Vec<Vec<f32>>> {
         if b.is_some() != self.options.pair {
             return Err(StepError::failed("pairs given to a predictor loaded for single texts (or the reverse)"));
         }
@@ -156,7 +158,11 @@ impl Predictor {
             set.push(&ids, &types, info.valid_length, -1);
         }
         check_fits(&self.config, &set, "the texts")?;
-        probabilities(&self.model, &set, self.options.batch_size.max(1), self.options.precision, &self.device, env)
+        let (batch, precision) = (self.options.batch_size.max(1), self.options.precision);
+        match self.task {
+            Task::SingleLabel => probabilities(&self.model, &set, batch, precision, &self.device, env),
+            task => Ok(outputs(&self.model, &set, task, batch, precision, &self.device, env)?.values),
+        }
     }
 }
 

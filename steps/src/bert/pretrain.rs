@@ -36,7 +36,7 @@ use super::config::BertConfig;
 use super::device;
 use super::electra::{Electra, MaskedInput};
 use super::model::{BertMaskedLm, Pass};
-use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, CONFIG, WEIGHTS};
+use super::model_dir::{tensor_set_tokenizer, write_config, write_tokenizer, Head, CONFIG, WEIGHTS};
 use super::train::{batch_seed, count_equal, params as train, BatchOutcome, EpochStats, TrainConfig, Trainer};
 use super::weights::{candle_err, Weights};
 use crate::error::{StepError, StepResult};
@@ -654,7 +654,7 @@ impl Step for Pretrain {
         match &model {
             Model::Mlm(model) => {
                 weights.save(&out.join(WEIGHTS), &model.tied_aliases())?;
-                write_config(&out, &config, None)?;
+                write_config(&out, &config, Head::MaskedLm)?;
             }
             Model::Electra(..) => {
                 save_encoder(&weights, &out.join(WEIGHTS))?;

@@ -281,6 +281,7 @@ mod tests {
             pair: false,
             label_values: vec![],
             label_names: vec![],
+            task: crate::task::Task::SingleLabel,
         }
     }
 

@@ -9,7 +9,8 @@
 //! ensemble can weigh this model against a BERT fine-tuned on the other rows. Rows are read as
 //! `tokenize` reads them ([`crate::text::table::Table`], labels integers or strings as
 //! [`crate::labels`] says, empty texts kept), so row `i` here is row `i` of the tokenized table.
-//! Any number of classes (multinomial for more than two); `nb_scaling` takes two only.
+//! Any number of classes (multinomial for more than two); `nb_scaling` takes two only. Not
+//! multi-label or regression: `task` is there to refuse them by name ([`crate::task`]).
 //!
 //! The vocabulary and idf are fit on the training rows only; validation rows never choose
 //! anything here (they are predicted, for the ensemble to weigh).
@@ -133,6 +134,10 @@ static SPEC: StepSpec = StepSpec {
         ),
         ParamSpec::optional("log_every", ParamType::Uint, Default::Int(1), "log every N Newton steps (0: never)")
             .not_in_key(),
+        ParamSpec {
+            help: "single_label only (N classes; when absent): multi_label and regression are refused",
+            ..crate::task::TASK_PARAM
+        },
     ],
     inputs: &[
         InputSpec::required("train", "the training table (e.g. a download or sample)"),
@@ -334,6 +339,7 @@ impl Step for Linear {
     }
 
     fn validate(&self, params: &Params) -> StepResult<()> {
+        crate::task::Task::of_params(params)?.refuse_unless_single_label("linear", "parameter `task`")?;
         validate_params(params)?;
         Settings::from(params).map(|_| ())
     }

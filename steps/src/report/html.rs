@@ -6,8 +6,11 @@
 //!   epoch ringed, and the linear baselines' and ensembles' test accuracy as labelled reference
 //!   lines;
 //! - the parameters that differ between the runs;
-//! - each run's confusion matrix as a shaded grid;
+//! - each run's confusion matrix as a shaded grid (single-label runs);
 //! - the tables of the text form (models compared, runs compared, the latest run's epochs).
+//!
+//! Multi-label and regression runs chart micro F1 and Pearson instead of accuracy
+//! ([`super::headline`]) and show their own final evaluation.
 //!
 //! Every string from a run (labels, parameter values, step names) is escaped.
 
@@ -15,10 +18,11 @@ use std::fmt::Write as _;
 
 use super::svg::{self, esc, LegendEntry, LineChart, Reference, Ring, Series, Swatch, COLORS};
 use super::{
-    chosen_line, comparison_header, comparison_rows, confusion_table, epoch_header, epoch_rows, model_rows,
-    param_columns, training_lines, weight_lines, ChosenBy, Report, RunReport, TrainingMetrics, CHOICE_NOTE,
-    MODELS_HEADER,
+    chosen_line, comparison_header, comparison_rows, comparison_task, confusion_table, epoch_header, epoch_rows,
+    headline, model_rows, multi_label_line, param_columns, per_class_table, regression_line, training_lines,
+    weight_lines, ChosenBy, Report, RunReport, TrainingMetrics, CHOICE_NOTE, MODELS_HEADER,
 };
+use crate::task::Task;
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;\
 max-width:1100px;margin:24px auto;padding:0 16px;color:#222;line-height:1.4}\
@@ -57,8 +61,9 @@ pub(super) fn render(report: &Report) -> String {
 
     out.push_str("<h2>Training loss</h2>\n");
     out.push_str(&loss_chart(&runs, &names));
-    out.push_str("<h2>Accuracy per epoch</h2>\n");
-    out.push_str(&accuracy_chart(&runs, &names));
+    let task = comparison_task(report);
+    let _ = writeln!(out, "<h2>{} per epoch</h2>", if task.is_single_label() { "Accuracy" } else { headline(task).0 });
+    out.push_str(&accuracy_chart(&runs, &names, task));
     if runs.len() > 1 {
         out.push_str("<h2>Parameters that differ</h2>\n");
         out.push_str(&params_table(report, &runs));
@@ -264,7 +269,8 @@ fn references(runs: &[&RunReport], names: &[String]) -> Vec<Reference> {
 
 /// Validation (solid) and test (dashed) accuracy per epoch, one colour per run, the chosen
 /// epoch ringed, the other models as reference lines.
-fn accuracy_chart(runs: &[&RunReport], names: &[String]) -> String {
+fn accuracy_chart(runs: &[&RunReport], names: &[String], task: Task) -> String {
+    let (figure, valid_of, test_of) = headline(task);
     let mut series = Vec::new();
     let mut rings = Vec::new();
     let (mut any_valid, mut any_test) = (false, false);
@@ -272,18 +278,17 @@ fn accuracy_chart(runs: &[&RunReport], names: &[String]) -> String {
     let mut drawn = Vec::new();
     for g in &groups {
         let Some(t) = runs[g.first].training.as_ref().filter(|t| !t.epochs.is_empty()) else { continue };
-        let valid: Vec<(f64, f64)> =
-            t.epochs.iter().filter_map(|e| Some((e.epoch as f64, e.valid_accuracy?))).collect();
-        let test: Vec<(f64, f64)> = t.epochs.iter().filter_map(|e| Some((e.epoch as f64, e.test_accuracy?))).collect();
+        let valid: Vec<(f64, f64)> = t.epochs.iter().filter_map(|e| Some((e.epoch as f64, valid_of(e)?))).collect();
+        let test: Vec<(f64, f64)> = t.epochs.iter().filter_map(|e| Some((e.epoch as f64, test_of(e)?))).collect();
         any_valid |= !valid.is_empty();
         any_test |= !test.is_empty();
         for (points, what, dash) in [(valid, "validation", None), (test, "test", Some(TEST_DASH))] {
             if !points.is_empty() {
-                let name = format!("{} {what} accuracy (epoch → accuracy)", g.name);
+                let name = format!("{} {what} {figure} (epoch → {figure})", g.name);
                 series.push(Series { name, color: g.color, dash, points, dots: true });
             }
         }
-        rings.extend(chosen_rings(t, &g.name, g.color));
+        rings.extend(chosen_rings(t, &g.name, g.color, valid_of, test_of));
         drawn.push(g);
     }
     let mut legend = legend_of(drawn.into_iter());
@@ -296,6 +301,27 @@ fn accuracy_chart(runs: &[&RunReport], names: &[String]) -> String {
     }
     if !rings.is_empty() {
         legend.push(LegendEntry { label: "chosen epoch".into(), swatch: Swatch::Ring });
+    }
+    if !task.is_single_label() {
+        // The other models' lines are accuracies: not on this axis.
+        let chart = LineChart {
+            label: format!("validation and test {figure} per epoch"),
+            x_title: "epoch".into(),
+            y_title: figure.into(),
+            integer_x: true,
+            series,
+            references: Vec::new(),
+            rings,
+            legend,
+            x_marks: Vec::new(),
+        };
+        return match chart.svg() {
+            Some(svg) => format!(
+                "{svg}<p class=\"note\">Solid: validation {figure}; dashed: test {figure}. The ringed epoch is each \
+                 run's chosen one.</p>\n"
+            ),
+            None => format!("<p class=\"note\">No per-epoch {figure} to chart.</p>\n"),
+        };
     }
     let chart = LineChart {
         label: "validation and test accuracy per epoch".into(),
@@ -319,14 +345,18 @@ fn accuracy_chart(runs: &[&RunReport], names: &[String]) -> String {
 }
 
 /// Rings on the chosen epoch's validation and test points.
-fn chosen_rings(t: &TrainingMetrics, name: &str, color: &'static str) -> Vec<Ring> {
+type Figure = fn(&super::EpochMetrics) -> Option<f64>;
+
+fn chosen_rings(t: &TrainingMetrics, name: &str, color: &'static str, valid: Figure, test: Figure) -> Vec<Ring> {
     let Some((e, by)) = t.chosen() else { return Vec::new() };
+    let best = format!("best {}", t.select_by.describe());
     let why = match by {
         ChosenBy::ValidAccuracy => "highest validation accuracy",
         ChosenBy::ValidMacroF1 => "highest validation macro F1",
         ChosenBy::LastEpoch => "the last; no validation set",
+        _ => best.as_str(),
     };
-    [e.valid_accuracy, e.test_accuracy]
+    [valid(e), test(e)]
         .into_iter()
         .flatten()
         .map(|acc| Ring {
@@ -374,8 +404,10 @@ fn params_table(report: &Report, runs: &[&RunReport]) -> String {
 
 fn confusion_section(out: &mut String, runs: &[&RunReport], names: &[String]) {
     let groups = groups(runs, names, "the same evaluation", |r| r.evaluation.as_ref());
-    let with: Vec<(&Group, &super::EvalMetrics)> =
-        groups.iter().filter_map(|g| Some((g, runs[g.first].evaluation.as_ref()?))).collect();
+    let with: Vec<(&Group, &super::EvalMetrics)> = groups
+        .iter()
+        .filter_map(|g| Some((g, runs[g.first].evaluation.as_ref().filter(|e| !e.confusion.is_empty())?)))
+        .collect();
     if with.is_empty() {
         return;
     }
@@ -412,7 +444,14 @@ fn latest_section(out: &mut String, latest: &RunReport) {
             let _ = writeln!(out, "<p class=\"note\">No training metrics{}</p>", esc(&note));
         }
     }
-    if let Some(e) = &latest.evaluation {
+    if let Some(m) = &latest.regression {
+        let _ = writeln!(out, "<h3>Final evaluation</h3>\n<p>{}</p>", esc(&regression_line(m)));
+    }
+    if let Some(e) = latest.evaluation.as_ref().filter(|e| e.task == Task::MultiLabel) {
+        let _ = writeln!(out, "<h3>Final evaluation</h3>\n<p>{}</p>", esc(&multi_label_line(e)));
+        let (header, rows) = per_class_table(e);
+        out.push_str(&html_table(&header, &rows));
+    } else if let Some(e) = &latest.evaluation {
         let _ = writeln!(
             out,
             "<h3>Final evaluation</h3>\n<p>accuracy {:.4}, macro precision {:.4}, macro recall {:.4}, macro F1 {:.4}, \

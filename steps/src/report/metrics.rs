@@ -3,16 +3,23 @@
 //! choose a run's epoch ([`TrainingMetrics::chosen`]) and stop it early
 //! ([`TrainingMetrics::early_stop`]); `fine-tune` uses the same rules to pick the epoch whose
 //! weights it saves. Fields added later have serde defaults, so files written by older versions
-//! still read.
+//! still read. Multi-label runs add micro F1 ([`EvalMetrics::micro_f1`]); regression runs have
+//! no accuracy: their epochs carry the validation MSE (as `valid_loss`), Pearson and Spearman,
+//! and `evaluate` writes [`RegressionMetrics`].
 
 use serde::{Deserialize, Serialize};
+
+use crate::task::Task;
 
 /// One epoch of `fine-tune`'s `metrics.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
     pub train_loss: f64,
-    pub train_accuracy: f64,
+    /// The share of training rows predicted right (multi-label: every class right); absent for
+    /// regression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_accuracy: Option<f64>,
     #[serde(default)]
     pub valid_loss: Option<f64>,
     #[serde(default)]
@@ -35,14 +42,65 @@ pub struct EpochMetrics {
     pub valid_macro_f1: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_macro_f1: Option<f64>,
+    /// Multi-label: micro F1 on the validation and test sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_micro_f1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_micro_f1: Option<f64>,
+    /// Regression: Pearson and Spearman correlation of predictions and targets (the MSE is
+    /// `valid_loss`/`test_loss`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_pearson: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_pearson: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_spearman: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_spearman: Option<f64>,
 }
 
 impl EpochMetrics {
-    /// The validation figure `by` chooses on.
+    /// An epoch of `epoch` with only its training figures.
+    pub fn new(epoch: usize, train_loss: f64, train_accuracy: Option<f64>, lr: f64) -> Self {
+        EpochMetrics {
+            epoch,
+            train_loss,
+            train_accuracy,
+            valid_loss: None,
+            valid_accuracy: None,
+            test_loss: None,
+            test_accuracy: None,
+            lr,
+            seconds: None,
+            samples_per_second: None,
+            valid_macro_f1: None,
+            test_macro_f1: None,
+            valid_micro_f1: None,
+            test_micro_f1: None,
+            valid_pearson: None,
+            test_pearson: None,
+            valid_spearman: None,
+            test_spearman: None,
+        }
+    }
+
+    /// The validation figure `by` chooses on, higher better (the MSE negated).
     pub fn valid_score(&self, by: SelectBy) -> Option<f64> {
         match by {
             SelectBy::Accuracy => self.valid_accuracy,
             SelectBy::MacroF1 => self.valid_macro_f1,
+            SelectBy::MicroF1 => self.valid_micro_f1,
+            SelectBy::Mse => self.valid_loss.map(|l| -l),
+            SelectBy::Pearson => self.valid_pearson,
+            SelectBy::Spearman => self.valid_spearman,
+        }
+    }
+
+    /// The validation figure `by` chooses on, as it is reported (the MSE itself).
+    pub fn valid_figure(&self, by: SelectBy) -> Option<f64> {
+        match by {
+            SelectBy::Mse => self.valid_loss,
+            _ => self.valid_score(by),
         }
     }
 }
@@ -54,18 +112,32 @@ pub enum SelectBy {
     #[default]
     Accuracy,
     MacroF1,
+    /// Multi-label.
+    MicroF1,
+    /// Regression: the lowest validation MSE.
+    Mse,
+    Pearson,
+    Spearman,
 }
 
 impl SelectBy {
     /// The parameter's values.
-    pub const NAMES: [&'static str; 2] = ["accuracy", "macro_f1"];
+    pub const NAMES: [&'static str; 6] = ["accuracy", "macro_f1", "micro_f1", "mse", "pearson", "spearman"];
 
     pub fn parse(name: &str) -> Option<SelectBy> {
         match name {
             "accuracy" => Some(SelectBy::Accuracy),
             "macro_f1" => Some(SelectBy::MacroF1),
+            "micro_f1" => Some(SelectBy::MicroF1),
+            "mse" => Some(SelectBy::Mse),
+            "pearson" => Some(SelectBy::Pearson),
+            "spearman" => Some(SelectBy::Spearman),
             _ => None,
         }
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
     }
 
     /// How the figure is named in sentences.
@@ -73,6 +145,20 @@ impl SelectBy {
         match self {
             SelectBy::Accuracy => "validation accuracy",
             SelectBy::MacroF1 => "validation macro F1",
+            SelectBy::MicroF1 => "validation micro F1",
+            SelectBy::Mse => "validation MSE",
+            SelectBy::Pearson => "validation Pearson correlation",
+            SelectBy::Spearman => "validation Spearman correlation",
+        }
+    }
+
+    /// The figures a task can choose by (its first is what the `accuracy` default stands for
+    /// on a regression set).
+    pub fn of_task(task: Task) -> &'static [SelectBy] {
+        match task {
+            Task::SingleLabel => &[SelectBy::Accuracy, SelectBy::MacroF1],
+            Task::MultiLabel => &[SelectBy::Accuracy, SelectBy::MicroF1, SelectBy::MacroF1],
+            Task::Regression => &[SelectBy::Mse, SelectBy::Pearson, SelectBy::Spearman],
         }
     }
 }
@@ -93,6 +179,9 @@ pub struct EarlyStop {
 /// `fine-tune`'s `metrics.json`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainingMetrics {
+    /// What the model learned; absent (single-label) in files from before tasks existed.
+    #[serde(default, skip_serializing_if = "Task::is_single_label")]
+    pub task: Task,
     pub epochs: Vec<EpochMetrics>,
     /// The epoch with the best validation figure (`select_by`); absent without a validation set.
     /// Reports recompute it ([`TrainingMetrics::chosen`]): files from before version 3 of
@@ -144,6 +233,11 @@ pub enum ChosenBy {
     ValidAccuracy,
     /// The highest validation macro F1 (`select_by: macro_f1`; the earliest epoch on ties).
     ValidMacroF1,
+    ValidMicroF1,
+    /// The lowest validation MSE.
+    ValidMse,
+    ValidPearson,
+    ValidSpearman,
     /// The last epoch, because no epoch has the validation figure.
     LastEpoch,
 }
@@ -154,6 +248,10 @@ impl ChosenBy {
         match self {
             ChosenBy::ValidAccuracy => "valid acc",
             ChosenBy::ValidMacroF1 => "valid macro F1",
+            ChosenBy::ValidMicroF1 => "valid micro F1",
+            ChosenBy::ValidMse => "valid MSE",
+            ChosenBy::ValidPearson => "valid Pearson",
+            ChosenBy::ValidSpearman => "valid Spearman",
             ChosenBy::LastEpoch => "last (no valid set)",
         }
     }
@@ -163,6 +261,10 @@ impl ChosenBy {
         match self {
             ChosenBy::ValidAccuracy => "valid_accuracy",
             ChosenBy::ValidMacroF1 => "valid_macro_f1",
+            ChosenBy::ValidMicroF1 => "valid_micro_f1",
+            ChosenBy::ValidMse => "valid_mse",
+            ChosenBy::ValidPearson => "valid_pearson",
+            ChosenBy::ValidSpearman => "valid_spearman",
             ChosenBy::LastEpoch => "last_epoch",
         }
     }
@@ -192,6 +294,10 @@ impl TrainingMetrics {
         let by = match self.select_by {
             SelectBy::Accuracy => ChosenBy::ValidAccuracy,
             SelectBy::MacroF1 => ChosenBy::ValidMacroF1,
+            SelectBy::MicroF1 => ChosenBy::ValidMicroF1,
+            SelectBy::Mse => ChosenBy::ValidMse,
+            SelectBy::Pearson => ChosenBy::ValidPearson,
+            SelectBy::Spearman => ChosenBy::ValidSpearman,
         };
         match best {
             Some((e, _)) => Some((e, by)),
@@ -220,9 +326,14 @@ impl TrainingMetrics {
     }
 }
 
-/// `evaluate`'s `metrics.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `evaluate`'s `metrics.json` for a classifier (single- or multi-label). For multi-label
+/// models `accuracy` is subset accuracy (rows whose every class is right), the per-class
+/// figures are at `threshold`, `support` counts each class's rows and `confusion` is empty.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalMetrics {
+    /// Absent (single-label) in files from before tasks existed.
+    #[serde(default, skip_serializing_if = "Task::is_single_label")]
+    pub task: Task,
     pub rows: usize,
     pub accuracy: f64,
     pub loss: f64,
@@ -237,11 +348,23 @@ pub struct EvalMetrics {
     pub macro_recall: f64,
     pub macro_f1: f64,
     pub confusion: Vec<Vec<u64>>,
+    /// Multi-label: F1 over every (row, class) decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_f1: Option<f64>,
+    /// Multi-label: the probability from which a class is predicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// Multi-label: the rows of each class (single-label: the confusion matrix's row sums).
+    #[serde(default, rename = "support", skip_serializing_if = "Vec::is_empty")]
+    pub class_rows: Vec<u64>,
 }
 
 impl EvalMetrics {
-    /// The rows of each class (the confusion matrix's row sums).
+    /// The rows of each class (the confusion matrix's row sums, or multi-label's `support`).
     pub fn support(&self) -> Vec<u64> {
+        if !self.class_rows.is_empty() {
+            return self.class_rows.clone();
+        }
         self.confusion.iter().map(|row| row.iter().sum()).collect()
     }
 
@@ -254,5 +377,82 @@ impl EvalMetrics {
             return 0.0;
         }
         self.f1.iter().zip(&support).map(|(f, &n)| f * n as f64).sum::<f64>() / total as f64
+    }
+}
+
+/// `evaluate`'s `metrics.json` for a regression model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegressionMetrics {
+    /// Always `regression` (how readers tell the file from [`EvalMetrics`]).
+    pub task: Task,
+    pub rows: usize,
+    /// The mean squared error (the training loss).
+    pub mse: f64,
+    pub mae: f64,
+    pub pearson: f64,
+    pub spearman: f64,
+    /// The label column's name (`id2label`'s one entry).
+    pub target: String,
+}
+
+/// Pearson's correlation of `x` and `y` (0 when either is constant). Written out rather than
+/// taken from a crate: it is two sums, and the crates that have it (statrs, polars' `cov`
+/// feature) would cost more build than these lines.
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    if n == 0.0 {
+        return 0.0;
+    }
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        0.0
+    } else {
+        sxy / (sxx * syy).sqrt()
+    }
+}
+
+/// Spearman's rank correlation: Pearson's of the ranks, ties given their mean rank (as SciPy's
+/// `spearmanr`).
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&ranks(x), &ranks(y))
+}
+
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut out = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            out[k] = rank;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlations_match_scipy() {
+        // scipy.stats.pearsonr / spearmanr of these: 0.8491918278948403, 0.8696565534786727.
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 5.0];
+        let y = [2.0, 1.0, 4.0, 3.0, 7.0, 9.0];
+        assert!((pearson(&x, &y) - 0.8491918278948403).abs() < 1e-12, "{}", pearson(&x, &y));
+        assert!((spearman(&x, &y) - 0.8696565534786727).abs() < 1e-12, "{}", spearman(&x, &y));
+        assert_eq!(pearson(&[1.0, 1.0], &[1.0, 2.0]), 0.0);
     }
 }

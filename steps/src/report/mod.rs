@@ -9,18 +9,28 @@
 //! it would overstate it. The report says which epoch's weights the saved model holds (the
 //! chosen one since version 5 of `fine-tune`, the last before), whether training stopped early
 //! and the class weights of the loss.
+//!
+//! Where accuracy does not apply, the report shows the task's figures ([`crate::task`]):
+//! micro and macro F1 for multi-label runs (with a per-class table instead of a confusion
+//! matrix), MSE, Pearson and Spearman for regression runs ([`RunReport::regression`]); the
+//! charts and the runs compared headline micro F1 and Pearson there ([`headline`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::task::Task;
+
 mod html;
 mod metrics;
 mod step;
 mod svg;
 
-pub use metrics::{BatchLog, ChosenBy, ChosenEpoch, EarlyStop, EpochMetrics, EvalMetrics, SelectBy, TrainingMetrics};
+pub use metrics::{
+    pearson, spearman, BatchLog, ChosenBy, ChosenEpoch, EarlyStop, EpochMetrics, EvalMetrics, RegressionMetrics,
+    SelectBy, TrainingMetrics,
+};
 pub use step::ReportStep;
 
 /// One run in a report.
@@ -40,6 +50,9 @@ pub struct RunReport {
     pub params: BTreeMap<String, String>,
     pub training: Option<TrainingMetrics>,
     pub evaluation: Option<EvalMetrics>,
+    /// A regression model's evaluation (such runs have no [`RunReport::evaluation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression: Option<RegressionMetrics>,
     /// Why metrics are missing, when they are.
     pub note: Option<String>,
     /// Every evaluation of the run (BERT's `evaluate`s, `linear` baselines, `ensemble`s).
@@ -143,18 +156,70 @@ fn lr(v: f64) -> String {
 
 const EPOCH_HEADER: [&str; 7] = ["epoch", "train loss", "train acc", "valid acc", "test acc", "lr", "seconds"];
 
+/// The per-epoch figure that charts and comparisons headline for a task: its name and how to
+/// read it from an epoch's validation and test figures (accuracy where it applies).
+#[allow(clippy::type_complexity)]
+pub(crate) fn headline(
+    task: Task,
+) -> (&'static str, fn(&EpochMetrics) -> Option<f64>, fn(&EpochMetrics) -> Option<f64>) {
+    match task {
+        Task::SingleLabel => ("accuracy", |e| e.valid_accuracy, |e| e.test_accuracy),
+        Task::MultiLabel => ("micro F1", |e| e.valid_micro_f1, |e| e.test_micro_f1),
+        Task::Regression => ("Pearson", |e| e.valid_pearson, |e| e.test_pearson),
+    }
+}
+
+/// The title of the per-epoch table.
+fn epochs_title(t: &TrainingMetrics) -> &'static str {
+    if t.task.is_single_label() {
+        "Accuracy per epoch"
+    } else {
+        "Metrics per epoch"
+    }
+}
+
 /// Whether the per-epoch table has a validation macro F1 column (metrics that recorded it).
 fn has_valid_f1(t: &TrainingMetrics) -> bool {
     t.epochs.iter().any(|e| e.valid_macro_f1.is_some())
 }
 
-/// [`EPOCH_HEADER`], with `valid F1` after `valid acc` where the metrics have it.
+/// The per-epoch table's columns: [`EPOCH_HEADER`] (with `valid F1` after `valid acc` where
+/// the metrics have it) for single-label runs, the task's figures for the others.
 fn epoch_header(t: &TrainingMetrics) -> Vec<String> {
-    let mut header: Vec<String> = EPOCH_HEADER.iter().map(|s| s.to_string()).collect();
-    if has_valid_f1(t) {
-        header.insert(4, "valid F1".into());
-    }
-    header
+    let names: &[&str] = match t.task {
+        Task::SingleLabel => {
+            let mut header: Vec<String> = EPOCH_HEADER.iter().map(|s| s.to_string()).collect();
+            if has_valid_f1(t) {
+                header.insert(4, "valid F1".into());
+            }
+            return header;
+        }
+        Task::MultiLabel => &[
+            "epoch",
+            "train loss",
+            "valid loss",
+            "valid micro F1",
+            "valid macro F1",
+            "valid subset acc",
+            "test micro F1",
+            "test macro F1",
+            "lr",
+            "seconds",
+        ],
+        Task::Regression => &[
+            "epoch",
+            "train loss",
+            "valid MSE",
+            "valid Pearson",
+            "valid Spearman",
+            "test MSE",
+            "test Pearson",
+            "test Spearman",
+            "lr",
+            "seconds",
+        ],
+    };
+    names.iter().map(|s| s.to_string()).collect()
 }
 
 fn epoch_rows(t: &TrainingMetrics) -> Vec<Vec<String>> {
@@ -162,18 +227,35 @@ fn epoch_rows(t: &TrainingMetrics) -> Vec<Vec<String>> {
     t.epochs
         .iter()
         .map(|e| {
-            let mut row = vec![
-                e.epoch.to_string(),
-                num(Some(e.train_loss)),
-                pct(Some(e.train_accuracy)),
-                pct(e.valid_accuracy),
-                pct(e.test_accuracy),
-                lr(e.lr),
-                e.seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into()),
-            ];
-            if f1 {
-                row.insert(4, pct(e.valid_macro_f1));
-            }
+            let seconds = e.seconds.map(|s| format!("{s:.1}")).unwrap_or_else(|| "-".into());
+            let figures = match t.task {
+                Task::SingleLabel => {
+                    let mut row = vec![pct(e.train_accuracy), pct(e.valid_accuracy), pct(e.test_accuracy)];
+                    if f1 {
+                        row.insert(2, pct(e.valid_macro_f1));
+                    }
+                    row
+                }
+                Task::MultiLabel => vec![
+                    num(e.valid_loss),
+                    pct(e.valid_micro_f1),
+                    pct(e.valid_macro_f1),
+                    pct(e.valid_accuracy),
+                    pct(e.test_micro_f1),
+                    pct(e.test_macro_f1),
+                ],
+                Task::Regression => vec![
+                    num(e.valid_loss),
+                    num(e.valid_pearson),
+                    num(e.valid_spearman),
+                    num(e.test_loss),
+                    num(e.test_pearson),
+                    num(e.test_spearman),
+                ],
+            };
+            let mut row = vec![e.epoch.to_string(), num(Some(e.train_loss))];
+            row.extend(figures);
+            row.extend([lr(e.lr), seconds]);
             row
         })
         .collect()
@@ -187,19 +269,22 @@ fn comparison_header(report: &Report) -> Vec<String> {
     let mut header = vec!["run".to_string(), "state".to_string()];
     header.extend(provenance_columns(report).iter().map(|c| c.to_string()));
     header.extend(param_columns(report));
-    header.extend(
-        [
-            "chosen epoch",
-            "chosen by",
-            "valid acc (chosen)",
-            "test acc (chosen)",
-            "last test acc",
-            "final acc",
-            "macro F1",
-        ]
-        .map(String::from),
-    );
+    let figures: [&str; 5] = match comparison_task(report) {
+        Task::SingleLabel => ["valid acc (chosen)", "test acc (chosen)", "last test acc", "final acc", "macro F1"],
+        Task::MultiLabel => {
+            ["valid micro F1 (chosen)", "test micro F1 (chosen)", "last test micro F1", "final micro F1", "macro F1"]
+        }
+        Task::Regression => {
+            ["valid Pearson (chosen)", "test Pearson (chosen)", "last test Pearson", "final MSE", "Spearman"]
+        }
+    };
+    header.extend(["chosen epoch", "chosen by"].into_iter().chain(figures).map(String::from));
     header
+}
+
+/// The task of the runs compared: the latest run's.
+fn comparison_task(report: &Report) -> Task {
+    report.latest.training.as_ref().map(|t| t.task).unwrap_or_default()
 }
 
 fn param_columns(report: &Report) -> Vec<String> {
@@ -236,13 +321,24 @@ fn comparison_rows(report: &Report) -> Vec<Vec<String>> {
             row.extend(cols.iter().map(|c| r.params.get(c).cloned().unwrap_or_else(|| "-".into())));
             let chosen = r.training.as_ref().and_then(TrainingMetrics::chosen);
             let last = r.training.as_ref().and_then(|t| t.epochs.last());
+            let task = comparison_task(report);
+            let (_, valid, test) = headline(task);
             row.push(chosen.map(|(e, _)| e.epoch.to_string()).unwrap_or_else(|| "-".into()));
             row.push(chosen.map(|(_, by)| by.describe().to_string()).unwrap_or_else(|| "-".into()));
-            row.push(pct(chosen.and_then(|(e, _)| e.valid_accuracy)));
-            row.push(pct(chosen.and_then(|(e, _)| e.test_accuracy)));
-            row.push(pct(last.and_then(|e| e.test_accuracy)));
-            row.push(pct(r.evaluation.as_ref().map(|e| e.accuracy)));
-            row.push(pct(r.evaluation.as_ref().map(|e| e.macro_f1)));
+            row.push(pct(chosen.and_then(|(e, _)| valid(e))));
+            row.push(pct(chosen.and_then(|(e, _)| test(e))));
+            row.push(pct(last.and_then(test)));
+            let (final_figure, second) = match task {
+                Task::SingleLabel => {
+                    (r.evaluation.as_ref().map(|e| e.accuracy), r.evaluation.as_ref().map(|e| e.macro_f1))
+                }
+                Task::MultiLabel => {
+                    (r.evaluation.as_ref().and_then(|e| e.micro_f1), r.evaluation.as_ref().map(|e| e.macro_f1))
+                }
+                Task::Regression => (r.regression.as_ref().map(|m| m.mse), r.regression.as_ref().map(|m| m.spearman)),
+            };
+            row.push(pct(final_figure));
+            row.push(pct(second));
             row
         })
         .collect()
@@ -276,8 +372,17 @@ fn chosen_line(t: &TrainingMetrics) -> Option<String> {
             pct(e.test_accuracy)
         ),
         ChosenBy::LastEpoch => {
-            format!("chosen epoch {}: the last (no validation set; test {}); {saved}", e.epoch, pct(e.test_accuracy))
+            let (name, _, test) = headline(t.task);
+            let test =
+                if t.task.is_single_label() { pct(e.test_accuracy) } else { format!("test {name} {}", pct(test(e))) };
+            format!("chosen epoch {}: the last (no validation set; test {test}); {saved}", e.epoch)
         }
+        _ => format!(
+            "chosen epoch {} by {} ({}); {saved}; the test set is never used to choose",
+            e.epoch,
+            t.select_by.describe(),
+            pct(e.valid_figure(t.select_by))
+        ),
     })
 }
 
@@ -347,8 +452,59 @@ fn confusion_table(e: &EvalMetrics) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
+/// A multi-label model's per-class figures: header and rows.
+fn per_class_table(e: &EvalMetrics) -> (Vec<String>, Vec<Vec<String>>) {
+    let header = ["label", "precision", "recall", "F1", "rows"].map(String::from).to_vec();
+    let support = e.support();
+    let rows = e
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            vec![
+                l.clone(),
+                pct(e.precision.get(i).copied()),
+                pct(e.recall.get(i).copied()),
+                pct(e.f1.get(i).copied()),
+                support.get(i).map(u64::to_string).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    (header, rows)
+}
+
+/// The headline line of a multi-label evaluation.
+fn multi_label_line(e: &EvalMetrics) -> String {
+    format!(
+        "micro F1 {}  macro F1 {:.4}  macro precision {:.4}  macro recall {:.4}  subset accuracy {:.4}  loss {:.4}  \
+         threshold {}  ({} rows)",
+        pct(e.micro_f1),
+        e.macro_f1,
+        e.macro_precision,
+        e.macro_recall,
+        e.accuracy,
+        e.loss,
+        e.threshold.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+        e.rows
+    )
+}
+
+/// The line of a regression evaluation.
+fn regression_line(m: &RegressionMetrics) -> String {
+    format!(
+        "MSE {:.4}  MAE {:.4}  Pearson {:.4}  Spearman {:.4}  ({} rows of `{}`)",
+        m.mse, m.mae, m.pearson, m.spearman, m.rows, m.target
+    )
+}
+
 fn evaluation_text(e: &EvalMetrics, markdown: bool) -> String {
     let mut out = String::new();
+    if e.task == Task::MultiLabel {
+        let _ = writeln!(out, "{}\n", multi_label_line(e));
+        let (header, rows) = per_class_table(e);
+        out.push_str(&text_table(&header, &rows, markdown));
+        return out;
+    }
     let _ = writeln!(
         out,
         "accuracy {:.4}  macro precision {:.4}  macro recall {:.4}  macro F1 {:.4}  weighted F1 {:.4}  loss {:.4}  ({} rows)",
@@ -403,7 +559,7 @@ impl Report {
         }
         match &self.latest.training {
             Some(t) if !t.epochs.is_empty() => {
-                out.push_str(&h(2, "Accuracy per epoch"));
+                out.push_str(&h(2, epochs_title(t)));
                 out.push_str(&text_table(&epoch_header(t), &epoch_rows(t), markdown));
                 out.push('\n');
                 for line in chosen_line(t).into_iter().chain(training_lines(t)) {
@@ -422,6 +578,10 @@ impl Report {
             out.push_str(&h(2, "Final evaluation"));
             out.push_str(&evaluation_text(e, markdown));
             out.push('\n');
+        }
+        if let Some(m) = &self.latest.regression {
+            out.push_str(&h(2, "Final evaluation"));
+            let _ = writeln!(out, "{}\n", regression_line(m));
         }
         if self.latest.models.len() > 1 {
             out.push_str(&h(2, "Models compared"));
@@ -443,14 +603,22 @@ impl Report {
     fn csv(&self) -> String {
         let mut out =
             String::from("run,state,epoch,train_loss,train_accuracy,valid_accuracy,test_accuracy,lr,seconds,chosen");
+        let runs: Vec<&RunReport> =
+            if self.comparison.is_empty() { vec![&self.latest] } else { self.comparison.iter().collect() };
+        // The figures of multi-label and regression epochs, where a run has them.
+        let tasks = runs.iter().any(|r| r.training.as_ref().is_some_and(|t| !t.task.is_single_label()));
+        const TASK_COLUMNS: &str = ",valid_loss,test_loss,valid_micro_f1,test_micro_f1,valid_macro_f1,test_macro_f1,\
+                                    valid_pearson,test_pearson,valid_spearman,test_spearman";
+        if tasks {
+            out.push_str(TASK_COLUMNS);
+        }
         let cols = param_columns(self);
         for c in &cols {
             out.push(',');
             out.push_str(&csv_cell(c));
         }
         out.push('\n');
-        let runs: Vec<&RunReport> =
-            if self.comparison.is_empty() { vec![&self.latest] } else { self.comparison.iter().collect() };
+        let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
         for r in runs {
             let Some(t) = &r.training else { continue };
             let chosen = t.chosen_epoch();
@@ -467,12 +635,28 @@ impl Report {
                     csv_cell(&r.state),
                     e.epoch,
                     e.train_loss,
-                    e.train_accuracy,
+                    opt(e.train_accuracy),
                     e.valid_accuracy.map(|v| v.to_string()).unwrap_or_default(),
                     e.test_accuracy.map(|v| v.to_string()).unwrap_or_default(),
                     e.lr,
                     e.seconds.map(|s| format!("{s:.3}")).unwrap_or_default()
                 );
+                if tasks {
+                    for v in [
+                        e.valid_loss,
+                        e.test_loss,
+                        e.valid_micro_f1,
+                        e.test_micro_f1,
+                        e.valid_macro_f1,
+                        e.test_macro_f1,
+                        e.valid_pearson,
+                        e.test_pearson,
+                        e.valid_spearman,
+                        e.test_spearman,
+                    ] {
+                        let _ = write!(out, ",{}", opt(v));
+                    }
+                }
                 for c in &cols {
                     out.push(',');
                     out.push_str(&csv_cell(r.params.get(c).map(String::as_str).unwrap_or("")));
@@ -531,18 +715,13 @@ mod tests {
 
     pub(super) fn epoch(epoch: usize, test: f64) -> EpochMetrics {
         EpochMetrics {
-            epoch,
-            train_loss: 0.5 / epoch as f64,
-            train_accuracy: 0.7 + 0.05 * epoch as f64,
             valid_loss: Some(0.4),
             valid_accuracy: Some(test - 0.01),
             test_loss: Some(0.41),
             test_accuracy: Some(test),
-            lr: 5e-5 / epoch as f64,
             seconds: Some(12.5),
             samples_per_second: Some(300.0),
-            valid_macro_f1: None,
-            test_macro_f1: None,
+            ..EpochMetrics::new(epoch, 0.5 / epoch as f64, Some(0.7 + 0.05 * epoch as f64), 5e-5 / epoch as f64)
         }
     }
 
@@ -569,7 +748,9 @@ mod tests {
                 macro_recall: 0.8,
                 macro_f1: 0.79,
                 confusion: vec![vec![4, 1], vec![1, 4]],
+                ..EvalMetrics::default()
             }),
+            regression: None,
             note: None,
             models: Vec::new(),
         }

@@ -7,9 +7,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{chosen_line, EvalMetrics, Format, Report, RunReport, TrainingMetrics};
+use super::{chosen_line, EvalMetrics, Format, RegressionMetrics, Report, RunReport, TrainingMetrics};
 use crate::error::{StepError, StepResult};
 use crate::step::{InputSpec, OutputSpec, Step, StepContext, StepSpec};
+use crate::task::Task;
 
 /// The `report` step kind: renders one run's training and evaluation metrics.
 pub struct ReportStep;
@@ -19,7 +20,8 @@ static SPEC: StepSpec = StepSpec {
     // 2: the epoch is chosen by validation accuracy, not test accuracy. 3: the HTML report's
     // charts (training loss, accuracy with reference lines, confusion grid). 4: weighted F1
     // beside macro F1, class names (string labels); or the saved epoch, the selection figure,
-    // early stopping and class weights (two branches). 5: both.
+    // early stopping and class weights (two branches). 5: both. Multi-label and regression runs
+    // are new; single-label reports are unchanged by them.
     version: 5,
     summary: "assemble the accuracy-per-epoch table and the final evaluation (Markdown, CSV, JSON, HTML)",
     params: &[],
@@ -42,7 +44,16 @@ impl Step for ReportStep {
 
     fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
         let training: TrainingMetrics = read_json(ctx.input("training")?)?;
-        let evaluation: Option<EvalMetrics> = ctx.opt_input("evaluation").map(read_json).transpose()?;
+        let evaluated: Option<serde_json::Value> = ctx.opt_input("evaluation").map(read_json).transpose()?;
+        let (mut evaluation, mut regression) = (None, None);
+        if let (Some(value), Some(path)) = (evaluated, ctx.opt_input("evaluation")) {
+            let bad = |e: serde_json::Error| StepError::input(format!("{}: not a metrics file: {e}", path.display()));
+            if value.get("task") == Some(&serde_json::json!(Task::Regression.name())) {
+                regression = Some(serde_json::from_value::<RegressionMetrics>(value).map_err(bad)?);
+            } else {
+                evaluation = Some(serde_json::from_value::<EvalMetrics>(value).map_err(bad)?);
+            }
+        }
         let report = Report {
             pipeline: ctx.name.to_string(),
             latest: RunReport {
@@ -53,6 +64,7 @@ impl Step for ReportStep {
                 params: BTreeMap::new(),
                 training: Some(training),
                 evaluation,
+                regression,
                 note: None,
                 models: Vec::new(),
             },

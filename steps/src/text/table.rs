@@ -408,6 +408,32 @@ impl Table {
     }
 }
 
+impl Table {
+    /// The values of column `name` when it holds lists (a JSON Lines array, a Parquet list):
+    /// each row's items as text (null rows and items: none and empty); `None` for any other
+    /// column (read it with [`Table::column`]).
+    pub fn lists(&self, name: &str, param: &str) -> StepResult<Option<Vec<Vec<String>>>> {
+        let Ok(column) = self.df.column(name) else { return self.column(name, param).map(|_| None) };
+        if !matches!(column.dtype(), DataType::List(_)) {
+            return Ok(None);
+        }
+        let bad = |e: polars::prelude::PolarsError| {
+            StepError::input(format!("{}: column `{name}` (parameter `{param}`): {e}", self.name()))
+        };
+        let lists = column.list().map_err(bad)?;
+        let mut out = Vec::with_capacity(lists.len());
+        for i in 0..lists.len() {
+            let Some(items) = lists.get_as_series(i) else {
+                out.push(Vec::new());
+                continue;
+            };
+            let text = items.cast(&DataType::String).map_err(bad)?;
+            out.push(text.str().map_err(bad)?.iter().map(|v| v.unwrap_or_default().to_string()).collect());
+        }
+        Ok(Some(out))
+    }
+}
+
 /// The bytes of a file, gunzipped when they start with gzip's magic number.
 pub(crate) fn gunzip(raw: Vec<u8>, name: &str) -> StepResult<Vec<u8>> {
     if !raw.starts_with(&[0x1f, 0x8b]) {

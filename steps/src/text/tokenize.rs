@@ -7,6 +7,12 @@
 //!
 //! The output directory holds the tensor set (ragged rows unless `pad`), a copy of the
 //! tokenizer and `stats.json` ([`super::stats::TokenizeStats`]).
+//!
+//! The label column is read as `task` says ([`crate::task`]): one class name per row
+//! (single_label), a JSON list of class names or names joined by `label_separator`
+//! (multi_label; a list column of JSON Lines or Parquet is read as it is), or a number
+//! (regression). A cell that does not read so is an error naming the table, row and column
+//! (or dropped with `malformed: drop`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,6 +30,7 @@ use crate::labels::{self, quoted, Encoded};
 use crate::step::{
     Default, Environment, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
+use crate::task::{Task, TASK_PARAM};
 use crate::tensor_set::{TensorSet, TensorSetMeta, TOKENIZER_FILE};
 
 pub struct Tokenize;
@@ -54,6 +61,14 @@ static SPEC: StepSpec = StepSpec {
             Default::Str("label"),
             "column of labels, integers or strings (string labels get ids in sorted order, their names kept); \
              empty string for unlabelled text (labels -1)",
+        ),
+        TASK_PARAM,
+        ParamSpec::optional(
+            "label_separator",
+            ParamType::Str,
+            Default::Absent,
+            "multi_label: the string that joins a row's labels in one cell (e.g. \"|\"; an empty cell is no label); \
+             absent: each cell is a JSON list ([\"a\", \"b\"])",
         ),
         ParamSpec::optional("max_len", ParamType::Uint, Default::Int(64), "tokens per row, [CLS] and [SEP] included"),
         ParamSpec::optional(
@@ -103,6 +118,8 @@ struct Settings<'a> {
     text_column: &'a str,
     text_b_column: Option<&'a str>,
     label_column: Option<&'a str>,
+    task: Task,
+    label_separator: Option<&'a str>,
     max_len: usize,
     pad: bool,
     empty: Empty,
@@ -124,10 +141,32 @@ impl<'a> Settings<'a> {
             "error" => Empty::Error,
             other => return Err(StepError::param("empty", format!("must be keep, drop or error, got `{other}`"))),
         };
+        let task = Task::of_params(params)?;
+        let label_separator = params.opt_str("label_separator")?;
+        if let Some(sep) = label_separator {
+            if task != Task::MultiLabel {
+                return Err(StepError::param(
+                    "label_separator",
+                    format!("applies to `task: multi_label` only (the task is {})", task.name()),
+                ));
+            }
+            if sep.is_empty() {
+                return Err(StepError::param("label_separator", "must not be empty"));
+            }
+        }
+        let label_column = params.opt_str("label_column")?.filter(|s| !s.is_empty());
+        if label_column.is_none() && !task.is_single_label() {
+            return Err(StepError::param(
+                "task",
+                format!("`{}` needs a label column; `label_column` is empty (unlabelled text)", task.name()),
+            ));
+        }
         Ok(Settings {
             text_column: params.str("text_column")?,
             text_b_column,
-            label_column: params.opt_str("label_column")?.filter(|s| !s.is_empty()),
+            label_column,
+            task,
+            label_separator,
             max_len,
             pad: params.bool("pad")?,
             empty,
@@ -144,6 +183,10 @@ impl Step for Tokenize {
     fn resolve(&self, params: &Params, env: &Environment) -> StepResult<Params> {
         let mut out = params.clone();
         crate::hub::pin_param(&mut out, "tokenizer", env)?;
+        // Keyed as the parameter's absence: keys from before tasks existed hold.
+        if params.opt_str("task")? == Some("single_label") {
+            out.remove("task");
+        }
         Ok(out)
     }
 
@@ -185,11 +228,15 @@ impl Step for Tokenize {
             )));
         }
 
-        let (label_values, label_names) = match &rows.encoded {
-            Some(e) => (e.values.clone(), e.names.clone()),
-            None => (Vec::new(), Vec::new()),
+        let (label_values, label_names) = match (&rows.encoded, settings.task) {
+            (Some(e), Task::SingleLabel) => (e.values.clone(), e.names.clone()),
+            (Some(e), Task::MultiLabel) => (e.values.clone(), e.class_names()),
+            (_, Task::Regression) => (Vec::new(), vec![settings.label_column.unwrap_or_default().to_string()]),
+            (None, _) => (Vec::new(), Vec::new()),
         };
-        if !label_names.is_empty() {
+        if settings.task == Task::MultiLabel {
+            ctx.events.log(&format!("{} labels (multi_label): {}", label_names.len(), quoted(&label_names)));
+        } else if !label_names.is_empty() && settings.task.is_single_label() {
             ctx.events.log(&format!(
                 "{} string labels, ids in sorted order: {}",
                 label_names.len(),
@@ -207,7 +254,9 @@ impl Step for Tokenize {
             pair: settings.text_b_column.is_some(),
             label_values,
             label_names,
+            task: settings.task,
         };
+        let width = meta.target_width();
         let mut set = TensorSet::empty(meta);
         let pool = thread_pool(ctx.env)?;
         let total = rows.a.len();
@@ -233,7 +282,9 @@ impl Step for Tokenize {
                 ids_buf.clear();
                 types_buf.clear();
                 let info = transform.apply_into(a_ids, b_ids, &mut ids_buf, &mut types_buf);
-                set.push(&ids_buf, &types_buf, info.valid_length, rows.labels[start + k]);
+                let row = start + k;
+                let targets = &rows.targets[row * width..(row + 1) * width];
+                set.push_row(&ids_buf, &types_buf, info.valid_length, rows.labels[row], targets);
                 let text_tokens = a_ids.len() + b_ids.map_or(0, <[u32]>::len);
                 let unk =
                     ids.unk.map_or(0, |u| a_ids.iter().chain(b_ids.unwrap_or_default()).filter(|&&id| id == u).count());
@@ -334,10 +385,65 @@ fn load_tokenizer(ctx: &StepContext<'_>) -> StepResult<LoadedTokenizer> {
 struct Rows {
     a: Vec<String>,
     b: Option<Vec<String>>,
-    /// Each row's label as stored (-1 for unlabelled text).
+    /// Each row's label as stored (-1 for unlabelled text, and for multi-label and regression
+    /// rows, whose labels are their targets).
     labels: Vec<i64>,
-    /// The labels encoded ([`labels::encode`]), for labelled text.
+    /// The targets of multi-label (multi-hot) and regression (the value) rows, row after row.
+    targets: Vec<f32>,
+    /// The labels encoded ([`labels::encode`]), for labelled text (multi-label: the classes).
     encoded: Option<Encoded>,
+}
+
+/// A label cell as the task reads it.
+enum Label<'a> {
+    One(&'a str),
+    Many(Vec<String>),
+    Value(f32),
+}
+
+/// Reads one label cell (`list`: the items of a list column) for `task`, or says why it cannot.
+fn read_label<'a>(
+    task: Task,
+    cell: &'a str,
+    list: Option<&[String]>,
+    separator: Option<&str>,
+) -> Result<Label<'a>, String> {
+    match task {
+        Task::SingleLabel => {
+            let label = cell.trim();
+            labels::invalid(label).map_or(Ok(Label::One(label)), |why| Err(why.to_string()))
+        }
+        Task::Regression => match cell.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v.abs() <= f32::MAX as f64 => Ok(Label::Value(v as f32)),
+            _ => Err("is not a number (task regression)".into()),
+        },
+        Task::MultiLabel => {
+            let items: Vec<String> = match (list, separator) {
+                (Some(items), _) => items.iter().map(|s| s.trim().to_string()).collect(),
+                (None, Some(sep)) => {
+                    cell.split(sep).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+                }
+                (None, None) => match serde_json::from_str::<serde_json::Value>(cell.trim()) {
+                    Ok(serde_json::Value::Array(items)) => items
+                        .iter()
+                        .map(|v| match v {
+                            serde_json::Value::String(s) => Ok(s.trim().to_string()),
+                            serde_json::Value::Number(n) => Ok(n.to_string()),
+                            other => Err(format!("holds `{other}`, not a label name (task multi_label)")),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err("is not a JSON list of labels (task multi_label)".into()),
+                },
+            };
+            if let Some(why) = items.iter().find_map(|i| labels::invalid(i)) {
+                return Err(format!("holds a label that {why} (task multi_label)"));
+            }
+            let mut items = items;
+            items.sort();
+            items.dedup();
+            Ok(Label::Many(items))
+        }
+    }
 }
 
 fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> StepResult<Rows> {
@@ -346,7 +452,15 @@ fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> St
         Some(c) => Some(table.column(c, "text_b_column")?),
         None => None,
     };
+    let lists = match (s.label_column, s.task) {
+        (Some(c), Task::MultiLabel) => table.lists(c, "label_column")?,
+        _ => None,
+    };
     let labels_all = match s.label_column {
+        // A list column's cells, for messages.
+        Some(_) if lists.is_some() => lists
+            .as_ref()
+            .map(|l| l.iter().map(|items| serde_json::to_string(items).unwrap_or_default()).collect::<Vec<_>>()),
         Some(c) => Some(table.column(c, "label_column").map_err(|e| match e {
             StepError::Input { message, .. } => StepError::input_with_help(
                 message,
@@ -360,33 +474,44 @@ fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> St
         a: Vec::with_capacity(a_all.len()),
         b: b_all.as_ref().map(|_| Vec::new()),
         labels: Vec::new(),
+        targets: Vec::new(),
         encoded: None,
     };
-    let mut raw_labels: Vec<&str> = Vec::new();
+    let mut read: Vec<Label<'_>> = Vec::new();
     let mut b_iter = b_all.map(Vec::into_iter);
     for (i, a) in a_all.into_iter().enumerate() {
         let b = b_iter.as_mut().and_then(Iterator::next);
         let label = match &labels_all {
             None => None,
-            Some(labels) => {
-                let label = labels[i].trim();
-                match labels::invalid(label) {
-                    None => Some(label),
-                    Some(_) if s.malformed == Malformed::Drop => {
+            Some(cells) => {
+                let list = lists.as_ref().map(|l| l[i].as_slice());
+                match read_label(s.task, &cells[i], list, s.label_separator) {
+                    Ok(label) => Some(label),
+                    Err(_) if s.malformed == Malformed::Drop => {
                         stats.drop_row("bad_label");
                         continue;
                     }
-                    Some(why) => {
+                    Err(why) => {
+                        let help = match s.task {
+                            Task::SingleLabel => {
+                                "set `malformed: drop` to skip such rows, or `label_column: \"\"` for unlabelled text"
+                            }
+                            Task::MultiLabel => {
+                                "write each row's labels as a JSON list ([\"a\", \"b\"]) or set `label_separator` \
+                                 (e.g. \"|\"); `malformed: drop` skips such rows"
+                            }
+                            Task::Regression => "give a number in every row; `malformed: drop` skips such rows",
+                        };
                         return Err(StepError::input_with_help(
                             format!(
                                 "{} {}: the label `{}` in column `{}` {why}",
                                 table.name(),
                                 table.at(i),
-                                preview(&labels[i]),
+                                preview(&cells[i]),
                                 s.label_column.unwrap_or_default()
                             ),
-                            "set `malformed: drop` to skip such rows, or `label_column: \"\"` for unlabelled text",
-                        ))
+                            help,
+                        ));
                     }
                 }
             }
@@ -411,14 +536,48 @@ fn select_rows(table: &Table, s: &Settings<'_>, stats: &mut TokenizeStats) -> St
         if let (Some(bs), Some(b)) = (rows.b.as_mut(), b) {
             bs.push(b);
         }
-        raw_labels.extend(label);
+        read.extend(label);
     }
-    if labels_all.is_some() {
-        let encoded = labels::encode(&raw_labels);
-        rows.labels = encoded.ids.clone();
-        rows.encoded = Some(encoded);
-    } else {
+    if labels_all.is_none() {
         rows.labels = vec![-1; rows.a.len()];
+        return Ok(rows);
+    }
+    match s.task {
+        Task::SingleLabel => {
+            let names: Vec<&str> =
+                read.iter().filter_map(|l| if let Label::One(n) = l { Some(*n) } else { None }).collect();
+            let encoded = labels::encode(&names);
+            rows.labels = encoded.ids.clone();
+            rows.encoded = Some(encoded);
+        }
+        Task::Regression => {
+            rows.labels = vec![-1; rows.a.len()];
+            rows.targets = read.iter().map(|l| if let Label::Value(v) = l { *v } else { 0.0 }).collect();
+        }
+        Task::MultiLabel => {
+            let sets: Vec<&[String]> =
+                read.iter().map(|l| if let Label::Many(m) = l { m.as_slice() } else { &[] }).collect();
+            let all: Vec<&str> = sets.iter().flat_map(|m| m.iter().map(String::as_str)).collect();
+            let encoded = labels::encode(&all);
+            let classes = encoded.class_names();
+            let index: std::collections::HashMap<&str, usize> =
+                classes.iter().enumerate().map(|(k, n)| (n.as_str(), k)).collect();
+            rows.labels = vec![-1; rows.a.len()];
+            rows.targets = vec![0.0; rows.a.len() * classes.len()];
+            for (row, names) in sets.iter().enumerate() {
+                for n in names.iter() {
+                    // Integer labels are named canonically in `classes` ("07" is class "7").
+                    let k = index
+                        .get(n.as_str())
+                        .copied()
+                        .or_else(|| n.parse::<i64>().ok().and_then(|v| index.get(v.to_string().as_str()).copied()));
+                    if let Some(k) = k {
+                        rows.targets[row * classes.len() + k] = 1.0;
+                    }
+                }
+            }
+            rows.encoded = Some(encoded);
+        }
     }
     Ok(rows)
 }

@@ -217,6 +217,7 @@ fn toy_set(rows: &[(Vec<u32>, i64)]) -> TensorSet {
         pair: false,
         label_values: vec![0, 1],
         label_names: vec![],
+        task: pipe_steps::task::Task::SingleLabel,
     };
     let mut set = TensorSet::empty(meta);
     for (ids, label) in rows {

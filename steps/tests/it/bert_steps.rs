@@ -74,6 +74,7 @@ pub(crate) fn toy_tensors(rows: usize, seed: u64) -> TensorSet {
         pair: false,
         label_values: vec![0, 1],
         label_names: vec![],
+        task: pipe_steps::task::Task::SingleLabel,
     };
     let mut set = TensorSet::empty(meta);
     let mut rng = StdRng::seed_from_u64(seed);

@@ -177,7 +177,7 @@ fn string_labels_get_sorted_ids_names_in_the_model_metrics_and_predictions() {
     assert_eq!(lines.len(), 4, "{csv}");
     assert!(lines[1].starts_with("n1,the senate passed the law,\"news, daily\","), "{csv}");
     assert!(lines[3].starts_with("n3,new robot software,\"\"\"quoted\"\"\","), "{csv}");
-    let out = run(&Predict, json!({"format": "jsonl"}), &[("data", &unlabelled), ("model", &model)]).unwrap();
+    let out = run(&Predict, json!({"output_format": "jsonl"}), &[("data", &unlabelled), ("model", &model)]).unwrap();
     let jsonl = fs::read_to_string(out.path().join("predictions")).unwrap();
     let rows: Vec<Value> = jsonl.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.iter().map(|r| r["id"].as_str().unwrap()).collect::<Vec<_>>(), ["n1", "n2", "n3"]);
@@ -243,7 +243,7 @@ fn round_trip_in_transformers(model: &Path, predictions: &Path) {
     assert!(stdout.contains("OK: config id2label ['politics', 'sports', 'tech']"), "{stdout}");
     if !stdout.contains("SKIP torch") {
         assert!(stdout.contains("OK: 60 rows from raw text"), "{stdout}");
-        assert!(stdout.contains("OK: pipeline returns the class names"), "{stdout}");
+        assert!(stdout.contains("OK: pipeline returns the names"), "{stdout}");
     }
     eprintln!("{stdout}");
 }

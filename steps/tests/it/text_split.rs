@@ -21,6 +21,7 @@ fn meta() -> TensorSetMeta {
         pair: false,
         label_values: vec![0, 1],
         label_names: vec![],
+        task: pipe_steps::task::Task::SingleLabel,
     }
 }
 

@@ -30,6 +30,7 @@ pub struct Download;
 
 static SPEC: StepSpec = StepSpec {
     kind: "download",
+    all_cores: false,
     version: 1,
     summary: "fetch a URL (http, https, file) or a local path and verify its sha256",
     params: &[

@@ -41,6 +41,7 @@ pub const FLOOR: f64 = 5e-7;
 
 static SPEC: StepSpec = StepSpec {
     kind: "ensemble",
+    all_cores: false,
     version: 1,
     summary: "weighted log-odds average of 2-4 classifiers' predictions, weights fit on validation rows only",
     params: &[

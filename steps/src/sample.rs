@@ -31,6 +31,7 @@ pub struct Sample;
 
 static SPEC: StepSpec = StepSpec {
     kind: "sample",
+    all_cores: false,
     version: 1,
     summary: "keep the header and N rows of a table (first N, or a seeded random choice), in the table's format",
     params: &[

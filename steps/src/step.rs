@@ -152,6 +152,11 @@ pub struct OutputSpec {
 #[derive(Debug, Clone, Copy)]
 pub struct StepSpec {
     pub kind: &'static str,
+    /// Whether the kind computes on every core (rayon's global pool: training, evaluation,
+    /// prediction, the linear model, tokenizing). Run locally, such steps go one at a time,
+    /// because two of them in one process share the same pool and gain nothing; the light ones
+    /// (downloads, samples, splits, reports, your commands) may run beside them (`--jobs`).
+    pub all_cores: bool,
     /// Bump when the step's output for the same key could differ: it invalidates cached results.
     pub version: u32,
     pub summary: &'static str,
@@ -170,15 +175,9 @@ impl StepSpec {
     pub fn output(&self, name: &str) -> Option<&OutputSpec> {
         self.outputs.iter().find(|o| o.name == name)
     }
-    /// Whether the kind computes on every core (rayon's global pool: training, evaluation, the
-    /// linear model, tokenizing). Run locally, such steps go one at a time, because two of
-    /// them in one process share the same pool and gain nothing; the light ones (downloads,
-    /// samples, splits, reports) may run beside them (`pipe run --jobs`).
+    /// Whether the kind computes on every core ([`StepSpec::all_cores`]).
     pub fn uses_all_cores(&self) -> bool {
-        matches!(
-            self.kind,
-            "pretrain" | "fine-tune" | "evaluate" | "predict" | "linear" | "tokenize" | "train-tokenizer"
-        )
+        self.all_cores
     }
 }
 

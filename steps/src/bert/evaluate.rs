@@ -21,6 +21,7 @@ pub struct Evaluate;
 
 static SPEC: StepSpec = StepSpec {
     kind: "evaluate",
+    all_cores: true,
     version: 2,
     summary:
         "run a fine-tuned classifier on a tensor set: accuracy, precision, recall, F1, confusion matrix, predictions",

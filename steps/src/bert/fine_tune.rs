@@ -38,6 +38,7 @@ pub struct FineTune;
 
 static SPEC: StepSpec = StepSpec {
     kind: "fine-tune",
+    all_cores: true,
     // 4: the metrics keep the logged batches (`batches`); the model's bytes are unchanged.
     // 5: no timings in the metrics (they go to the run record through `Events::timing`).
     // 5: the model is the chosen epoch's weights, not the last epoch's; the metrics record the

@@ -38,6 +38,7 @@ pub struct Predict;
 
 static SPEC: StepSpec = StepSpec {
     kind: "predict",
+    all_cores: true,
     // 2: the input is read by `Table::open` (`format` is the input's, as in every table kind;
     // the predictions' is `output_format`); multi-label and regression models.
     version: 2,

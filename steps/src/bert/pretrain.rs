@@ -49,6 +49,7 @@ pub struct Pretrain;
 
 static SPEC: StepSpec = StepSpec {
     kind: "pretrain",
+    all_cores: true,
     // 4: no timings in the metrics (they go to the run record through `Events::timing`).
     version: 4,
     summary: "pre-training of a BERT from a config on tokenized text: masked-language modelling, or ELECTRA \

@@ -102,6 +102,7 @@ static PARAMS: &[ParamSpec] = &[
 
 static TEMPLATE_SPEC: StepSpec = StepSpec {
     kind: KIND,
+    all_cores: false,
     version: 1,
     summary: "run your own program (`run:` with declared inputs, deps, params, outputs, env)",
     params: PARAMS,
@@ -136,6 +137,7 @@ impl Command {
         }
         let spec = StepSpec {
             kind: KIND,
+            all_cores: false,
             version: TEMPLATE_SPEC.version,
             summary: TEMPLATE_SPEC.summary,
             params: Box::leak(params_spec.into_boxed_slice()),

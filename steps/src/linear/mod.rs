@@ -45,6 +45,7 @@ pub struct Linear;
 
 static SPEC: StepSpec = StepSpec {
     kind: "linear",
+    all_cores: true,
     version: 1,
     summary: "TF-IDF (word + char n-grams) logistic regression on a raw table: metrics and predictions as `evaluate`",
     params: &[

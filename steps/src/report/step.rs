@@ -17,6 +17,7 @@ pub struct ReportStep;
 
 static SPEC: StepSpec = StepSpec {
     kind: "report",
+    all_cores: false,
     // 2: the epoch is chosen by validation accuracy, not test accuracy. 3: the HTML report's
     // charts (training loss, accuracy with reference lines, confusion grid). 4: weighted F1
     // beside macro F1, class names (string labels); or the saved epoch, the selection figure,

@@ -23,6 +23,7 @@ pub struct Split;
 
 static SPEC: StepSpec = StepSpec {
     kind: "split",
+    all_cores: false,
     version: 1,
     summary: "seeded, optionally stratified split of a tensor set into train and validation sets",
     params: &[

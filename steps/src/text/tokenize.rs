@@ -43,6 +43,7 @@ const CHUNK_ROWS: usize = 32768;
 
 static SPEC: StepSpec = StepSpec {
     kind: "tokenize",
+    all_cores: true,
     version: 1,
     summary:
         "tokenize a table (CSV, TSV, JSON Lines, Parquet) into BERT inputs ([CLS] a [SEP] (b [SEP])) as a tensor set",

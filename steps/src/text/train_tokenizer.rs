@@ -42,6 +42,7 @@ pub struct TrainTokenizer;
 
 static SPEC: StepSpec = StepSpec {
     kind: "train-tokenizer",
+    all_cores: true,
     version: 1,
     summary:
         "train a BERT WordPiece tokenizer (tokenizer.json) on a text column of a table (CSV, TSV, JSON Lines, Parquet)",

@@ -53,17 +53,15 @@ struct Data {
     model: PathBuf,
     train: PathBuf,
     valid: PathBuf,
-    test: PathBuf,
 }
 
-/// A toy pre-trained model and an imbalanced train (20% minority), valid and test set.
+/// A toy pre-trained model and an imbalanced train (20% minority) and valid set.
 fn data() -> Data {
     let root = tempfile::tempdir().unwrap();
     let model = pretrained(root.path());
     let train = save(&noisy(160, 11, 0.2), &root.path().join("train"));
     let valid = save(&noisy(60, 12, 0.2), &root.path().join("valid"));
-    let test = save(&noisy(200, 13, 0.2), &root.path().join("test"));
-    Data { root, model, train, valid, test }
+    Data { root, model, train, valid }
 }
 
 impl Data {

@@ -59,22 +59,6 @@ pub fn user() -> Option<String> {
     ["PIPE_USER", "USER", "LOGNAME", "USERNAME"].iter().find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outside_a_work_tree_there_is_no_git_state() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(GitState::of(dir.path()), None);
-    }
-
-    #[test]
-    fn a_state_names_its_commit_short_and_dirty() {
-        let state = GitState { commit: "0123456789abcdef0123456789abcdef01234567".into(), dirty: true };
-        assert_eq!(state.describe(), "0123456789ab (dirty)");
-    }
-}
 /// The name of this machine for records and manifests: `PIPE_HOST`, else the hostname.
 pub fn host() -> String {
     if let Ok(h) = std::env::var("PIPE_HOST") {
@@ -91,4 +75,21 @@ pub fn host() -> String {
         }
     }
     std::env::var("HOSTNAME").or_else(|_| std::env::var("COMPUTERNAME")).unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outside_a_work_tree_there_is_no_git_state() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(GitState::of(dir.path()), None);
+    }
+
+    #[test]
+    fn a_state_names_its_commit_short_and_dirty() {
+        let state = GitState { commit: "0123456789abcdef0123456789abcdef01234567".into(), dirty: true };
+        assert_eq!(state.describe(), "0123456789ab (dirty)");
+    }
 }

@@ -36,7 +36,7 @@ pub struct Scheduler {
     outcomes: Vec<Option<StepOutcome>>,
     decided: Vec<bool>,
     /// Decided to run, not started.
-    ready: Vec<Box<PlannedStep>>,
+    ready: Vec<PlannedStep>,
     running: BTreeMap<usize, Running>,
     /// The first step that failed (a real run stops starting steps after it).
     failed: Option<usize>,
@@ -103,7 +103,7 @@ impl Scheduler {
                 && !same_key
                 && (!local(job) || (here < self.local_jobs && !(heavy && heavy_here)))
         })?;
-        let job = self.ready.remove(k);
+        let job = Box::new(self.ready.remove(k));
         let running = Running {
             local: local(&job),
             heavy: job.kind.spec().uses_all_cores(),
@@ -140,7 +140,7 @@ impl Scheduler {
 
     /// A step decided to run: it waits for a slot.
     pub fn ready(&mut self, job: Box<PlannedStep>) {
-        self.ready.push(job);
+        self.ready.push(*job);
     }
 
     /// The state so far of running step `i`, to update as its backend reports.

@@ -125,12 +125,7 @@ impl Cache {
     /// README's cluster section says to avoid it).
     fn probe_locks(&self) -> Result<(), CacheError> {
         let path = self.root.join("locks").join(".probe");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("opening lock", &path))?;
+        let file = open_lock(&path)?;
         file.lock().map_err(|source| CacheError {
             action: "locking (the cache's filesystem does not support flock: mount Lustre with `-o flock`, NFS v3 \
                      with its lock manager (nlockmgr), or put the cache on another filesystem)",
@@ -209,12 +204,7 @@ impl Cache {
     /// Held by a `pipe run` for as long as its process lives (released by the OS when it dies).
     pub fn run_lock(&self, id: &str) -> Result<KeyLock, CacheError> {
         let path = self.runs_dir().join(format!("{id}.lock"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("opening lock", &path))?;
+        let file = open_lock(&path)?;
         file.lock().map_err(io_err("locking", &path))?;
         Ok(KeyLock { _file: file })
     }
@@ -269,12 +259,7 @@ impl Cache {
         let dir = self.root.join("locks");
         fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         let path = dir.join(format!("{key}.{ext}"));
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("opening lock", &path))?;
+        let file = open_lock(&path)?;
         Ok((file, path))
     }
 
@@ -502,4 +487,9 @@ mod tests {
         drop(reading);
         assert!(cache.try_lock(&key, LockKind::Use).unwrap().is_some());
     }
+}
+
+/// Opens (creating) a lock file, to take an `flock` on.
+fn open_lock(path: &Path) -> Result<fs::File, CacheError> {
+    fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_err("opening lock", path))
 }

@@ -456,6 +456,11 @@ pub enum CommitError {
     Cache(CacheError),
 }
 
+/// Opens (creating) a lock file, to take an `flock` on.
+fn open_lock(path: &Path) -> Result<fs::File, CacheError> {
+    fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_err("opening lock", path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -487,9 +492,4 @@ mod tests {
         drop(reading);
         assert!(cache.try_lock(&key, LockKind::Use).unwrap().is_some());
     }
-}
-
-/// Opens (creating) a lock file, to take an `flock` on.
-fn open_lock(path: &Path) -> Result<fs::File, CacheError> {
-    fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(io_err("opening lock", path))
 }

@@ -43,6 +43,8 @@ pub struct Reporter {
     width: AtomicUsize,
     /// Steps in flight now (set by the executor): above one, progress bars give way to lines.
     in_flight: AtomicUsize,
+    /// Background uploads under way: they overlap the steps in flight.
+    uploads: AtomicUsize,
     /// More than one step may be in flight in this run (set by the executor): log lines name
     /// their step all along, so that a saved log has no unlabelled lines.
     parallel: AtomicBool,
@@ -64,6 +66,8 @@ struct Progress {
     pos: u64,
     message: String,
     printed: Instant,
+    /// Reported in lines whatever else runs (a background upload).
+    lines: bool,
 }
 
 impl Progress {
@@ -90,6 +94,7 @@ impl Reporter {
             plain: false,
             width: AtomicUsize::new(8),
             in_flight: AtomicUsize::new(0),
+            uploads: AtomicUsize::new(0),
             parallel: AtomicBool::new(false),
             bar: Mutex::new(Bar::default()),
         }
@@ -109,7 +114,22 @@ impl Reporter {
     /// progress lines.
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.store(n, Ordering::SeqCst);
-        if n > 1 {
+        self.lines_if_concurrent();
+    }
+
+    /// A background upload began (see [`Reporter::upload_finished`]): while it overlaps a
+    /// step, both report in lines labelled with their step, as two steps in flight do.
+    pub fn upload_started(&self) {
+        self.uploads.fetch_add(1, Ordering::SeqCst);
+        self.lines_if_concurrent();
+    }
+
+    pub fn upload_finished(&self) {
+        self.uploads.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    fn lines_if_concurrent(&self) {
+        if self.concurrent() {
             let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
             if let Some((_, bar)) = guard.shown.take() {
                 bar.finish_and_clear();
@@ -124,12 +144,18 @@ impl Reporter {
     }
 
     fn concurrent(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) > 1
+        self.in_flight.load(Ordering::SeqCst) + self.uploads.load(Ordering::SeqCst) > 1
     }
 
     /// The events of step `name`: its logs and progress, attributed to it.
     pub fn for_step<'a>(&'a self, name: &str) -> StepEvents<'a> {
-        StepEvents { reporter: self, step: name.to_string() }
+        StepEvents { reporter: self, step: name.to_string(), lines: false }
+    }
+
+    /// The events of step `name`'s background upload: its progress is always in lines
+    /// labelled with the step (which has printed `done` already, and others may run).
+    pub fn for_upload<'a>(&'a self, name: &str) -> StepEvents<'a> {
+        StepEvents { reporter: self, step: name.to_string(), lines: true }
     }
 
     /// A line of the human output: stdout, or stderr under `--json`.
@@ -261,7 +287,8 @@ impl Reporter {
         }
     }
 
-    fn step_progress_start(&self, step: &str, label: &str, total: Option<u64>, unit: &str) {
+    fn step_progress_start(&self, step: &str, label: &str, total: Option<u64>, unit: &str, lines: bool) {
+        let lines = lines || self.plain || self.concurrent();
         let progress = Progress {
             label: label.to_string(),
             total,
@@ -269,8 +296,8 @@ impl Reporter {
             pos: 0,
             message: String::new(),
             printed: Instant::now(),
+            lines,
         };
-        let lines = self.plain || self.concurrent();
         {
             let mut guard = self.bar.lock().unwrap_or_else(|e| e.into_inner());
             guard.steps.insert(step.to_string(), progress);
@@ -329,7 +356,7 @@ impl Reporter {
             }
             let progress = guard.steps.remove(step);
             // A step that printed progress as lines says where it ended.
-            progress.filter(|_| self.plain || self.concurrent()).map(|p| p.text())
+            progress.filter(|p| p.lines || self.plain || self.concurrent()).map(|p| p.text())
         };
         if let Some(line) = line {
             self.step_log(step, &line);
@@ -360,6 +387,7 @@ fn new_bar(label: &str, total: Option<u64>, unit: &str) -> ProgressBar {
 pub struct StepEvents<'a> {
     reporter: &'a Reporter,
     step: String,
+    lines: bool,
 }
 
 impl Events for StepEvents<'_> {
@@ -368,7 +396,7 @@ impl Events for StepEvents<'_> {
     }
 
     fn progress_start(&self, label: &str, total: Option<u64>, unit: &str) {
-        self.reporter.step_progress_start(&self.step, label, total, unit);
+        self.reporter.step_progress_start(&self.step, label, total, unit, self.lines);
     }
 
     fn progress_inc(&self, delta: u64) {
@@ -491,7 +519,7 @@ impl Events for Reporter {
     }
 
     fn progress_start(&self, label: &str, total: Option<u64>, unit: &str) {
-        self.step_progress_start("", label, total, unit);
+        self.step_progress_start("", label, total, unit, false);
     }
 
     fn progress_inc(&self, delta: u64) {

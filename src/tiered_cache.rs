@@ -136,8 +136,11 @@ impl<'a> TieredCache<'a> {
         let Some(remote) = self.writable() else { return };
         // Held in use while its files are read, so no gc or forced rerun removes them.
         let Ok(_using) = self.local.hold(&job.manifest.key) else { return };
-        let events = self.reporter.for_step(&job.step);
-        match remote.push(self.local, &job.manifest, job.replace, &events) {
+        let events = self.reporter.for_upload(&job.step);
+        self.reporter.upload_started();
+        let pushed = remote.push(self.local, &job.manifest, job.replace, &events);
+        self.reporter.upload_finished();
+        match pushed {
             Ok(Pushed::Written { bytes, .. }) => {
                 queue.uploaded.fetch_add(1, Ordering::Relaxed);
                 queue.bytes.fetch_add(bytes, Ordering::Relaxed);

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::http::{Behavior, Server};
-use crate::support::s3::{aws_env, Moto, ReadOnlyStore, ACCESS_KEY, SECRET_KEY};
+use crate::support::s3::{aws_env, GatedProxy, Moto, ReadOnlyStore, ACCESS_KEY, SECRET_KEY};
 use crate::support::{sample_pipeline, Project, Run, TABLE};
 
 const BUCKET: &str = "team";
@@ -753,4 +753,51 @@ fn a_push_that_reuses_a_file_during_a_remote_gc_uploads_it_again() {
     reuse(&c, "tail.rows=4");
     let refreshed = files.iter().filter(|f| modified(f) > old).count();
     assert_eq!(refreshed, 1, "head's file, reused by tail, is written again");
+}
+
+/// Uploads run beside the steps after them (fault 14): `big`'s upload is held by the proxy
+/// until `after`, which reads `big`'s output, opens the gate. Were uploads to hold up dependent
+/// steps, `after` could not start before the proxy gave up waiting (released by patience, not
+/// by the gate). The run still waits for every upload before it ends, and each transfer is
+/// shown on its own step's lines.
+#[test]
+fn uploads_run_beside_the_steps_after_them_and_report_on_their_own_step() {
+    let Some(s) = setup("uploads_run_beside_the_steps_after_them") else { return };
+    let p = Project::new();
+    let gate = p.path().join("gate");
+    p.write(
+        "p.yaml",
+        &format!(
+            "name: overlap
+steps:
+  big:
+    kind: command
+    outputs: {{blob: blob.bin}}
+    run: yes pipe | head -c 3000000 > {{outputs.blob}}
+  after:
+    kind: command
+    inputs: {{data: big.blob}}
+    params: {{gate: '{}'}}
+    outputs: {{n: n.txt}}
+    run: wc -c < {{inputs.data}} > {{outputs.n}} && touch {{params.gate}}
+",
+            gate.display()
+        ),
+    );
+    let proxy = GatedProxy::start(s.moto.port, gate.clone(), Duration::from_secs(15));
+    let mut cmd = p.command(&["run", "p.yaml", "--remote", &s.remote("overlap")]);
+    aws_env(&mut cmd, &proxy.endpoint());
+    let run = Run::from(cmd.output().unwrap()).expect_code(0);
+    let released = proxy.released();
+    assert!(!released.is_empty(), "no upload went through the proxy\n{}\n{}", run.stdout, run.stderr);
+    assert!(released.iter().all(|&gate| gate), "an upload waited out its patience: `after` did not run beside it");
+    // The run ended only after the uploads: both results are on the remote.
+    assert_eq!(s.objects("overlap/manifests").len(), 2, "{}\n{}", run.stdout, run.stderr);
+    let text = format!("{}{}", run.stdout, run.stderr);
+    assert!(text.contains("pushed 2 results to the remote"), "{text}");
+    // The upload overlapped `after`, so its progress came as lines labelled with its step.
+    let labelled = |what: &str| {
+        text.lines().any(|l| l.trim_start().strip_prefix("big").is_some_and(|r| r.trim_start().starts_with(what)))
+    };
+    assert!(labelled("| push big ...") && labelled("| push big 100%"), "{text}");
 }

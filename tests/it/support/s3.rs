@@ -291,3 +291,122 @@ impl Drop for ReadOnlyStore {
         }
     }
 }
+
+/// A proxy in front of moto that holds every upload of a result's file (a PUT under `/files/`)
+/// until a gate file exists, or `patience` has passed. It tells whether the uploads were
+/// released by the gate: a test whose later step opens the gate proves that the step ran while
+/// an earlier step's upload was still in flight, without timing anything.
+pub struct GatedProxy {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Per held upload: released by the gate (`true`) or by running out of patience.
+    released: std::sync::Arc<std::sync::Mutex<Vec<bool>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GatedProxy {
+    pub fn start(upstream: u16, gate: PathBuf, patience: Duration) -> GatedProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let released = Arc::new(Mutex::new(Vec::new()));
+        let (stop2, released2) = (stop.clone(), released.clone());
+        let handle = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (gate, released) = (gate.clone(), released2.clone());
+                std::thread::spawn(move || {
+                    forward(stream, upstream, |method, target| {
+                        if method != "PUT" || !target.contains("/files/") {
+                            return;
+                        }
+                        let start = std::time::Instant::now();
+                        while !gate.exists() && start.elapsed() < patience {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        released.lock().unwrap().push(gate.exists());
+                    })
+                });
+            }
+        });
+        GatedProxy { addr, stop, released, handle: Some(handle) }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Per held upload, in order: whether the gate released it.
+    pub fn released(&self) -> Vec<bool> {
+        self.released.lock().unwrap().clone()
+    }
+}
+
+impl Drop for GatedProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Relays one request of a client to `upstream` (a connection closed by the server after its
+/// response, and the client told to close too), calling `hold` with its method and target
+/// before relaying it.
+fn forward(client: TcpStream, upstream: u16, hold: impl Fn(&str, &str)) {
+    let _ = client.set_read_timeout(Some(Duration::from_secs(120)));
+    let Ok(mut writer) = client.try_clone() else { return };
+    let mut reader = BufReader::new(client);
+    let mut line = String::new();
+    if reader.read_line(&mut line).map_or(true, |n| n == 0) {
+        return;
+    }
+    let mut head = line.clone();
+    let mut length = 0usize;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).map_or(true, |n| n == 0) {
+            return;
+        }
+        if header.trim().is_empty() {
+            break;
+        }
+        let name = header.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        if name == "content-length" {
+            length = header.split_once(':').map_or(0, |(_, v)| v.trim().parse().unwrap_or(0));
+        }
+        if name != "connection" {
+            head.push_str(&header);
+        }
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    let mut body = vec![0u8; length];
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    hold(parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let Ok(mut up) = TcpStream::connect(("127.0.0.1", upstream)) else { return };
+    let mut response = Vec::new();
+    if up.write_all(head.as_bytes()).and_then(|()| up.write_all(&body)).is_err()
+        || up.read_to_end(&mut response).is_err()
+    {
+        return;
+    }
+    // The client must not reuse this connection: say so in the response's head.
+    let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") else { return };
+    let mut out: String = String::from_utf8_lossy(&response[..end])
+        .split("\r\n")
+        .filter(|h| !h.to_ascii_lowercase().starts_with("connection:"))
+        .map(|h| format!("{h}\r\n"))
+        .collect();
+    out.push_str("Connection: close\r\n\r\n");
+    let _ = writer.write_all(out.as_bytes()).and_then(|()| writer.write_all(&response[end + 4..]));
+}

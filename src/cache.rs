@@ -46,10 +46,18 @@ pub struct CacheError {
     pub action: &'static str,
     pub path: PathBuf,
     pub source: std::io::Error,
+    /// What to do, when the cache's set-up is wrong (its filesystem) rather than this run.
+    pub help: Option<&'static str>,
+}
+
+impl CacheError {
+    pub fn new(action: &'static str, path: PathBuf, source: std::io::Error) -> CacheError {
+        CacheError { action, path, source, help: None }
+    }
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CacheError + 'a {
-    move |source| CacheError { action, path: path.to_path_buf(), source }
+    move |source| CacheError::new(action, path.to_path_buf(), source)
 }
 
 /// The result of looking a key up.
@@ -127,10 +135,13 @@ impl Cache {
         let path = self.root.join("locks").join(".probe");
         let file = open_lock(&path)?;
         file.lock().map_err(|source| CacheError {
-            action: "locking (the cache's filesystem does not support flock: mount Lustre with `-o flock`, NFS v3 \
-                     with its lock manager (nlockmgr), or put the cache on another filesystem)",
+            action: "locking (its filesystem does not support flock)",
             path: path.clone(),
             source,
+            help: Some(
+                "mount Lustre with `-o flock` and NFS v3 with its lock manager (nlockmgr), or put the cache on \
+                 another filesystem (--cache-dir or PIPE_CACHE_DIR)",
+            ),
         })?;
         file.unlock().map_err(io_err("unlocking", &path))
     }

@@ -88,6 +88,7 @@ pub fn main() -> ExitCode {
                 Error::Spec(errors) => reporter.note(errors.render().trim_end()),
                 Error::Usage { message, help } => reporter.error(message, help.as_deref()),
                 Error::Remote(e) => reporter.error(&e.to_string(), e.help.as_deref()),
+                Error::Cache(e) => reporter.error(&e.to_string(), e.help),
                 Error::Step(e) => reporter.error(&e.to_string(), e.help()),
                 other => reporter.error(&other.to_string(), None),
             }

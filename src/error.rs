@@ -14,7 +14,7 @@ pub enum Error {
     /// Wrong use of the command line (exit 2).
     #[error("{message}")]
     Usage { message: String, help: Option<String> },
-    /// The cache could not be read or written (exit 1).
+    /// The cache could not be read or written (exit 1), or its filesystem cannot hold it (exit 2).
     #[error(transparent)]
     Cache(#[from] CacheError),
     /// The remote cache is misconfigured (exit 2) or failing (exit 1).
@@ -49,6 +49,7 @@ impl Error {
         match self {
             Error::Spec(_) | Error::Unreadable(_) | Error::Usage { .. } => 2,
             Error::Remote(e) if e.config => 2,
+            Error::Cache(e) if e.help.is_some() => 2,
             Error::Step(e) if e.is_bad_input() => 2,
             Error::Cache(_) | Error::Remote(_) | Error::Step(_) | Error::Write { .. } => 1,
         }

@@ -177,8 +177,8 @@ impl RunRecord {
         let path = Self::path(cache, &self.id);
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self).unwrap_or_default();
-        write_synced(&tmp, &bytes).map_err(|source| CacheError { action: "writing", path: tmp.clone(), source })?;
-        fs::rename(&tmp, &path).map_err(|source| CacheError { action: "renaming", path, source })
+        write_synced(&tmp, &bytes).map_err(|source| CacheError::new("writing", tmp.clone(), source))?;
+        fs::rename(&tmp, &path).map_err(|source| CacheError::new("renaming", path, source))
     }
 
     /// Every readable record, oldest first.

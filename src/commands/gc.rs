@@ -166,7 +166,7 @@ pub fn execute(args: &GcArgs, global: &GlobalArgs, reporter: &Reporter) -> Resul
         if !args.dry_run {
             match std::fs::remove_dir_all(&dir) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(CacheError { action: "removing", path: dir, source: e }.into());
+                    return Err(CacheError::new("removing", dir, e).into());
                 }
                 _ => {}
             }

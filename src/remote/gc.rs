@@ -90,6 +90,17 @@ impl Remote {
         Ok(false)
     }
 
+    /// Whether a file gc listed is still there and was not written since the gc began
+    /// (`started`, store time): one a push reused meanwhile, and so rewrote, stays (see the
+    /// module doc). Asked right before the delete.
+    async fn untouched_since(&self, listed: &object_store::ObjectMeta, started: i64) -> Result<bool, RemoteError> {
+        match self.store.head(&listed.location).await {
+            Ok(now) => Ok(now.last_modified.timestamp_millis() < started),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error(&format!("checking {}", listed.location), e)),
+        }
+    }
+
     async fn gc_async(
         &self,
         older_than: Duration,
@@ -190,12 +201,8 @@ impl Remote {
                 continue;
             }
             if let Some(started) = started {
-                // Written since this gc began: a push reused it (see the module doc).
-                match self.store.head(&meta.location).await {
-                    Ok(now) if now.last_modified.timestamp_millis() >= started => continue,
-                    Ok(_) => {}
-                    Err(object_store::Error::NotFound { .. }) => continue,
-                    Err(e) => return Err(self.error(&format!("checking {}", meta.location), e)),
+                if !self.untouched_since(&meta, started).await? {
+                    continue;
                 }
             }
             line(format!("{verb} file {}  {}", &name[..name.len().min(12)], crate::reporter::human_bytes(meta.size)));
@@ -223,4 +230,34 @@ impl Remote {
 /// Now, in milliseconds since the epoch (names markers; ordering comes from the store's times).
 fn now_ms() -> u128 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::RemoteMode;
+
+    /// The gc side of the race with a push that reuses a file: a file listed before the gc
+    /// began is deleted only if nothing wrote it since (a push's refresh rewrites it).
+    #[test]
+    fn gc_keeps_a_listed_file_that_a_push_rewrote_since_it_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let remote = Remote::open(&format!("file://{}", dir.path().display()), RemoteMode::ReadWrite).unwrap();
+        let file = remote.path("files", &"a".repeat(64));
+        remote.rt.block_on(async {
+            remote.store.put(&file, PutPayload::from_static(b"bytes")).await.unwrap();
+            let listed = remote.store.head(&file).await.unwrap();
+            // Store times are in milliseconds: the gc begins strictly after the file was written.
+            std::thread::sleep(Duration::from_millis(20));
+            let marker = remote.path("gc", "test.json");
+            let started = remote.write_marker(&marker, true).await.unwrap();
+            assert!(remote.untouched_since(&listed, started).await.unwrap(), "an old file nobody touched may go");
+            std::thread::sleep(Duration::from_millis(20));
+            // A push reuses the file: it uploads it again (the refresh of `Remote::settle`).
+            remote.store.put(&file, PutPayload::from_static(b"bytes")).await.unwrap();
+            assert!(!remote.untouched_since(&listed, started).await.unwrap(), "a file a push rewrote must stay");
+            remote.store.delete(&file).await.unwrap();
+            assert!(!remote.untouched_since(&listed, started).await.unwrap(), "a file already gone is not deleted");
+        });
+    }
 }

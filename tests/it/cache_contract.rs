@@ -528,3 +528,37 @@ fn status_and_dry_runs_create_no_lock_files() {
     project.run(&["status", "p.yaml", "--set", "head.rows=1"]).expect_code(0);
     assert!(!locks.exists(), "{:?}", fs::read_dir(&locks).map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>()));
 }
+
+/// A cache on a filesystem without `flock` (Lustre mounted without `-o flock`, NFS v3 without
+/// its lock manager) is refused when opened, with what to do, instead of failing on the first
+/// step. Such a filesystem cannot be mounted here: a preloaded shim makes `flock` fail as they
+/// do (ENOLCK), for the real binary.
+#[test]
+fn a_cache_whose_filesystem_lacks_flock_is_refused_with_what_to_do() {
+    let shim_dir = tempfile::tempdir().unwrap();
+    let source = shim_dir.path().join("noflock.c");
+    fs::write(
+        &source,
+        "#include <errno.h>\nint flock(int fd, int op) { (void)fd; (void)op; errno = ENOLCK; return -1; }\n",
+    )
+    .unwrap();
+    let shim = shim_dir.path().join("noflock.so");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = std::process::Command::new(&cc).arg("-shared").arg("-fPIC").arg("-o").arg(&shim).arg(&source).status();
+    if !built.is_ok_and(|s| s.success()) {
+        let why = format!("a_cache_whose_filesystem_lacks_flock: no C compiler (`{cc}`) to build the flock shim");
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        pipe_steps::shared_data::skipped(&why);
+        return;
+    }
+    let (project, _server) = setup();
+    let mut cmd = project.command(&["run", "p.yaml"]);
+    cmd.env("LD_PRELOAD", &shim);
+    let run = Run::from(cmd.output().unwrap()).expect_code(2);
+    assert!(run.stderr.contains("does not support flock"), "{}", run.stderr);
+    assert!(run.stderr.contains("help: mount Lustre with `-o flock`"), "{}", run.stderr);
+    assert!(run.stderr.contains("locks/.probe: No locks available"), "{}", run.stderr);
+    assert!(!run.stdout.contains("running"), "nothing ran: {}", run.stdout);
+    // Without the shim the same cache works.
+    project.run(&["run", "p.yaml"]).expect_code(0);
+}

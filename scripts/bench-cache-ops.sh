@@ -4,7 +4,7 @@
 # binaries side by side (A, B alternating, $ROUNDS rounds, default 5), on a copy of one filled cache,
 # against a local S3 server (moto). Prints one line per measurement and the medians.
 #
-#   scripts/bench-cache-ops.sh BEFORE_BINARY AFTER_BINARY CACHE_DIR PIPELINE [--mirror DIR]
+#   scripts/bench-cache-ops.sh BEFORE_BINARY AFTER_BINARY CACHE_DIR PIPELINE [--mirror DIR] [--set S.P=V]...
 #   scripts/bench-cache-ops.sh /tmp/pipe-before target/debug/pipe /work/nsmc-cache \
 #       pipelines/nsmc.yaml --mirror ../shared/nsmc
 #
@@ -14,6 +14,11 @@ set -euo pipefail
 [ $# -ge 4 ] || { sed -n '2,12p' "$0"; exit 2; }
 A=$(realpath "$1"); B=$(realpath "$2"); SOURCE=$(realpath "$3"); PIPELINE=$(realpath "$4"); shift 4
 EXTRA=("$@")
+# `--set` overrides (a shortened training, say) apply to status, push and pull as to run.
+SETS=()
+for ((i = 0; i < ${#EXTRA[@]}; i++)); do
+    [ "${EXTRA[$i]}" = --set ] && SETS+=(--set "${EXTRA[$((i + 1))]}")
+done
 DIR=${BENCH_DIR:-/tmp/pipe-bench-cache-ops}
 MOTO=$(command -v moto_server || echo "$(dirname "${PIPE_PYTHON:-/usr/bin/python3}")/moto_server")
 rm -rf "$DIR" && mkdir -p "$DIR"
@@ -40,10 +45,10 @@ for round in $(seq "${ROUNDS:-5}"); do
         copy "$c/cache"
         cd "$(dirname "$PIPELINE")/.."
         echo "$which noop $(seconds "$bin" --cache-dir "$c/cache" run "$PIPELINE" "${EXTRA[@]}")"
-        echo "$which status $(seconds "$bin" --cache-dir "$c/cache" status "$PIPELINE")"
-        echo "$which push $(seconds "$bin" --cache-dir "$c/cache" push "$PIPELINE" --remote "s3://bench/$which-$round")"
+        echo "$which status $(seconds "$bin" --cache-dir "$c/cache" status "$PIPELINE" "${SETS[@]}")"
+        echo "$which push $(seconds "$bin" --cache-dir "$c/cache" push "$PIPELINE" "${SETS[@]}" --remote "s3://bench/$which-$round")"
         mkdir -p "$c/empty"
-        echo "$which pull $(seconds "$bin" --cache-dir "$c/empty" pull "$PIPELINE" --remote "s3://bench/$which-$round")"
+        echo "$which pull $(seconds "$bin" --cache-dir "$c/empty" pull "$PIPELINE" "${SETS[@]}" --remote "s3://bench/$which-$round")"
         echo "$which noop-remote $(seconds "$bin" --cache-dir "$c/cache" run "$PIPELINE" "${EXTRA[@]}" --remote "s3://bench/$which-$round")"
         rm -rf "$c"
     done

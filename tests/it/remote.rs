@@ -622,8 +622,8 @@ fn gc_on_the_remote_removes_what_no_recent_run_used() {
     assert_eq!(steps(&run), expect(&[("fetch", "cached", true), ("head", "cached", true), ("tail", "cached", true)]));
 }
 
-#[test]
-fn a_shared_directory_works_as_a_remote_named_in_the_pipeline() {
+/// A shared directory as the remote, named in the pipeline, and two machines' projects.
+fn shared_directory_machines() -> (tempfile::TempDir, Server, Project, Project) {
     let shared = tempfile::tempdir().unwrap();
     let server = Server::start();
     server.route("/data.tsv", Behavior::Serve(TABLE.as_bytes().to_vec()));
@@ -632,6 +632,12 @@ fn a_shared_directory_works_as_a_remote_named_in_the_pipeline() {
     let (a, b) = (Project::new(), Project::new());
     a.write("p.yaml", &yaml);
     b.write("p.yaml", &yaml);
+    (shared, server, a, b)
+}
+
+#[test]
+fn a_shared_directory_works_as_a_remote_named_in_the_pipeline() {
+    let (shared, server, a, b) = shared_directory_machines();
     let first = a.run(&["run", "p.yaml", "--json"]).expect_code(0);
     assert_eq!(steps(&first), expect(&[("fetch", "ran", false), ("head", "ran", false), ("tail", "ran", false)]));
     assert_eq!(fs::read_dir(shared.path().join("manifests")).unwrap().count(), 3);
@@ -725,14 +731,7 @@ fn no_credentials_at_all_says_so_and_how_to_give_them() {
 /// directory, whose file times are the files'.
 #[test]
 fn a_push_that_reuses_a_file_during_a_remote_gc_uploads_it_again() {
-    let shared = tempfile::tempdir().unwrap();
-    let server = Server::start();
-    server.route("/data.tsv", Behavior::Serve(TABLE.as_bytes().to_vec()));
-    let url = format!("file://{}", shared.path().display());
-    let yaml = format!("{}remote: {url}\n", pipeline(&server.url("/data.tsv")));
-    let (a, b) = (Project::new(), Project::new());
-    a.write("p.yaml", &yaml);
-    b.write("p.yaml", &yaml);
+    let (shared, _server, a, b) = shared_directory_machines();
     a.run(&["run", "p.yaml"]).expect_code(0);
     let old = std::time::SystemTime::now() - Duration::from_secs(7200);
     let files: Vec<std::path::PathBuf> =
@@ -749,7 +748,7 @@ fn a_push_that_reuses_a_file_during_a_remote_gc_uploads_it_again() {
     fs::create_dir_all(shared.path().join("gc")).unwrap();
     fs::write(shared.path().join("gc").join("1-1.json"), r#"{"host":"elsewhere","running":true}"#).unwrap();
     let c = Project::new();
-    c.write("p.yaml", &yaml);
+    fs::copy(b.path().join("p.yaml"), c.path().join("p.yaml")).unwrap();
     reuse(&c, "tail.rows=4");
     let refreshed = files.iter().filter(|f| modified(f) > old).count();
     assert_eq!(refreshed, 1, "head's file, reused by tail, is written again");

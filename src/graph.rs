@@ -440,7 +440,7 @@ fn check_step(
     for ps in ks.params.iter() {
         if let (ParamType::Steps(reads), Some(Json::Array(named))) = (ps.ty, params.get(ps.name)) {
             let location = spec.locate_value(&["steps", name, ps.name]);
-            step_inputs(name, reads, named, index, kinds, &mut inputs, |e| errors.push(e.at(location.clone(), 0)));
+            step_inputs(name, reads, named, index, kinds, &mut inputs, |e| errors.push(e.at(location, 0)));
         }
     }
     for ps in ks.params.iter().filter(|_| kinds.decl.is_none()) {

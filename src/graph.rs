@@ -13,7 +13,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Bfs;
 use petgraph::Direction;
 use pipe_steps::command::{self, Command};
-use pipe_steps::{InputSource, ParamSpec, ParamType, Params, Step};
+use pipe_steps::{InputSource, ParamSpec, ParamType, Params, Reported, Step};
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
@@ -346,7 +346,22 @@ fn check_step(
         };
         match output {
             Some(o) => {
-                inputs.insert(input_name.clone(), OutputRef { step: upstream, output: o.name });
+                let expects = ks.input(input_name).and_then(|i| i.expects);
+                match expects {
+                    Some(e) if upstream_kind.spec().reported(o.name) != Some(e) => errors.push(
+                        SpecError::new(format!(
+                            "step `{name}`: input `{input_name}` is `{}.{}`, which is not {}",
+                            reference.step,
+                            o.name,
+                            e.describe()
+                        ))
+                        .at(location, span)
+                        .help(producers(e)),
+                    ),
+                    _ => {
+                        inputs.insert(input_name.clone(), OutputRef { step: upstream, output: o.name });
+                    }
+                }
             }
             None => {
                 let names: Vec<&str> = outputs.iter().map(|o| o.name).collect();
@@ -422,6 +437,12 @@ fn check_step(
             }
         }
     }
+    for ps in ks.params.iter() {
+        if let (ParamType::Steps(reads), Some(Json::Array(named))) = (ps.ty, params.get(ps.name)) {
+            let location = spec.locate_value(&["steps", name, ps.name]);
+            step_inputs(name, reads, named, index, kinds, &mut inputs, |e| errors.push(e.at(location, 0)));
+        }
+    }
     for ps in ks.params.iter().filter(|_| kinds.decl.is_none()) {
         if params.contains_key(ps.name) || step.params.contains_key(ps.name) || suggested.iter().any(|s| s == ps.name) {
             continue;
@@ -456,6 +477,61 @@ fn check_step(
     (errors.len() == before).then(|| GraphStep { name: name.to_string(), base: name.to_string(), kind, params, inputs })
 }
 
+/// The inputs a [`ParamType::Steps`] parameter of step `name` makes: per step it names, each
+/// output of a meaning in `reads` ([`pipe_steps::StepSpec::reported`]), as input
+/// [`Reported::input_name`]. A name that is no step, or a step with none of them, is an error.
+fn step_inputs(
+    name: &str,
+    reads: &[Reported],
+    named: &[Json],
+    index: &BTreeMap<&str, usize>,
+    kinds: &Kinds<'_>,
+    inputs: &mut BTreeMap<String, OutputRef>,
+    mut error: impl FnMut(SpecError),
+) {
+    for step in named.iter().filter_map(Json::as_str) {
+        let Some(&upstream) = index.get(step) else {
+            let mut e = SpecError::new(format!("step `{name}`: `steps` names unknown step `{step}`"));
+            e.help = did_you_mean(step, index.keys().copied());
+            error(e);
+            continue;
+        };
+        let Some(kind) = kinds.of[upstream] else { continue };
+        let mut found = false;
+        for is in reads {
+            if let Some(output) = kind.spec().reported_output(*is) {
+                inputs.insert(is.input_name(step), OutputRef { step: upstream, output });
+                found = true;
+            }
+        }
+        if !found {
+            let what: Vec<&str> = reads.iter().map(|r| r.describe()).collect();
+            let kinds: Vec<&str> = pipe_steps::registry()
+                .iter()
+                .filter(|k| reads.iter().any(|r| k.spec().reported_output(*r).is_some()))
+                .map(|k| k.spec().kind)
+                .collect();
+            error(
+                SpecError::new(format!(
+                    "step `{name}`: `steps` names `{step}` (kind `{}`), which has none of: {}",
+                    kind.spec().kind,
+                    what.join(", ")
+                ))
+                .help(format!("name steps of kind {}", kinds.join(", "))),
+            );
+        }
+    }
+}
+
+/// Which kinds' outputs are `what`: the help of an input that expects it.
+fn producers(what: Reported) -> String {
+    let outputs: Vec<String> = pipe_steps::registry()
+        .iter()
+        .filter_map(|k| Some(format!("the `{}` output of a {} step", k.spec().reported_output(what)?, k.spec().kind)))
+        .collect();
+    format!("use {}", outputs.join(", or "))
+}
+
 /// Converts a YAML value to the parameter's type; `Err` says what was expected.
 fn convert(ps: &ParamSpec, value: &Yaml, base_dir: &Path) -> Result<Json, String> {
     let wrong = || format!("must be {}, got {}", ps.ty.describe(), describe_yaml(value));
@@ -477,7 +553,7 @@ fn convert(ps: &ParamSpec, value: &Yaml, base_dir: &Path) -> Result<Json, String
                 Err(format!("must be one of {}, got `{s}`{hint}", options.join(", ")))
             }
         }
-        ParamType::StrList => match value {
+        ParamType::StrList | ParamType::Steps(_) => match value {
             Yaml::Sequence(items) => items
                 .iter()
                 .map(|v| v.as_str().map(Json::from).ok_or_else(wrong))

@@ -69,4 +69,11 @@ fn describe(s: &StepSpec, reporter: &Reporter) {
     for o in s.outputs {
         reporter.line(&format!("  {:<16} {}", o.name, o.help));
     }
+    // What `pipe report` and the `report` step read of it.
+    if !s.reported.is_empty() {
+        reporter.line("\nto a report:");
+        for r in s.reported {
+            reporter.line(&format!("  {:<16} {}", r.output, r.is.describe()));
+        }
+    }
 }

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use pipe_steps::report::{EvalMetrics, Format, ModelScore, RegressionMetrics, Report, RunReport, TrainingMetrics};
-use pipe_steps::Timing;
+use pipe_steps::report::{Format, Report, RunCollector, RunReport};
+use pipe_steps::{Reported, Timing};
 use serde_json::Value as Json;
 
 use crate::cache::Cache;
@@ -186,33 +186,41 @@ fn compare(results: &Results, runs: &[RunRecord]) -> (Vec<RunReport>, BTreeSet<S
 
 fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) -> RunReport {
     let params = flat_params(run).into_iter().filter(|(k, _)| differing.contains(k)).collect();
-    let mut notes = Vec::new();
-    let mut training = metrics::<TrainingMetrics>(results, run, "fine-tune", &mut notes);
-    // Timings are in no hashed output: the epochs' come from the run that computed the result.
-    let finetune = run.steps.iter().find(|s| s.kind == "fine-tune").and_then(|s| s.key.as_ref());
-    if let (Some(t), Some(timings)) = (training.as_mut(), finetune.and_then(|k| results.timings.get(k))) {
-        for e in &mut t.epochs {
-            if let Some(timing) = timings.iter().find(|t| t.epoch_number() == Some(e.epoch)) {
-                e.seconds = Some(timing.seconds);
-                e.samples_per_second = timing.samples_per_second();
+    // Every step's outputs that mean something to a report, by its kind's facts.
+    let mut collector = RunCollector::new();
+    for step in &run.steps {
+        let Some(kind) = pipe_steps::find(&step.kind) else { continue };
+        for fact in kind.spec().reported {
+            match step_output::<Json>(results, step, fact.output) {
+                Ok(value) => {
+                    // A file that is not what the kind says is left out, as a missing one is.
+                    if let Err(e) = collector.add(&step.name, fact.is, value) {
+                        collector.missing(fact.is, format!("{}'s {}: {e}", step.name, fact.output));
+                    }
+                }
+                // Why the training or the evaluation is missing is said; another model is left out.
+                Err(why) if matches!(fact.is, Reported::Training | Reported::Evaluation) => {
+                    collector.missing(fact.is, why)
+                }
+                Err(_) => {}
             }
         }
+        // Timings are in no hashed output: the epochs' come from the run that computed the result.
+        if let Some(timings) = step.key.as_ref().and_then(|k| results.timings.get(k)) {
+            collector.timings(&step.name, timings);
+        }
     }
-    // A regression model's metrics are its own kind of file.
-    let evaluated = metrics::<Json>(results, run, "evaluate", &mut notes);
-    let is_regression = evaluated.as_ref().is_some_and(|v| v["task"] == "regression");
-    let (evaluation, regression) = match evaluated {
-        Some(v) if is_regression => (None, serde_json::from_value::<RegressionMetrics>(v).ok()),
-        Some(v) => (serde_json::from_value::<EvalMetrics>(v).ok(), None),
-        None => (None, None),
+    let label = match (&run.host, results.hosts) {
+        (Some(host), true) => format!("{} on {host}", run.started),
+        (None, true) => format!("{} on (unknown)", run.started),
+        _ => run.started.clone(),
+    } + &run.variant.as_ref().map(|v| format!(" [{v}]")).unwrap_or_default();
+    let state = match run.state {
+        RunState::Succeeded => "succeeded",
+        RunState::Failed => "failed",
+        RunState::Running => "incomplete",
     };
-    let models = models(results, run);
     RunReport {
-        label: match (&run.host, results.hosts) {
-            (Some(host), true) => format!("{} on {host}", run.started),
-            (None, true) => format!("{} on (unknown)", run.started),
-            _ => run.started.clone(),
-        } + &run.variant.as_ref().map(|v| format!(" [{v}]")).unwrap_or_default(),
         by: match (&run.user, &run.host) {
             (Some(user), Some(host)) => Some(format!("{user}@{host}")),
             (None, Some(host)) => Some(host.clone()),
@@ -220,33 +228,9 @@ fn run_report(results: &Results, run: &RunRecord, differing: &BTreeSet<String>) 
             (None, None) => None,
         },
         commit: run.git.as_ref().map(GitState::describe),
-        state: match run.state {
-            RunState::Succeeded => "succeeded".into(),
-            RunState::Failed => "failed".into(),
-            RunState::Running => "incomplete".into(),
-        },
         params,
-        training,
-        evaluation,
-        regression,
-        note: (!notes.is_empty()).then(|| notes.join("; ")),
-        models,
+        ..collector.run_report(label, state.into())
     }
-}
-
-/// The `metrics` output of the first step of `kind` in the run, when it finished and is
-/// still in the cache.
-fn metrics<T: for<'de> serde::Deserialize<'de>>(
-    results: &Results,
-    run: &RunRecord,
-    kind: &str,
-    notes: &mut Vec<String>,
-) -> Option<T> {
-    let Some(step) = run.steps.iter().find(|s| s.kind == kind) else {
-        notes.push(format!("the pipeline has no {kind} step"));
-        return None;
-    };
-    step_output(results, step, "metrics").map_err(|e| notes.push(e)).ok()
 }
 
 /// Output `output` (a JSON file) of a step of the run, from the cache or the remote; `Err`
@@ -272,38 +256,4 @@ fn step_output<T: for<'de> serde::Deserialize<'de>>(
         return Err(format!("{}'s result is no longer in the cache", step.name));
     };
     bytes.and_then(|b| serde_json::from_slice(&b).ok()).ok_or_else(|| format!("{path} is not a {output} file"))
-}
-
-/// Every evaluation of the run — `evaluate` steps, `linear` baselines, `ensemble`s — with
-/// its accuracy, for the models-compared table; an ensemble's weights name its members.
-fn models(results: &Results, run: &RunRecord) -> Vec<ModelScore> {
-    let mut out = Vec::new();
-    for step in run.steps.iter().filter(|s| matches!(s.kind.as_str(), "evaluate" | "linear" | "ensemble")) {
-        let Ok(m) = step_output::<EvalMetrics>(results, step, "metrics") else { continue };
-        let valid = match step.kind.as_str() {
-            "linear" => step_output::<Option<EvalMetrics>>(results, step, "valid_metrics").ok().flatten(),
-            _ => None,
-        };
-        let weights = match step.kind.as_str() {
-            "ensemble" => step_output::<Json>(results, step, "weights").ok(),
-            _ => None,
-        };
-        let members = weights
-            .as_ref()
-            .and_then(|w| w["members"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|m| Some((m["name"].as_str()?.to_string(), m["weight"].as_f64()?)))
-            .collect();
-        out.push(ModelScore {
-            step: step.name.clone(),
-            kind: step.kind.clone(),
-            rows: m.rows,
-            accuracy: m.accuracy,
-            macro_f1: m.macro_f1,
-            valid_accuracy: valid.map(|v| v.accuracy).or_else(|| weights.and_then(|w| w["valid_accuracy"].as_f64())),
-            members,
-        });
-    }
-    out
 }

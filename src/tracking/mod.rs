@@ -13,6 +13,7 @@ pub mod tensorboard;
 
 use std::path::PathBuf;
 
+use pipe_steps::Reported;
 use serde_json::Value as Json;
 
 use crate::cache::{Cache, Lookup};
@@ -129,7 +130,6 @@ pub struct Scalar {
 pub struct StepResults {
     /// The pipeline's step name.
     pub step: String,
-    pub kind: String,
     pub scalars: Vec<Scalar>,
     /// An ensemble's members and their weights.
     pub weights: Vec<(String, f64)>,
@@ -143,10 +143,6 @@ pub struct RunResults {
     pub steps: Vec<StepResults>,
 }
 
-/// The kinds whose `metrics` output is a training history (an epoch list, or an object with
-/// `epochs` and `batches`).
-const TRAINING: [&str; 2] = ["fine-tune", "pretrain"];
-
 impl RunResults {
     /// Reads the results of every step of `run` that ran or was cached and is still in `cache`.
     pub fn read(cache: &Cache, run: &RunRecord) -> RunResults {
@@ -154,19 +150,21 @@ impl RunResults {
         for step in &run.steps {
             let Some(dir) = output_dir(cache, step) else { continue };
             let json = |name: &str| -> Option<Json> { serde_json::from_slice(&std::fs::read(dir(name)).ok()?).ok() };
-            let mut results = StepResults {
-                step: step.name.clone(),
-                kind: step.kind.clone(),
-                scalars: Vec::new(),
-                weights: Vec::new(),
-                files: Vec::new(),
-            };
-            match json("metrics") {
-                Some(m) if TRAINING.contains(&step.kind.as_str()) => results.scalars = training_scalars(&m),
-                Some(m) => results.scalars = numbers(&m, Series::Final, 0, None),
-                None => {}
+            let mut results =
+                StepResults { step: step.name.clone(), scalars: Vec::new(), weights: Vec::new(), files: Vec::new() };
+            // What each output is, by the kind's facts; a kind without them (your commands)
+            // has its `metrics` output's numbers tracked.
+            let facts = pipe_steps::find(&step.kind).map_or(&[][..], |k| k.spec().reported);
+            let output = |is: Reported| facts.iter().find(|f| f.is == is).map(|f| f.output);
+            let history = output(Reported::Training).or(output(Reported::Pretraining));
+            let scores = facts.iter().find(|f| f.is.is_model()).map(|f| f.output);
+            let plain = if facts.is_empty() { Some("metrics") } else { None };
+            if let Some(m) = history.and_then(json) {
+                results.scalars = training_scalars(&m);
+            } else if let Some(m) = scores.or(plain).and_then(json) {
+                results.scalars = numbers(&m, Series::Final, 0, None);
             }
-            if let Some(weights) = json("weights") {
+            if let Some(weights) = output(Reported::Weights).and_then(json) {
                 results.weights = weights["members"]
                     .as_array()
                     .into_iter()
@@ -174,8 +172,8 @@ impl RunResults {
                     .filter_map(|m| Some((m["name"].as_str()?.to_string(), m["weight"].as_f64()?)))
                     .collect();
             }
-            if step.kind == "report" {
-                let report = dir("report");
+            if let Some(files) = output(Reported::Files) {
+                let report = dir(files);
                 let mut files: Vec<PathBuf> = std::fs::read_dir(&report)
                     .into_iter()
                     .flatten()

@@ -29,7 +29,8 @@ pub fn write(dir: &Path, run: &RunRecord, results: &RunResults) -> Result<Vec<Pa
     let run_dir = dir.join(run_folder(run));
     let host = run.host.clone().unwrap_or_else(|| "localhost".into());
     let mut written = Vec::new();
-    for step in results.steps.iter().filter(|s| super::TRAINING.contains(&s.kind.as_str())) {
+    // Epoch and batch scalars come from training histories only ([`super::Reported`] facts).
+    for step in &results.steps {
         let scalars: Vec<&super::Scalar> =
             step.scalars.iter().filter(|s| matches!(s.series, Series::Epoch | Series::Batch)).collect();
         if scalars.is_empty() {

@@ -43,6 +43,7 @@ static SPEC: StepSpec = StepSpec {
     ],
     inputs: &[],
     outputs: &[OutputSpec { name: "file", help: "the downloaded file" }],
+    reported: &[],
 };
 
 /// Where the bytes come from.

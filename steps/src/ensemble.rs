@@ -29,7 +29,9 @@ use crate::bert::classify::Predictions as Scored;
 use crate::error::{StepError, StepResult};
 use crate::predictions::{self, Predictions};
 use crate::report::EvalMetrics;
-use crate::step::{Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec};
+use crate::step::{
+    Default, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Reported, ReportedOutput, Step, StepContext, StepSpec,
+};
 
 pub struct Ensemble;
 
@@ -79,6 +81,7 @@ static SPEC: StepSpec = StepSpec {
         OutputSpec { name: "predictions", help: "the ensemble's test predictions (evaluate's form)" },
         OutputSpec { name: "weights", help: "each member's weight and accuracy, and the ensemble's (JSON)" },
     ],
+    reported: &[ReportedOutput::new("metrics", Reported::Ensemble), ReportedOutput::new("weights", Reported::Weights)],
 };
 
 /// One member in the `weights` output.

@@ -26,8 +26,8 @@ pub mod text;
 
 pub use error::{StepError, StepResult};
 pub use step::{
-    Default, Environment, Events, InputSource, InputSpec, NoEvents, OutputSpec, ParamSpec, ParamType, Params, Step,
-    StepContext, StepSpec, Timing,
+    Default, Environment, Events, InputSource, InputSpec, NoEvents, OutputSpec, ParamSpec, ParamType, Params, Reported,
+    ReportedOutput, Step, StepContext, StepSpec, Timing,
 };
 
 /// Every step kind, in the order `pipe kinds` lists them.

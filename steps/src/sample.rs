@@ -62,6 +62,7 @@ static SPEC: StepSpec = StepSpec {
     ],
     inputs: &[InputSpec::required("data", "the table to sample")],
     outputs: &[OutputSpec { name: "file", help: "the sampled table" }],
+    reported: &[],
 };
 
 impl Step for Sample {

@@ -37,6 +37,10 @@ pub enum ParamType {
     PathOrHubId,
     /// An http(s):// or file:// URL, or a local path (made absolute by the runner).
     Url,
+    /// A list of names of the pipeline's steps, whose outputs of these meanings to a report
+    /// ([`StepSpec::reported`]) become the step's inputs, named [`Reported::input_name`]: the
+    /// `report` kind's `steps`. A named step with none of them is bad input.
+    Steps(&'static [Reported]),
 }
 
 impl ParamType {
@@ -54,6 +58,7 @@ impl ParamType {
             ParamType::Path => "a file or directory path".into(),
             ParamType::PathOrHubId => "a local path or a hub model id".into(),
             ParamType::Url => "a URL or a local path".into(),
+            ParamType::Steps(_) => "a list of step names".into(),
         }
     }
 }
@@ -130,14 +135,124 @@ pub struct InputSpec {
     pub name: &'static str,
     pub required: bool,
     pub help: &'static str,
+    /// What the upstream output must be to a report (`None`: anything): checked before anything
+    /// runs, so a report fed a table fails at once, not after the training.
+    pub expects: Option<Reported>,
 }
 
 impl InputSpec {
     pub const fn required(name: &'static str, help: &'static str) -> Self {
-        InputSpec { name, required: true, help }
+        InputSpec { name, required: true, help, expects: None }
     }
     pub const fn optional(name: &'static str, help: &'static str) -> Self {
-        InputSpec { name, required: false, help }
+        InputSpec { name, required: false, help, expects: None }
+    }
+    /// An input that must be an output of this meaning ([`StepSpec::reported`]).
+    pub const fn expecting(mut self, what: Reported) -> Self {
+        self.expects = Some(what);
+        self
+    }
+}
+
+/// What an output of a kind is to a report (`pipe report`, the `report` step, tracking): the
+/// framework reads results by these facts, never by kind names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reported {
+    /// A fine-tune's training history ([`crate::report::TrainingMetrics`]): epochs, logged
+    /// batches, the chosen epoch; a report's per-epoch table.
+    Training,
+    /// A pre-training history: a JSON list of epochs (tracked; no report table).
+    Pretraining,
+    /// A trained network's scores on held-out rows ([`crate::report::EvalMetrics`], or
+    /// [`crate::report::RegressionMetrics`]): a report's final evaluation, and a model compared.
+    Evaluation,
+    /// A baseline model's test scores ([`crate::report::EvalMetrics`]): a model compared, a
+    /// reference line in the charts.
+    Baseline,
+    /// An ensemble's test scores ([`crate::report::EvalMetrics`]): a model compared.
+    Ensemble,
+    /// The validation scores of the step's model (an [`crate::report::EvalMetrics`] file, or
+    /// `null` without validation rows): the models table's validation accuracy.
+    ValidScores,
+    /// An ensemble's members, their weights and its validation accuracy (JSON).
+    Weights,
+    /// Rendered report files (a folder).
+    Files,
+}
+
+impl Reported {
+    /// How the meaning is named in input names, messages and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reported::Training => "training",
+            Reported::Pretraining => "pretraining",
+            Reported::Evaluation => "evaluation",
+            Reported::Baseline => "baseline",
+            Reported::Ensemble => "ensemble",
+            Reported::ValidScores => "valid_scores",
+            Reported::Weights => "weights",
+            Reported::Files => "report",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Reported> {
+        Reported::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    pub const ALL: [Reported; 8] = [
+        Reported::Training,
+        Reported::Pretraining,
+        Reported::Evaluation,
+        Reported::Baseline,
+        Reported::Ensemble,
+        Reported::ValidScores,
+        Reported::Weights,
+        Reported::Files,
+    ];
+
+    /// A model's own scores on test rows (what the models-compared table lists).
+    pub fn is_model(self) -> bool {
+        matches!(self, Reported::Evaluation | Reported::Baseline | Reported::Ensemble)
+    }
+
+    /// What a user reads in messages: `a fine-tune's training metrics`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Reported::Training => "a fine-tune's training metrics (epochs)",
+            Reported::Pretraining => "a pre-training history",
+            Reported::Evaluation => "an evaluation's metrics",
+            Reported::Baseline => "a baseline model's test metrics",
+            Reported::Ensemble => "an ensemble's test metrics",
+            Reported::ValidScores => "a model's validation metrics",
+            Reported::Weights => "an ensemble's weights",
+            Reported::Files => "rendered report files",
+        }
+    }
+
+    /// The input a [`ParamType::Steps`] parameter makes of step `step`'s output of this
+    /// meaning: `finetune_seed2.training`, `linear.valid_scores` (step names have no dot).
+    pub fn input_name(self, step: &str) -> String {
+        format!("{step}.{}", self.name())
+    }
+
+    /// The step and meaning of an input named by [`Reported::input_name`].
+    pub fn of_input(input: &str) -> Option<(&str, Reported)> {
+        let (step, what) = input.rsplit_once('.')?;
+        Some((step, Reported::from_name(what)?))
+    }
+}
+
+/// One output of a kind and what it is to a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedOutput {
+    pub output: &'static str,
+    pub is: Reported,
+}
+
+impl ReportedOutput {
+    pub const fn new(output: &'static str, is: Reported) -> Self {
+        ReportedOutput { output, is }
     }
 }
 
@@ -163,6 +278,8 @@ pub struct StepSpec {
     pub params: &'static [ParamSpec],
     pub inputs: &'static [InputSpec],
     pub outputs: &'static [OutputSpec],
+    /// What its outputs are to a report ([`Reported`]); empty for kinds a report does not read.
+    pub reported: &'static [ReportedOutput],
 }
 
 impl StepSpec {
@@ -174,6 +291,14 @@ impl StepSpec {
     }
     pub fn output(&self, name: &str) -> Option<&OutputSpec> {
         self.outputs.iter().find(|o| o.name == name)
+    }
+    /// What output `output` is to a report, if anything.
+    pub fn reported(&self, output: &str) -> Option<Reported> {
+        self.reported.iter().find(|r| r.output == output).map(|r| r.is)
+    }
+    /// Which output is `what` to a report, if the kind has one.
+    pub fn reported_output(&self, what: Reported) -> Option<&'static str> {
+        self.reported.iter().find(|r| r.is == what).map(|r| r.output)
     }
     /// Whether the kind computes on every core ([`StepSpec::all_cores`]).
     pub fn uses_all_cores(&self) -> bool {

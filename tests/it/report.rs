@@ -155,3 +155,123 @@ fn the_html_report_of_a_sweep_charts_the_batch_log_and_compares_the_variants() {
     assert!(table.contains("<tr><td>finetune.lr</td><td>0.001</td><td>0.003</td></tr>"), "{table}");
     assert_eq!(html.matches("class=\"confusion\"").count(), 2, "a grid per variant");
 }
+
+/// Two fine-tunes (seeds 1 and 2) with their evaluations, a linear baseline and a `report`
+/// step naming them all.
+fn two_seeds() -> String {
+    let after = "  finetune_seed2:
+    kind: fine-tune
+    inputs: { train: split.train, valid: split.valid, test: encode, model: pretrain.model }
+    epochs: 2
+    batch_size: 8
+    lr: 1e-3
+    seed: 2
+  evaluate_seed2:
+    kind: evaluate
+    inputs: { data: encode, model: finetune_seed2.model }
+  linear:
+    kind: linear
+    inputs: { train: data, test: data }
+    valid_fraction: 0.2
+  report:
+    kind: report
+    steps: [finetune, evaluate, finetune_seed2, evaluate_seed2, linear]
+";
+    tiny_bert_pipeline(&TinyBert {
+        name: "seeds",
+        split: true,
+        epochs: 2,
+        evaluate: true,
+        after,
+        ..TinyBert::default()
+    })
+}
+
+#[test]
+fn the_report_step_and_pipe_report_agree_on_every_fine_tune_evaluation_and_model() {
+    let project = Project::new();
+    project.write("data.tsv", &table(100));
+    project.write("p.yaml", &two_seeds());
+    project.run(&["run", "p.yaml"]).expect_code(0);
+    let dir = project.run(&["show", "report", "--path"]).expect_code(0).stdout;
+    let dir = std::path::Path::new(dir.trim()).join("report");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let step: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let cache = project.run(&["report", "--format", "json"]).expect_code(0).json();
+    let (step, cache) = (&step["latest"], &cache["latest"]);
+
+    // Every fine-tune, each with its epochs table; the figures are the cache's but for the
+    // seconds, which only the run records hold.
+    for name in ["finetune", "finetune_seed2"] {
+        assert!(md.contains(&format!("## Accuracy per epoch: {name}\n")), "{md}");
+    }
+    let tunes = |r: &serde_json::Value| -> Vec<(String, Vec<(f64, f64)>)> {
+        r["fine_tunes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let epochs = f["training"]["epochs"].as_array().unwrap();
+                let figures = epochs
+                    .iter()
+                    .map(|e| (e["valid_accuracy"].as_f64().unwrap(), e["test_accuracy"].as_f64().unwrap()));
+                (f["step"].as_str().unwrap().to_string(), figures.collect())
+            })
+            .collect()
+    };
+    assert_eq!(tunes(step).len(), 2, "{step}");
+    assert_eq!(tunes(step), tunes(cache));
+    assert!(cache["fine_tunes"][1]["training"]["epochs"][0]["seconds"].as_f64().is_some(), "{cache}");
+    assert!(step["fine_tunes"][1]["training"]["epochs"][0]["seconds"].is_null(), "{step}");
+
+    // Every evaluation and the baseline compared, with the same figures (`pipe report` also
+    // lists what the report step was not given: here nothing else is evaluated).
+    assert!(md.contains("## Models compared"), "{md}");
+    let models = |r: &serde_json::Value| -> Vec<serde_json::Value> {
+        r["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                serde_json::json!([m["step"], m["model"], m["rows"], m["accuracy"], m["macro_f1"], m["valid_accuracy"]])
+            })
+            .collect()
+    };
+    let steps: Vec<&str> = step["models"].as_array().unwrap().iter().map(|m| m["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["evaluate", "evaluate_seed2", "linear"]);
+    assert!(step["models"][2]["valid_accuracy"].as_f64().is_some(), "{step}");
+    assert_eq!(models(step), models(cache));
+    for m in step["models"].as_array().unwrap() {
+        assert!(md.contains(&format!("| {:.4}", m["accuracy"].as_f64().unwrap())), "{md}");
+    }
+    assert_eq!(step["evaluation"], cache["evaluation"]);
+    assert_eq!(step["chosen"], cache["chosen"]);
+}
+
+#[test]
+fn a_report_of_something_that_is_not_metrics_is_refused_before_anything_runs() {
+    let project = Project::new();
+    project.write("data.tsv", &table(20));
+    let base = tiny_bert_pipeline(&TinyBert { name: "bad", split: true, epochs: 1, ..TinyBert::default() });
+    project.write("a.yaml", &format!("{base}  report:\n    kind: report\n    inputs: {{ training: split.train }}\n"));
+    let run = project.run(&["run", "a.yaml"]).expect_code(2);
+    assert!(
+        run.stderr
+            .contains("step `report`: input `training` is `split.train`, which is not a fine-tune's training metrics"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("help: use the `metrics` output of a fine-tune step"), "{}", run.stderr);
+    project.write("b.yaml", &format!("{base}  report:\n    kind: report\n    steps: [finetune, split]\n"));
+    let run = project.run(&["run", "b.yaml"]).expect_code(2);
+    assert!(
+        run.stderr.contains("step `report`: `steps` names `split` (kind `split`), which has none of"),
+        "{}",
+        run.stderr
+    );
+    project.write("c.yaml", &format!("{base}  report:\n    kind: report\n    steps: [finetuen]\n"));
+    let run = project.run(&["run", "c.yaml"]).expect_code(2);
+    assert!(run.stderr.contains("`steps` names unknown step `finetuen`"), "{}", run.stderr);
+    // Nothing ran: no run is recorded.
+    project.run(&["report"]).expect_code(2);
+}

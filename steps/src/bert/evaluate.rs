@@ -12,7 +12,8 @@ use super::outputs::{check_task, outputs, targets_for};
 use super::weights::Checkpoint;
 use crate::error::{StepError, StepResult};
 use crate::step::{
-    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Reported, ReportedOutput, Step,
+    StepContext, StepSpec,
 };
 use crate::task::{threshold, Task, THRESHOLD_PARAM};
 use crate::tensor_set::TensorSet;
@@ -59,6 +60,7 @@ static SPEC: StepSpec = StepSpec {
             help: "one CSV row per input row: label, predicted label, class probabilities",
         },
     ],
+    reported: &[ReportedOutput::new("metrics", Reported::Evaluation)],
 };
 
 impl Step for Evaluate {

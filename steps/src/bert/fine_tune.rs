@@ -29,7 +29,8 @@ use super::weights::Checkpoint;
 use crate::error::{StepError, StepResult};
 use crate::report::{ChosenBy, EarlyStop, EpochMetrics, SelectBy, TrainingMetrics};
 use crate::step::{
-    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec, Timing,
+    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Reported, ReportedOutput, Step,
+    StepContext, StepSpec, Timing,
 };
 use crate::task::{threshold, Task, THRESHOLD_PARAM};
 use crate::tensor_set::TensorSet;
@@ -117,6 +118,7 @@ static SPEC: StepSpec = StepSpec {
         },
         OutputSpec { name: "metrics", help: "per-epoch metrics and the logged batches (JSON)" },
     ],
+    reported: &[ReportedOutput::new("metrics", Reported::Training)],
 };
 
 impl Step for FineTune {

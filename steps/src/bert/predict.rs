@@ -92,6 +92,7 @@ static SPEC: StepSpec = StepSpec {
         name: "predictions",
         help: "one row per input row: its columns, predicted, probability, p_<label>... (CSV or JSONL)",
     }],
+    reported: &[],
 };
 
 /// The form of a predictions file or listing.

@@ -41,7 +41,8 @@ use super::train::{batch_seed, count_equal, params as train, BatchOutcome, Epoch
 use super::weights::{candle_err, Weights};
 use crate::error::{StepError, StepResult};
 use crate::step::{
-    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec, Timing,
+    Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Reported, ReportedOutput, Step,
+    StepContext, StepSpec, Timing,
 };
 use crate::tensor_set::{TensorSet, TensorSetMeta};
 
@@ -142,6 +143,7 @@ static SPEC: StepSpec = StepSpec {
                    rtd_loss, rtd_accuracy and replaced_fraction",
         },
     ],
+    reported: &[ReportedOutput::new("metrics", Reported::Pretraining)],
 };
 
 /// The `objective` parameter.

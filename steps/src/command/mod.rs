@@ -108,6 +108,7 @@ static TEMPLATE_SPEC: StepSpec = StepSpec {
     params: PARAMS,
     inputs: &[],
     outputs: &[],
+    reported: &[],
 };
 
 /// A command step: the kind in the registry (no inputs or outputs, for `pipe kinds`), or one
@@ -143,6 +144,7 @@ impl Command {
             params: Box::leak(params_spec.into_boxed_slice()),
             inputs: Box::leak(inputs.into_boxed_slice()),
             outputs: Box::leak(outputs.into_boxed_slice()),
+            reported: &[],
         };
         Ok(Box::leak(Box::new(Command { spec: Box::leak(Box::new(spec)) })))
     }

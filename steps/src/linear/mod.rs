@@ -33,7 +33,8 @@ use crate::bert::classify::Predictions as Scored;
 use crate::error::{StepError, StepResult};
 use crate::predictions;
 use crate::step::{
-    Default, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
+    Default, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Reported, ReportedOutput, Step,
+    StepContext, StepSpec,
 };
 use crate::text::split::split_rows;
 use crate::text::table::{
@@ -159,6 +160,10 @@ static SPEC: StepSpec = StepSpec {
             name: "valid_predictions",
             help: "validation predictions (evaluate's form; the header only without validation rows)",
         },
+    ],
+    reported: &[
+        ReportedOutput::new("metrics", Reported::Baseline),
+        ReportedOutput::new("valid_metrics", Reported::ValidScores),
     ],
 };
 

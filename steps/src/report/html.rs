@@ -22,6 +22,7 @@ use super::{
     headline, model_rows, multi_label_line, param_columns, per_class_table, regression_line, training_lines,
     weight_lines, ChosenBy, Report, RunReport, TrainingMetrics, CHOICE_NOTE, MODELS_HEADER,
 };
+use crate::step::Reported;
 use crate::task::Task;
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;\
@@ -234,7 +235,7 @@ fn loss_chart(runs: &[&RunReport], names: &[String]) -> String {
 fn references(runs: &[&RunReport], names: &[String]) -> Vec<Reference> {
     let mut found: Vec<(Vec<usize>, &super::ModelScore)> = Vec::new();
     for (i, r) in runs.iter().enumerate() {
-        for m in r.models.iter().filter(|m| matches!(m.kind.as_str(), "linear" | "ensemble")) {
+        for m in r.models.iter().filter(|m| matches!(m.model, Reported::Baseline | Reported::Ensemble)) {
             match found.iter_mut().find(|(_, f)| f.step == m.step && (f.accuracy - m.accuracy).abs() < 1e-12) {
                 Some((of, _)) => of.push(i),
                 None => found.push((vec![i], m)),
@@ -244,16 +245,16 @@ fn references(runs: &[&RunReport], names: &[String]) -> Vec<Reference> {
     found
         .iter()
         .map(|(of, m)| {
-            let what = match (m.kind.as_str(), m.step == m.kind) {
-                ("linear", true) => "linear baseline".to_string(),
-                ("linear", false) => format!("{} (linear baseline)", m.step),
-                (_, true) => m.step.clone(),
-                _ => format!("{} ({})", m.step, m.kind),
+            let what = match m.model {
+                Reported::Baseline => format!("{} baseline", m.step),
+                // No "ensemble (ensemble)".
+                _ if m.step == m.model.name() => m.step.clone(),
+                _ => format!("{} ({})", m.step, m.model.name()),
             };
             let several = found.iter().filter(|(_, f)| f.step == m.step).count() > 1;
-            let color = match (several, m.kind.as_str()) {
+            let color = match (several, m.model) {
                 (true, _) => color(of[0]),
-                (false, "linear") => "#555555",
+                (false, Reported::Baseline) => "#555555",
                 (false, _) => "#7b3294",
             };
             let runs: Vec<&str> = of.iter().map(|i| names[*i].as_str()).collect();
@@ -432,6 +433,22 @@ fn confusion_section(out: &mut String, runs: &[&RunReport], names: &[String]) {
 
 fn latest_section(out: &mut String, latest: &RunReport) {
     let _ = writeln!(out, "<h2>Latest run: {} ({})</h2>", esc(&latest.label), esc(&latest.state));
+    if latest.fine_tunes.len() > 1 {
+        for f in &latest.fine_tunes {
+            let t = &f.training;
+            let _ = writeln!(out, "<h3>{}</h3>", esc(&f.step));
+            out.push_str(&html_table(&epoch_header(t), &epoch_rows(t)));
+            for line in chosen_line(t).into_iter().chain(training_lines(t)) {
+                let _ = writeln!(out, "<p class=\"note\">{}</p>", esc(&line));
+            }
+        }
+    } else {
+        latest_training(out, latest);
+    }
+    latest_evaluation(out, latest);
+}
+
+fn latest_training(out: &mut String, latest: &RunReport) {
     match &latest.training {
         Some(t) if !t.epochs.is_empty() => {
             out.push_str(&html_table(&epoch_header(t), &epoch_rows(t)));
@@ -444,6 +461,9 @@ fn latest_section(out: &mut String, latest: &RunReport) {
             let _ = writeln!(out, "<p class=\"note\">No training metrics{}</p>", esc(&note));
         }
     }
+}
+
+fn latest_evaluation(out: &mut String, latest: &RunReport) {
     if let Some(m) = &latest.regression {
         let _ = writeln!(out, "<h3>Final evaluation</h3>\n<p>{}</p>", esc(&regression_line(m)));
     }
@@ -532,10 +552,10 @@ mod tests {
             .collect();
     }
 
-    fn score(step: &str, kind: &str, accuracy: f64) -> ModelScore {
+    fn score(step: &str, model: Reported, accuracy: f64) -> ModelScore {
         ModelScore {
             step: step.into(),
-            kind: kind.into(),
+            model,
             rows: 1000,
             accuracy,
             macro_f1: accuracy,
@@ -591,7 +611,8 @@ mod tests {
     fn the_baseline_and_the_ensemble_are_labelled_reference_lines() {
         let mut r = report();
         for run in &mut r.comparison {
-            run.models = vec![score("linear", "linear", 0.8732), score("ensemble", "ensemble", 0.8787)];
+            run.models =
+                vec![score("linear", Reported::Baseline, 0.8732), score("ensemble", Reported::Ensemble, 0.8787)];
         }
         let html = r.render(Format::Html);
         // The same values in both runs: one line each.
@@ -710,7 +731,7 @@ mod tests {
         r.pipeline = evil.into();
         r.comparison[0].label = evil.into();
         r.comparison[0].params.insert("finetune.lr".into(), evil.into());
-        r.comparison[1].models = vec![score(evil, "linear", 0.8)];
+        r.comparison[1].models = vec![score(evil, Reported::Baseline, 0.8)];
         logged(&mut r.comparison[0], &[0.7, 0.6]);
         let html = r.render(Format::Html);
         assert!(!html.contains("<img") && !html.contains("onerror=\""), "{html}");

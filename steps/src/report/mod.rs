@@ -20,13 +20,16 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::step::Reported;
 use crate::task::Task;
 
+mod collector;
 mod html;
 mod metrics;
 mod step;
 mod svg;
 
+pub use collector::RunCollector;
 pub use metrics::{
     pearson, spearman, BatchLog, ChosenBy, ChosenEpoch, EarlyStop, EpochMetrics, EvalMetrics, RegressionMetrics,
     SelectBy, TrainingMetrics,
@@ -48,16 +51,28 @@ pub struct RunReport {
     pub commit: Option<String>,
     /// Parameter (`step.param`) → value as text: the parameters that differ between runs.
     pub params: BTreeMap<String, String>,
+    /// The first fine-tune's metrics ([`RunReport::fine_tunes`]): what charts and the runs
+    /// compared show.
     pub training: Option<TrainingMetrics>,
+    /// Every fine-tune of the run, in pipeline order, each with its epochs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fine_tunes: Vec<FineTune>,
     pub evaluation: Option<EvalMetrics>,
     /// A regression model's evaluation (such runs have no [`RunReport::evaluation`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regression: Option<RegressionMetrics>,
     /// Why metrics are missing, when they are.
     pub note: Option<String>,
-    /// Every evaluation of the run (BERT's `evaluate`s, `linear` baselines, `ensemble`s).
+    /// Every evaluated model of the run (evaluations, baselines, ensembles).
     #[serde(default)]
     pub models: Vec<ModelScore>,
+}
+
+/// One fine-tune of a run and its training metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTune {
+    pub step: String,
+    pub training: TrainingMetrics,
 }
 
 /// One evaluated model of a run, for the models-compared table.
@@ -65,7 +80,8 @@ pub struct RunReport {
 pub struct ModelScore {
     /// The step that evaluated it.
     pub step: String,
-    pub kind: String,
+    /// What the model is: an evaluation (of a fine-tuned network), a baseline or an ensemble.
+    pub model: Reported,
     pub rows: usize,
     pub accuracy: f64,
     pub macro_f1: f64,
@@ -75,7 +91,7 @@ pub struct ModelScore {
     pub members: Vec<(String, f64)>,
 }
 
-const MODELS_HEADER: [&str; 6] = ["step", "kind", "rows", "accuracy", "macro F1", "valid acc"];
+const MODELS_HEADER: [&str; 6] = ["step", "model", "rows", "accuracy", "macro F1", "valid acc"];
 
 fn model_rows(models: &[ModelScore]) -> Vec<Vec<String>> {
     models
@@ -83,7 +99,7 @@ fn model_rows(models: &[ModelScore]) -> Vec<Vec<String>> {
         .map(|m| {
             vec![
                 m.step.clone(),
-                m.kind.clone(),
+                m.model.name().to_string(),
                 m.rows.to_string(),
                 format!("{:.4}", m.accuracy),
                 format!("{:.4}", m.macro_f1),
@@ -558,6 +574,18 @@ impl Report {
             let _ = writeln!(out, "parameters: {}\n", p.join(", "));
         }
         match &self.latest.training {
+            Some(_) if self.latest.fine_tunes.len() > 1 => {
+                // Each fine-tune's table, titled by its step.
+                for f in &self.latest.fine_tunes {
+                    let t = &f.training;
+                    out.push_str(&h(2, &format!("{}: {}", epochs_title(t), f.step)));
+                    out.push_str(&text_table(&epoch_header(t), &epoch_rows(t), markdown));
+                    out.push('\n');
+                    for line in chosen_line(t).into_iter().chain(training_lines(t)) {
+                        let _ = writeln!(out, "{line}\n");
+                    }
+                }
+            }
             Some(t) if !t.epochs.is_empty() => {
                 out.push_str(&h(2, epochs_title(t)));
                 out.push_str(&text_table(&epoch_header(t), &epoch_rows(t), markdown));
@@ -753,6 +781,7 @@ mod tests {
             regression: None,
             note: None,
             models: Vec::new(),
+            fine_tunes: Vec::new(),
         }
     }
 
@@ -764,9 +793,9 @@ mod tests {
 
     #[test]
     fn models_are_compared_with_the_ensemble_weights() {
-        let score = |step: &str, kind: &str, acc: f64, members: Vec<(String, f64)>| ModelScore {
+        let score = |step: &str, model: Reported, acc: f64, members: Vec<(String, f64)>| ModelScore {
             step: step.into(),
-            kind: kind.into(),
+            model,
             rows: 50000,
             accuracy: acc,
             macro_f1: acc,
@@ -775,9 +804,9 @@ mod tests {
         };
         let mut r = report();
         r.latest.models = vec![
-            score("evaluate", "evaluate", 0.8682, vec![]),
-            score("linear", "linear", 0.8732, vec![]),
-            score("ensemble", "ensemble", 0.8787, vec![("bert".into(), 0.35), ("linear".into(), 0.65)]),
+            score("evaluate", Reported::Evaluation, 0.8682, vec![]),
+            score("linear", Reported::Baseline, 0.8732, vec![]),
+            score("ensemble", Reported::Ensemble, 0.8787, vec![("bert".into(), 0.35), ("linear".into(), 0.65)]),
         ];
         for format in [Format::Table, Format::Markdown, Format::Html] {
             let text = r.render(format);

@@ -1,19 +1,35 @@
-//! The `report` step kind: one run's training and evaluation metrics rendered as report.md,
-//! .csv, .json and .html in its output (what `pipe report` renders for the runs in a cache).
+//! The `report` step kind: the run's training and evaluation metrics rendered as report.md,
+//! .csv, .json and .html in its output — what `pipe report` renders for the latest run in a
+//! cache, through the same [`RunCollector`]: every fine-tune with its epochs, the first
+//! evaluation as the final one, every model compared. Not in it: what only a cache's run
+//! records know (other runs, who ran it, the epochs' timings).
+//!
+//! The steps to report on are named in `steps` (each one's outputs that mean something to a
+//! report become inputs, [`Reported::input_name`]); the inputs `training` and `evaluation` of
+//! versions before 6 still work, named by the input.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use serde::Deserialize;
-
-use super::{chosen_line, EvalMetrics, Format, RegressionMetrics, Report, RunReport, TrainingMetrics};
+use super::{chosen_line, Format, Report, RunCollector};
 use crate::error::{StepError, StepResult};
-use crate::step::{InputSpec, OutputSpec, Step, StepContext, StepSpec};
-use crate::task::Task;
+use crate::step::{
+    Default, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Reported, ReportedOutput, Step,
+    StepContext, StepSpec,
+};
 
-/// The `report` step kind: renders one run's training and evaluation metrics.
+/// The `report` step kind: renders one run's results.
 pub struct ReportStep;
+
+/// What the `steps` parameter takes of each step named, in this order.
+const READS: &[Reported] = &[
+    Reported::Training,
+    Reported::Evaluation,
+    Reported::Baseline,
+    Reported::Ensemble,
+    Reported::ValidScores,
+    Reported::Weights,
+];
 
 static SPEC: StepSpec = StepSpec {
     kind: "report",
@@ -22,20 +38,32 @@ static SPEC: StepSpec = StepSpec {
     // charts (training loss, accuracy with reference lines, confusion grid). 4: weighted F1
     // beside macro F1, class names (string labels); or the saved epoch, the selection figure,
     // early stopping and class weights (two branches). 5: both. Multi-label and regression runs
-    // are new; single-label reports are unchanged by them.
-    version: 5,
-    summary: "assemble the accuracy-per-epoch table and the final evaluation (Markdown, CSV, JSON, HTML)",
-    params: &[],
+    // are new; single-label reports are unchanged by them. 6: `steps`: every fine-tune and
+    // model of the run, compared (the JSON lists the fine-tunes and models, by step).
+    version: 6,
+    summary: "the run's report, as `pipe report` renders it: every fine-tune's accuracy-per-epoch table, the final \
+              evaluation, the models compared (Markdown, CSV, JSON, HTML)",
+    params: &[ParamSpec::optional(
+        "steps",
+        ParamType::Steps(READS),
+        Default::Absent,
+        "the steps to report on, in order: fine-tunes, evaluations, linear baselines, ensembles (each one's \
+         metrics, validation metrics and weights are read)",
+    )],
     inputs: &[
-        InputSpec::required("training", "the `metrics` output of a fine-tune step"),
-        InputSpec::optional("evaluation", "the `metrics` output of an evaluate step"),
+        InputSpec::optional("training", "the `metrics` output of a fine-tune step (without `steps`)")
+            .expecting(Reported::Training),
+        InputSpec::optional("evaluation", "the `metrics` output of an evaluate step (without `steps`)")
+            .expecting(Reported::Evaluation),
     ],
     outputs: &[OutputSpec { name: "report", help: "report.md, report.csv, report.json, report.html" }],
+    reported: &[ReportedOutput::new("report", Reported::Files)],
 };
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> StepResult<T> {
+fn read_json(path: &Path, input: &str, source: &InputSource) -> StepResult<serde_json::Value> {
     let bytes = fs::read(path).map_err(StepError::io("reading", path))?;
-    serde_json::from_slice(&bytes).map_err(|e| StepError::input(format!("{}: not a metrics file: {e}", path.display())))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| StepError::input(format!("input `{input}` ({}): not a metrics file: {e}", source.display)))
 }
 
 impl Step for ReportStep {
@@ -43,34 +71,39 @@ impl Step for ReportStep {
         &SPEC
     }
 
+    fn resolve_inputs(
+        &self,
+        params: &Params,
+        sources: &std::collections::BTreeMap<String, InputSource>,
+    ) -> StepResult<Params> {
+        if params.str_list("steps")?.is_empty() && !sources.contains_key("training") {
+            return Err(StepError::input_with_help(
+                "nothing to report: no `steps` and no input `training`",
+                "name the steps: `steps: [finetune, evaluate, linear]`",
+            ));
+        }
+        Ok(params.clone())
+    }
+
     fn run(&self, ctx: &StepContext<'_>) -> StepResult<()> {
-        let training: TrainingMetrics = read_json(ctx.input("training")?)?;
-        let evaluated: Option<serde_json::Value> = ctx.opt_input("evaluation").map(read_json).transpose()?;
-        let (mut evaluation, mut regression) = (None, None);
-        if let (Some(value), Some(path)) = (evaluated, ctx.opt_input("evaluation")) {
-            let bad = |e: serde_json::Error| StepError::input(format!("{}: not a metrics file: {e}", path.display()));
-            if value.get("task") == Some(&serde_json::json!(Task::Regression.name())) {
-                regression = Some(serde_json::from_value::<RegressionMetrics>(value).map_err(bad)?);
-            } else {
-                evaluation = Some(serde_json::from_value::<EvalMetrics>(value).map_err(bad)?);
+        let mut collector = RunCollector::new();
+        let mut add = |step: &str, input: &str, is: Reported| -> StepResult<()> {
+            let Some(path) = ctx.opt_input(input) else { return Ok(()) };
+            let source = ctx.source(input);
+            collector
+                .add(step, is, read_json(path, input, &source)?)
+                .map_err(|e| StepError::input(format!("input `{input}` ({}): {e}", source.display)))
+        };
+        // The inputs of versions before 6, named by the input.
+        add("training", "training", Reported::Training)?;
+        add("evaluation", "evaluation", Reported::Evaluation)?;
+        for step in ctx.params.str_list("steps")? {
+            for is in READS {
+                add(&step, &is.input_name(&step), *is)?;
             }
         }
-        let report = Report {
-            pipeline: ctx.name.to_string(),
-            latest: RunReport {
-                label: ctx.name.to_string(),
-                state: "succeeded".into(),
-                by: None,
-                commit: None,
-                params: BTreeMap::new(),
-                training: Some(training),
-                evaluation,
-                regression,
-                note: None,
-                models: Vec::new(),
-            },
-            comparison: Vec::new(),
-        };
+        let latest = collector.run_report(ctx.name.to_string(), "succeeded".into());
+        let report = Report { pipeline: ctx.name.to_string(), latest, comparison: Vec::new() };
         let summary = match report.latest.training.as_ref().and_then(chosen_line) {
             Some(line) => line,
             None => "no epochs in the training metrics".to_string(),
@@ -86,7 +119,11 @@ impl Step for ReportStep {
             let path = dir.join(name);
             fs::write(&path, report.render(format)).map_err(StepError::io("writing", &path))?;
         }
-        ctx.events.log(&format!("{summary}; wrote report.md, .csv, .json and .html (`pipe report` shows them)"));
+        let (tunes, models) = (report.latest.fine_tunes.len(), report.latest.models.len());
+        ctx.events.log(&format!(
+            "{summary}; {tunes} fine-tune(s), {models} model(s); wrote report.md, .csv, .json and .html (`pipe \
+             report` shows them)"
+        ));
         Ok(())
     }
 }

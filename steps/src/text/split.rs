@@ -46,6 +46,7 @@ static SPEC: StepSpec = StepSpec {
         OutputSpec { name: "train", help: "tensor set of the training rows" },
         OutputSpec { name: "valid", help: "tensor set of the validation rows" },
     ],
+    reported: &[],
 };
 
 impl Step for Split {

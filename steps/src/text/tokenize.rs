@@ -105,6 +105,7 @@ static SPEC: StepSpec = StepSpec {
         InputSpec::optional("tokenizer", "a tokenizer.json (e.g. from train-tokenizer) or a model directory"),
     ],
     outputs: &[OutputSpec { name: "tensors", help: "tensor set: ids, token types, valid lengths, labels; stats.json" }],
+    reported: &[],
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -87,6 +87,7 @@ static SPEC: StepSpec = StepSpec {
     ],
     inputs: &[InputSpec::required("data", "the table whose text column is learnt")],
     outputs: &[OutputSpec { name: "tokenizer", help: "tokenizer.json (Hugging Face format)" }],
+    reported: &[],
 };
 
 /// Texts fed to one parallel job when counting words.

@@ -13,6 +13,7 @@ mod hf_tokenizer;
 mod hub;
 mod labels;
 mod linear;
+mod report;
 mod tasks;
 mod text_encode;
 mod text_nsmc;

@@ -24,6 +24,13 @@ pub enum DirtyReason {
     InputChanged {
         name: String,
     },
+    /// The step takes an input it did not take before (or no longer takes one).
+    InputAdded {
+        name: String,
+    },
+    InputRemoved {
+        name: String,
+    },
     /// An upstream step will run first, so the input's content is not known yet.
     InputPending {
         name: String,
@@ -79,8 +86,12 @@ impl DirtyReason {
         }
         let inputs: std::collections::BTreeSet<&String> = old.inputs.keys().chain(new.inputs.keys()).collect();
         for name in inputs {
-            if old.inputs.get(name) != new.inputs.get(name) {
-                out.push(DirtyReason::InputChanged { name: name.clone() });
+            let name = name.clone();
+            match (old.inputs.get(&name), new.inputs.get(&name)) {
+                (None, Some(_)) => out.push(DirtyReason::InputAdded { name }),
+                (Some(_), None) => out.push(DirtyReason::InputRemoved { name }),
+                (a, b) if a != b => out.push(DirtyReason::InputChanged { name }),
+                _ => {}
             }
         }
         let sources: std::collections::BTreeSet<&String> = old.sources.keys().chain(new.sources.keys()).collect();
@@ -135,6 +146,8 @@ impl std::fmt::Display for DirtyReason {
                 new.as_deref().unwrap_or("(none)")
             ),
             DirtyReason::InputChanged { name } => write!(f, "input {name} changed"),
+            DirtyReason::InputAdded { name } => write!(f, "new input {name}"),
+            DirtyReason::InputRemoved { name } => write!(f, "input {name} no longer used"),
             DirtyReason::InputPending { name, step } => write!(f, "input {name} comes from {step}, which will run"),
             DirtyReason::SourceChanged { name } => write!(f, "local file {name} changed"),
             DirtyReason::ImplementationChanged { .. } => write!(f, "step implementation changed"),
@@ -169,6 +182,14 @@ mod tests {
         let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
         assert_eq!(text, vec!["param lr: 5e-5 -> 3e-5", "input train changed"]);
         assert!(DirtyReason::diff(&fp(5e-5, "a"), &fp(5e-5, "a")).is_empty());
+    }
+
+    #[test]
+    fn an_input_taken_or_dropped_is_named_as_such() {
+        let (old, mut new) = (fp(5e-5, "a"), fp(5e-5, "a"));
+        new.inputs = BTreeMap::from([("valid".to_string(), "v".to_string())]);
+        let text: Vec<String> = DirtyReason::diff(&old, &new).iter().map(ToString::to_string).collect();
+        assert_eq!(text, vec!["input train no longer used", "new input valid"]);
     }
 
     #[test]

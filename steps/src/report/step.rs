@@ -119,10 +119,11 @@ impl Step for ReportStep {
             let path = dir.join(name);
             fs::write(&path, report.render(format)).map_err(StepError::io("writing", &path))?;
         }
-        let (tunes, models) = (report.latest.fine_tunes.len(), report.latest.models.len());
+        let count = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let (tunes, models) =
+            (count(report.latest.fine_tunes.len(), "fine-tune"), count(report.latest.models.len(), "model"));
         ctx.events.log(&format!(
-            "{summary}; {tunes} fine-tune(s), {models} model(s); wrote report.md, .csv, .json and .html (`pipe \
-             report` shows them)"
+            "{summary}; {tunes}, {models}; wrote report.md, .csv, .json and .html (`pipe report` shows them)"
         ));
         Ok(())
     }

@@ -206,6 +206,9 @@ impl Planner<'_> {
         } else {
             match self.store.local().lookup(&key) {
                 Lookup::Hit(manifest) => {
+                    if !dry_run {
+                        self.store.local_hit(&key);
+                    }
                     outcome.status = if dry_run { StepStatus::WouldUseCache } else { StepStatus::Cached };
                     outcome.outputs = output_hashes(&manifest);
                     outcome.artifact = Some(self.store.local().out_dir(&manifest));

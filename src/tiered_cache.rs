@@ -68,6 +68,10 @@ struct Upload {
 #[derive(Default)]
 struct Queue {
     state: Mutex<(VecDeque<Upload>, bool)>,
+    /// Local hits whose presence on the remote the worker asks about while the run goes on
+    /// (for [`TieredCache::catch_up`]), and the answers.
+    checks: Mutex<Vec<StepKey>>,
+    present: Mutex<std::collections::HashMap<StepKey, bool>>,
     changed: Condvar,
     /// Keys queued or being uploaded now, and a signal when one is done.
     pending: Mutex<std::collections::BTreeSet<StepKey>>,
@@ -105,6 +109,13 @@ impl<'a> TieredCache<'a> {
             let next = {
                 let mut state = queue.state.lock().unwrap_or_else(|e| e.into_inner());
                 loop {
+                    let checks = std::mem::take(&mut *queue.checks.lock().unwrap_or_else(|e| e.into_inner()));
+                    if !checks.is_empty() {
+                        drop(state);
+                        self.check_present(queue, checks);
+                        state = queue.state.lock().unwrap_or_else(|e| e.into_inner());
+                        continue;
+                    }
                     if let Some(job) = state.0.pop_front() {
                         break Some(job);
                     }
@@ -118,6 +129,27 @@ impl<'a> TieredCache<'a> {
             self.upload(queue, &job);
             queue.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.manifest.key);
             queue.done.notify_all();
+        }
+    }
+
+    /// A step found its result in the local tier: in a run that uploads in the background,
+    /// the worker asks the remote whether it has the result meanwhile, so that
+    /// [`TieredCache::catch_up`] at the end need not (its requests overlap the run's work).
+    pub fn local_hit(&self, key: &StepKey) {
+        let Some(queue) = &self.background else { return };
+        if self.writable().is_none() {
+            return;
+        }
+        queue.checks.lock().unwrap_or_else(|e| e.into_inner()).push(key.clone());
+        let _guard = queue.state.lock().unwrap_or_else(|e| e.into_inner());
+        queue.changed.notify_all();
+    }
+
+    /// Asks the remote about `keys` at once; an error leaves them unknown (catch-up asks again).
+    fn check_present(&self, queue: &Queue, keys: Vec<StepKey>) {
+        let Some(remote) = self.writable() else { return };
+        if let Ok(found) = remote.has_manifests(&keys) {
+            queue.present.lock().unwrap_or_else(|e| e.into_inner()).extend(keys.into_iter().zip(found));
         }
     }
 
@@ -370,14 +402,22 @@ impl<'a> TieredCache<'a> {
     /// request per step.
     pub fn catch_up(&self, results: &[(String, StepKey)], reporter: &Reporter) -> usize {
         let Some(remote) = self.writable() else { return 0 };
-        let keys: Vec<StepKey> = results.iter().map(|(_, k)| k.clone()).collect();
-        let present = match remote.has_manifests(&keys) {
-            Ok(p) => p,
+        // What the background worker learnt already; the rest is asked now, at once.
+        let known = match &self.background {
+            Some(queue) => std::mem::take(&mut *queue.present.lock().unwrap_or_else(|e| e.into_inner())),
+            None => Default::default(),
+        };
+        let unknown: Vec<StepKey> =
+            results.iter().map(|(_, k)| k).filter(|k| !known.contains_key(*k)).cloned().collect();
+        let mut asked = match remote.has_manifests(&unknown) {
+            Ok(p) => unknown.into_iter().zip(p).collect::<std::collections::HashMap<_, _>>(),
             Err(e) => {
                 self.write_failed(e, "the results the remote lacks");
                 return 0;
             }
         };
+        asked.extend(known);
+        let present: Vec<bool> = results.iter().map(|(_, k)| asked.get(k).copied().unwrap_or(false)).collect();
         let mut pushed = 0;
         for ((step, key), there) in results.iter().zip(present) {
             if there || self.writes_off.load(Ordering::Relaxed) {

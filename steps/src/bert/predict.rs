@@ -31,7 +31,7 @@ use crate::step::{
 };
 use crate::task::{threshold, Task, THRESHOLD_PARAM};
 use crate::text::table::{
-    resolve_formats, validate_params, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM,
+    resolve_formats, validate_params, Format, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM,
 };
 
 pub struct Predict;
@@ -275,6 +275,16 @@ pub fn render(rows: &InputRows, scored: &Scored<'_>, format: OutputFormat) -> St
     out
 }
 
+/// What `format` was before version 2, for the errors of pipelines written then.
+const RENAMED: &str = "the output's format is `output_format` since version 2 of `predict`; `format` is the input \
+                       table's (leave it out to tell it from the file name)";
+
+/// The `format` parameter when it is one of the old output formats (csv, jsonl), given for
+/// every input.
+fn given_format(params: &Params) -> Option<&str> {
+    params.opt_str("format").ok().flatten().filter(|f| ["csv", "jsonl"].contains(f))
+}
+
 /// The options of `params` (batch size, max_len, precision) for rows that are pairs or not.
 fn options(params: &Params, pair: bool) -> StepResult<PredictOptions> {
     Ok(PredictOptions {
@@ -295,6 +305,19 @@ impl Step for Predict {
     }
 
     fn resolve_inputs(&self, params: &Params, sources: &BTreeMap<String, InputSource>) -> StepResult<Params> {
+        if let (Some(given), Some(source)) = (given_format(params), sources.get("data")) {
+            let named = source.file_name.as_deref().and_then(|n| Format::from_file_name(n).ok().flatten());
+            if let Some(named) = named.filter(|&f| f.name() != given) {
+                return Err(StepError::input_with_help(
+                    format!(
+                        "parameter `format: {given}` reads the input `data` ({}) as {given}, and its name says {}",
+                        source.display,
+                        named.name()
+                    ),
+                    RENAMED,
+                ));
+            }
+        }
         resolve_formats(params, &["data"], sources)
     }
 
@@ -315,7 +338,20 @@ impl Step for Predict {
         let text_b_column = params.opt_str("text_b_column")?.filter(|s| !s.is_empty());
         let data = ctx.input("data")?;
         let source = ctx.source("data");
-        let table = Table::open(data, &source, Reading::of(params, "data", &source)?)?;
+        let table = Table::open(data, &source, Reading::of(params, "data", &source)?).map_err(|e| {
+            // An input whose name tells no format, read as a `format` that may be meant for the output.
+            let unnamed = source.file_name.as_deref().is_none_or(|n| matches!(Format::from_file_name(n), Ok(None)));
+            match (e, given_format(params)) {
+                (StepError::Input { message, help }, Some(_)) if unnamed => {
+                    let help = match help {
+                        Some(h) => format!("{h}; or, if `format` was meant for the predictions: {RENAMED}"),
+                        None => RENAMED.to_string(),
+                    };
+                    StepError::Input { message, help: Some(help) }
+                }
+                (e, _) => e,
+            }
+        })?;
         if table.malformed_dropped > 0 {
             ctx.events.log(&format!("dropped {} malformed lines", table.malformed_dropped));
         }

@@ -86,6 +86,9 @@ steps:
   pairs:
     kind: download
     url: pairs.tsv
+  new:
+    kind: download
+    url: new.tsv
   vocab:
     kind: train-tokenizer
     inputs: {{ data: data }}
@@ -325,4 +328,65 @@ fn predict_command_on_multi_label_regression_and_pair_models_in_every_format() {
         ])
         .expect_code(2);
     assert!(e.stderr.contains("no column `reply` (--text-b-column)"), "{}", e.stderr);
+}
+
+/// The threshold a multi-label model was trained at is stored in its config.json
+/// (`multi_label_threshold`, read by Python as `model.config.multi_label_threshold`), and is what
+/// `pipe predict`, the `predict` step and `evaluate` score at unless told otherwise.
+#[test]
+fn a_multi_label_model_keeps_its_threshold_and_predict_uses_it() {
+    let steps = "    threshold: 0.002
+  scored:
+    kind: predict
+    inputs: { data: new, model: multi.model }
+    text_column: text
+    output_format: jsonl
+  scored_half:
+    kind: predict
+    inputs: { data: new, model: multi.model }
+    text_column: text
+    output_format: jsonl
+    threshold: 0.5
+  evaluated:
+    kind: evaluate
+    inputs: { data: tags, model: multi.model }
+";
+    let project = project(steps);
+    let run = project.run(&["run", "tasks.yaml", "--json"]).expect_code(0);
+    let output = |step: &str, name: &str| {
+        let steps = run.json()["steps"].as_array().unwrap().clone();
+        let key = steps.iter().find(|s| s["name"] == step).unwrap()["key"].as_str().unwrap().to_string();
+        project.output(&key, name)
+    };
+    let read = |path: std::path::PathBuf| std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}: {path:?}"));
+    let config: Value = serde_json::from_str(&read(output("multi", "model").join("config.json"))).unwrap();
+    assert_eq!(config["multi_label_threshold"], 0.002, "{config}");
+    let rating: Value = serde_json::from_str(&read(output("rating", "model").join("config.json"))).unwrap();
+    assert!(rating.get("multi_label_threshold").is_none(), "a regression model has none: {rating}");
+
+    // pipe predict: the stored threshold by default, --threshold over it.
+    let stored = lines(&predict(&project, &["tasks.yaml:multi", "--input", "new.tsv", "--format", "jsonl"]));
+    let half = lines(&predict(
+        &project,
+        &["tasks.yaml:multi", "--input", "new.tsv", "--format", "jsonl", "--threshold", "0.5"],
+    ));
+    for (s, h) in stored.iter().zip(&half) {
+        assert_eq!(predicted(s), over(s, 0.002), "{s}");
+        assert_eq!(predicted(h), over(h, 0.5), "{h}");
+    }
+    assert_ne!(
+        stored.iter().map(predicted).collect::<Vec<_>>(),
+        half.iter().map(predicted).collect::<Vec<_>>(),
+        "the two thresholds choose the same classes here, so this test shows nothing"
+    );
+    // The step: the same, by default and with `threshold`.
+    let step: Vec<Value> =
+        read(output("scored", "predictions")).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let step_half: Vec<Value> =
+        read(output("scored_half", "predictions")).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(step.iter().map(predicted).collect::<Vec<_>>(), stored.iter().map(predicted).collect::<Vec<_>>());
+    assert_eq!(step_half.iter().map(predicted).collect::<Vec<_>>(), half.iter().map(predicted).collect::<Vec<_>>());
+    // evaluate scores at it too.
+    let metrics: Value = serde_json::from_str(&read(output("evaluated", "metrics"))).unwrap();
+    assert_eq!(metrics["threshold"].as_f64().map(|t| (t - 0.002).abs() < 1e-6), Some(true), "{metrics}");
 }

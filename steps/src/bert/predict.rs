@@ -10,7 +10,8 @@
 //!   ties), `probability` (its probability) and one `p_<name>` per class in class order (CSV),
 //!   or `probabilities: {name: p}` (JSONL);
 //! - multi_label: `predicted` (a JSON list of the classes whose probability is at least
-//!   `threshold`, in class order) and every class's probability as above;
+//!   `threshold`, in class order; absent: the model's stored threshold, see [`crate::task`])
+//!   and every class's probability as above;
 //! - regression: `predicted`, the value.
 //!
 //! An input column of one of those names is an error rather than silently overwritten.
@@ -29,7 +30,7 @@ use crate::predictions::{argmax, csv_cell, over_threshold};
 use crate::step::{
     Default, Environment, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
-use crate::task::{threshold, Task, THRESHOLD_PARAM};
+use crate::task::{given_threshold, Task, DEFAULT_THRESHOLD, MODEL_THRESHOLD_PARAM};
 use crate::text::table::{
     resolve_formats, validate_params, Format, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM,
 };
@@ -67,7 +68,7 @@ static SPEC: StepSpec = StepSpec {
             Default::Str("csv"),
             "the predictions file: CSV (p_<label> columns) or JSON lines (a `probabilities` object)",
         ),
-        THRESHOLD_PARAM,
+        MODEL_THRESHOLD_PARAM,
         ParamSpec::optional(
             "max_len",
             ParamType::Uint,
@@ -328,7 +329,7 @@ impl Step for Predict {
                 return Err(StepError::param("max_len", format!("must be at least 2 ([CLS] and [SEP]), got {n}")));
             }
         }
-        threshold(params)?;
+        given_threshold(params)?;
         crate::bert::train::precision(params)?;
         device::check(params.str("device")?)
     }
@@ -380,8 +381,8 @@ impl Step for Predict {
             "jsonl" => OutputFormat::Jsonl,
             _ => OutputFormat::Csv,
         };
-        let scored =
-            Scored { task: predictor.task, labels: &predictor.labels, threshold: threshold(params)?, values: &values };
+        let threshold = given_threshold(params)?.or(predictor.threshold).unwrap_or(DEFAULT_THRESHOLD);
+        let scored = Scored { task: predictor.task, labels: &predictor.labels, threshold, values: &values };
         let path = ctx.output("predictions");
         fs::write(&path, render(&rows, &scored, format)).map_err(StepError::io("writing", &path))
     }

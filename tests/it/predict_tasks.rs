@@ -332,7 +332,8 @@ fn predict_command_on_multi_label_regression_and_pair_models_in_every_format() {
 
 /// The threshold a multi-label model was trained at is stored in its config.json
 /// (`multi_label_threshold`, read by Python as `model.config.multi_label_threshold`), and is what
-/// `pipe predict`, the `predict` step and `evaluate` score at unless told otherwise.
+/// `pipe predict`, the `predict` step and `evaluate` score at unless told otherwise; and
+/// `class_weights` given as a YAML map by label name.
 #[test]
 fn a_multi_label_model_keeps_its_threshold_and_predict_uses_it() {
     let steps = "    threshold: 0.002
@@ -350,6 +351,12 @@ fn a_multi_label_model_keeps_its_threshold_and_predict_uses_it() {
   evaluated:
     kind: evaluate
     inputs: { data: tags, model: multi.model }
+  weighted:
+    kind: fine-tune
+    inputs: { train: tags, model: pretrain.model }
+    epochs: 1
+    log_every: 0
+    class_weights: { sports: 2.5 }
 ";
     let project = project(steps);
     let run = project.run(&["run", "tasks.yaml", "--json"]).expect_code(0);
@@ -386,6 +393,9 @@ fn a_multi_label_model_keeps_its_threshold_and_predict_uses_it() {
         read(output("scored_half", "predictions")).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(step.iter().map(predicted).collect::<Vec<_>>(), stored.iter().map(predicted).collect::<Vec<_>>());
     assert_eq!(step_half.iter().map(predicted).collect::<Vec<_>>(), half.iter().map(predicted).collect::<Vec<_>>());
+    // class_weights as a YAML map by label name: the labels it does not name weigh 1.
+    let weighted: Value = serde_json::from_str(&read(output("weighted", "metrics"))).unwrap();
+    assert_eq!(weighted["class_weights"], serde_json::json!([1.0, 2.5, 1.0]));
     // evaluate scores at it too.
     let metrics: Value = serde_json::from_str(&read(output("evaluated", "metrics"))).unwrap();
     assert_eq!(metrics["threshold"].as_f64().map(|t| (t - 0.002).abs() < 1e-6), Some(true), "{metrics}");

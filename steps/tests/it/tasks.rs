@@ -536,6 +536,9 @@ fn round_trip(model: &Path, predictions: &Path, task: &str, labels: &str, text_b
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{} disagrees with pipe ({task}):\n{stdout}\n{stderr}", script.display());
     assert!(stdout.contains("OK: config id2label"), "{stdout}");
+    if task == "multi_label" {
+        assert!(stdout.contains("OK: config.multi_label_threshold 0.5"), "{stdout}");
+    }
     if !stdout.contains("SKIP torch") {
         assert!(stdout.contains(&format!("OK: {rows} rows from raw text")), "{stdout}");
         assert!(stdout.contains("OK: pipeline returns the names"), "{stdout}");

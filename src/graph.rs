@@ -567,6 +567,20 @@ fn convert(ps: &ParamSpec, value: &Yaml, base_dir: &Path) -> Result<Json, String
                 .map(|v| v.as_f64().filter(|f| f.is_finite()).map(Json::from).ok_or_else(wrong))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Json::Array),
+            // A number per name (`{law: 3, food: 2}`); the names are the step's to check.
+            Yaml::Mapping(entries) => entries
+                .iter()
+                .map(|(k, v)| {
+                    let name = match k {
+                        Yaml::String(s) => s.clone(),
+                        Yaml::Number(n) => n.to_string(),
+                        _ => return Err(wrong()),
+                    };
+                    let number = v.as_f64().filter(|f| f.is_finite()).ok_or_else(wrong)?;
+                    Ok((name, Json::from(number)))
+                })
+                .collect::<Result<serde_json::Map<_, _>, _>>()
+                .map(Json::Object),
             _ => {
                 let s = value.as_str().ok_or_else(wrong)?;
                 if names.contains(&s) {

@@ -6,8 +6,8 @@
 //! A table is read as the table step kinds read one, its format told by its name (.csv, .tsv,
 //! .txt, .parquet, each optionally .gz; JSON lines as objects). The scoring is the `predict`
 //! step kind's ([`pipe_steps::bert::predictor::Predictor`], any task: classes, multi-label
-//! classes over `--threshold`, or a value), and so are the csv, jsonl and json forms; `table`
-//! is for reading in a terminal.
+//! classes at or over `--threshold` (default: the threshold the model stores), or a value),
+//! and so are the csv, jsonl and json forms; `table` is for reading in a terminal.
 //!
 //! Not in it: running the pipeline (a step that is not cached is an error saying so).
 
@@ -50,9 +50,10 @@ pub struct PredictArgs {
     /// The column (or JSON field) of the second text, for a model trained on pairs.
     #[arg(long, value_name = "NAME", conflicts_with = "text")]
     pub text_b_column: Option<String>,
-    /// A multi-label model predicts the classes whose probability is at least this.
-    #[arg(long, default_value_t = 0.5, value_name = "P")]
-    pub threshold: f32,
+    /// A multi-label model predicts the classes whose probability is at least this (default:
+    /// the model's `multi_label_threshold`, what fine-tune used, else 0.5).
+    #[arg(long, value_name = "P")]
+    pub threshold: Option<f32>,
     /// table (aligned, for reading), csv, jsonl (one object per line) or json (one array).
     #[arg(long, value_enum, default_value = "table")]
     pub format: PredictFormat,
@@ -99,8 +100,8 @@ pub fn execute(args: &PredictArgs, global: &GlobalArgs, reporter: &Reporter) -> 
             Some("give --input FILE, --text TEXT or JSON lines on stdin".into()),
         ));
     }
-    if !(args.threshold > 0.0 && args.threshold < 1.0) {
-        return Err(Error::usage(format!("--threshold must be in (0, 1), got {}", args.threshold), None));
+    if let Some(t) = args.threshold.filter(|t| !(*t > 0.0 && *t < 1.0)) {
+        return Err(Error::usage(format!("--threshold must be in (0, 1), got {t}"), None));
     }
     pipe_steps::bert::device::check(&args.device)?;
     let device = pipe_steps::bert::device::open(&pipe_steps::bert::device::resolve(&args.device))?;
@@ -113,7 +114,8 @@ pub fn execute(args: &PredictArgs, global: &GlobalArgs, reporter: &Reporter) -> 
     let mut predictor = Predictor::load(&source, &device, options)?;
     check_columns(&rows.columns, predictor.task, &predictor.labels)?;
     let values = predictor.outputs(&rows.a, rows.b.as_deref(), &env)?;
-    let scored = Scored { task: predictor.task, labels: &predictor.labels, threshold: args.threshold, values: &values };
+    let threshold = args.threshold.or(predictor.threshold).unwrap_or(pipe_steps::task::DEFAULT_THRESHOLD);
+    let scored = Scored { task: predictor.task, labels: &predictor.labels, threshold, values: &values };
     let text = match args.format {
         PredictFormat::Table => table(&rows, &scored),
         PredictFormat::Csv => render(&rows, &scored, OutputFormat::Csv),

@@ -28,8 +28,8 @@ pub enum ParamType {
     Choice(&'static [&'static str]),
     /// A list of strings.
     StrList,
-    /// One of a fixed set of strings, or a list of numbers (`class_weights: balanced` or
-    /// `[1.0, 3.5]`).
+    /// One of a fixed set of strings, a list of numbers, or a map of names to numbers
+    /// (`class_weights: balanced`, `[1.0, 3.5]` or `{law: 3}`).
     NameOrNumbers(&'static [&'static str]),
     /// A local file or directory whose *content* belongs in the step's key.
     Path,
@@ -54,7 +54,9 @@ impl ParamType {
             ParamType::Bool => "true or false".into(),
             ParamType::Choice(options) => format!("one of {}", options.join(", ")),
             ParamType::StrList => "a list of strings".into(),
-            ParamType::NameOrNumbers(names) => format!("{} or a list of numbers", names.join(", ")),
+            ParamType::NameOrNumbers(names) => {
+                format!("{}, a list of numbers or a map of names to numbers", names.join(", "))
+            }
             ParamType::Path => "a file or directory path".into(),
             ParamType::PathOrHubId => "a local path or a hub model id".into(),
             ParamType::Url => "a URL or a local path".into(),

@@ -9,14 +9,21 @@
 //! - `multi_label`: any number of classes per row (a JSON list, or a string split on
 //!   `label_separator`); a sigmoid per class and binary cross-entropy; a class is predicted when
 //!   its probability reaches the `threshold`; micro and macro F1, and subset accuracy (the rows
-//!   whose predicted set is exactly their set).
+//!   whose predicted set is exactly their set). `fine-tune` stores the threshold it trained
+//!   and chose the epoch with in `config.json` as `multi_label_threshold` ([`THRESHOLD_KEY`];
+//!   an extra key, which `transformers` keeps as `model.config.multi_label_threshold`), and
+//!   `evaluate`, `predict` and `pipe predict` score at it unless given a `threshold`.
 //! - `regression`: one number per row; the identity and mean squared error (`num_labels` 1);
 //!   MSE, MAE, Pearson and Spearman correlation.
 //!
 //! Not in it: multi-output regression, and the `linear` and `ensemble` kinds, which fit and
 //! combine single-label classifiers only ([`Task::refuse_unless_single_label`]).
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{StepError, StepResult};
 use crate::step::{Default, ParamSpec, ParamType, Params};
@@ -40,13 +47,29 @@ pub const TASK_PARAM: ParamSpec = ParamSpec::optional(
      joined by `label_separator`) or regression (a number per row)",
 );
 
-/// The `threshold` parameter of the steps that score multi-label models.
+/// The `threshold` parameter of `fine-tune`.
 pub const THRESHOLD_PARAM: ParamSpec = ParamSpec::optional(
     "threshold",
     ParamType::Float,
     Default::Absent,
-    "multi_label: a class is predicted when its probability is at least this (absent: 0.5)",
+    "multi_label: a class is predicted when its probability is at least this (absent: 0.5); stored in the \
+     model's config.json as `multi_label_threshold`",
 );
+
+/// The `threshold` parameter of the steps that score a trained multi-label model.
+pub const MODEL_THRESHOLD_PARAM: ParamSpec = ParamSpec::optional(
+    "threshold",
+    ParamType::Float,
+    Default::Absent,
+    "multi_label: a class is predicted when its probability is at least this (absent: the model's \
+     `multi_label_threshold`, what fine-tune used; else 0.5)",
+);
+
+/// The `config.json` key of a multi-label model's threshold.
+pub const THRESHOLD_KEY: &str = "multi_label_threshold";
+
+/// The threshold when none is given or stored.
+pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
 impl Task {
     pub const NAMES: [&'static str; 3] = ["single_label", "multi_label", "regression"];
@@ -120,11 +143,31 @@ impl Task {
 
 /// The `threshold` parameter, checked (0.5 when absent).
 pub fn threshold(params: &Params) -> StepResult<f32> {
-    let t = params.opt_f64("threshold")?.unwrap_or(0.5);
+    Ok(given_threshold(params)?.unwrap_or(DEFAULT_THRESHOLD))
+}
+
+/// The `threshold` parameter, checked, when it is given.
+pub fn given_threshold(params: &Params) -> StepResult<Option<f32>> {
+    let Some(t) = params.opt_f64("threshold")? else { return Ok(None) };
     if !(t > 0.0 && t < 1.0) {
         return Err(StepError::param("threshold", format!("must be in (0, 1), got {t}")));
     }
-    Ok(t as f32)
+    Ok(Some(t as f32))
+}
+
+/// The threshold a model's `config.json` stores ([`THRESHOLD_KEY`]), when it is one; a value
+/// outside (0, 1) is an error naming the file.
+pub fn stored_threshold(extra: &BTreeMap<String, Value>, file: &Path) -> StepResult<Option<f32>> {
+    match extra.get(THRESHOLD_KEY) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(t) if t > 0.0 && t < 1.0 => Ok(Some(t as f32)),
+            _ => Err(StepError::input_with_help(
+                format!("{}: `{THRESHOLD_KEY}` must be a number in (0, 1), got {v}", file.display()),
+                format!("fix or remove `{THRESHOLD_KEY}` (the threshold then defaults to {DEFAULT_THRESHOLD})"),
+            )),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod model_keys;
 mod nsmc_tiny;
 mod pipelines;
 mod predict;
+mod predict_tasks;
 mod remote;
 mod report;
 mod run_records;

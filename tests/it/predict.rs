@@ -235,3 +235,34 @@ fn predict_errors_name_the_problem() {
     assert!(e.stderr.contains("no column `text` (--text-column)"), "{}", e.stderr);
     assert!(e.stderr.contains("did you mean `topic`?") || e.stderr.contains("`document`"), "{}", e.stderr);
 }
+
+/// A pipeline written for `predict` version 1, where `format` was the output's: the input's name
+/// says another format, so the run stops before anything runs and names the rename. Where the
+/// names agree, `format` is the input's as in every table kind.
+#[test]
+fn predicts_old_format_parameter_is_an_error_naming_the_rename() {
+    let project = project();
+    for old in ["format: jsonl", "format: csv"] {
+        project.write("topics.yaml", &PIPELINE.replace("output_format: jsonl", old));
+        let e = project.run(&["run", "topics.yaml"]).expect_code(2);
+        assert!(
+            e.stderr.contains(&format!("step `predict`: parameter `{old}` reads the input `data` (")),
+            "{}",
+            e.stderr
+        );
+        assert!(e.stderr.contains("and its name says tsv"), "{}", e.stderr);
+        assert!(
+            e.stderr.contains("help: the output's format is `output_format` since version 2 of `predict`; `format` is the input table's"),
+            "{}",
+            e.stderr
+        );
+        assert!(project.entries().is_empty(), "nothing ran");
+    }
+    // The input's own format, named: no error.
+    project.write("new.jsonl", "{\"id\": \"n1\", \"text\": \"vote law\"}\n");
+    project.write(
+        "topics.yaml",
+        &PIPELINE.replace("url: new.tsv", "url: new.jsonl").replace("output_format: jsonl", "format: jsonl"),
+    );
+    project.run(&["run", "topics.yaml", "--dry-run"]).expect_code(0);
+}

@@ -15,7 +15,7 @@ use crate::step::{
     Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Reported, ReportedOutput, Step,
     StepContext, StepSpec,
 };
-use crate::task::{threshold, Task, THRESHOLD_PARAM};
+use crate::task::{given_threshold, stored_threshold, Task, DEFAULT_THRESHOLD, MODEL_THRESHOLD_PARAM};
 use crate::tensor_set::TensorSet;
 
 pub struct Evaluate;
@@ -44,7 +44,7 @@ static SPEC: StepSpec = StepSpec {
             Default::Int(128),
             "rows per batch (in the key: it changes the last digits of the results)",
         ),
-        THRESHOLD_PARAM,
+        MODEL_THRESHOLD_PARAM,
     ],
     inputs: &[
         InputSpec::required("data", "the tensor set to evaluate"),
@@ -74,7 +74,7 @@ impl Step for Evaluate {
 
     fn validate(&self, params: &Params) -> StepResult<()> {
         crate::bert::train::precision(params)?;
-        threshold(params)?;
+        given_threshold(params)?;
         device::check(params.str("device")?)
     }
 
@@ -141,7 +141,8 @@ fn evaluate_task(
         let predicted: Vec<f32> = out.values.iter().map(|v| v[0]).collect();
         return crate::predictions::write_regression(&ctx.output("predictions"), &targets, &predicted);
     }
-    let threshold = threshold(ctx.params)?;
+    let stored = stored_threshold(&config.extra, &source.config)?;
+    let threshold = given_threshold(ctx.params)?.or(stored).unwrap_or(DEFAULT_THRESHOLD);
     let m = out.multi_label_metrics(&targets, labels, threshold);
     ctx.events.log(&format!(
         "{} rows: micro F1={:.4}, macro F1={:.4}, subset accuracy={:.4}, loss={:.4} (threshold {threshold})",

@@ -1,7 +1,8 @@
 //! The `fine-tune` step kind: BERT encoder + pooler + dropout + dense classifier trained end to
 //! end (the GluonNLP recipe), evaluated after every epoch, checkpointed after every epoch.
 //!
-//! For imbalanced data the loss can weigh classes (`class_weights`). The saved model is the
+//! For imbalanced data the loss can weigh classes (`class_weights`; multi-label: each label's
+//! positive term, as PyTorch's `pos_weight`). The saved model is the
 //! epoch chosen on the validation set (`select_by`, [`TrainingMetrics::chosen`]; the last epoch
 //! without one), so `evaluate`, `ensemble` and the report all see the weights the report
 //! headlines; `early_stopping_patience` ends training once that figure stops improving.
@@ -9,7 +10,8 @@
 //! The task comes from the training set ([`crate::task`]): single-label (softmax, cross-entropy,
 //! written as before tasks), multi-label (a sigmoid per class, binary cross-entropy; micro and
 //! macro F1 at `threshold`) or regression (one output, MSE; Pearson and Spearman). The model's
-//! `config.json` says so in Hugging Face's `problem_type`.
+//! `config.json` says so in Hugging Face's `problem_type`; a multi-label model's also holds the
+//! `threshold` it was trained and chosen at (`multi_label_threshold`).
 
 use std::fs;
 use std::path::Path;
@@ -32,7 +34,7 @@ use crate::step::{
     Default, Environment, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Reported, ReportedOutput, Step,
     StepContext, StepSpec, Timing,
 };
-use crate::task::{threshold, Task, THRESHOLD_PARAM};
+use crate::task::{threshold, Task, DEFAULT_THRESHOLD, THRESHOLD_KEY, THRESHOLD_PARAM};
 use crate::tensor_set::TensorSet;
 
 pub struct FineTune;
@@ -46,7 +48,9 @@ static SPEC: StepSpec = StepSpec {
     // saved epoch and each epoch's macro F1.
     // 6: both of the above (5 was either, on the branches that made them).
     // Multi-label and regression sets are new (single-label outputs are unchanged).
-    version: 6,
+    // 7: a multi-label model's config.json stores its threshold (`multi_label_threshold`);
+    // single-label and regression outputs are unchanged.
+    version: 7,
     summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
     params: &[
         ParamSpec::optional(
@@ -82,8 +86,10 @@ static SPEC: StepSpec = StepSpec {
             ParamType::NameOrNumbers(&["balanced"]),
             Default::Absent,
             "weigh each class's rows in the training loss: `balanced` (rows / (classes x rows of the class), as \
-             scikit-learn) or one positive number per class in label order; a batch's loss is the sum of its rows' \
-             weighted losses divided by its rows (absent: every class weighs 1)",
+             scikit-learn), one positive number per class in label order, or a map of labels to numbers (a label \
+             not named weighs 1); a batch's loss is the sum of its rows' weighted losses divided by its rows. \
+             multi_label: each label's positive term of the binary cross-entropy (PyTorch's `pos_weight`), \
+             `balanced` being negatives / positives of the label (absent: every class weighs 1)",
         ),
         ParamSpec::optional(
             "select_by",
@@ -185,10 +191,11 @@ impl Step for FineTune {
         let test_targets = test.as_ref().map(|s| targets(s, "input `test`")).transpose()?;
         let class_weights = match (ClassWeights::from_params(params)?, &train_targets) {
             (Some(w), Targets::Classes(classes)) => Some(w.per_class(classes, &labels)?),
+            (Some(w), Targets::Values(values)) if task == Task::MultiLabel => Some(w.per_label(values, &labels)?),
             (Some(_), Targets::Values(_)) => {
                 return Err(StepError::input_with_help(
                     format!(
-                        "parameter `class_weights` weighs single-label classes; the training set is `{}`",
+                        "parameter `class_weights` weighs classes or labels; the training set is `{}`",
                         task.name()
                     ),
                     "remove `class_weights`",
@@ -271,7 +278,9 @@ impl Step for FineTune {
                 Targets::Classes(classes) => {
                     classify_batch(&model, &train, classes, rows, pass, &device, loss_weights.as_deref())
                 }
-                Targets::Values(values) => task_batch(&model, &train, task, values, rows, pass, &device, threshold),
+                Targets::Values(values) => {
+                    task_batch(&model, &train, task, values, rows, pass, &device, threshold, loss_weights.as_deref())
+                }
             })?;
             let train_accuracy = (task != Task::Regression).then_some(stats.accuracy);
             let mut row = EpochMetrics::new(epoch, stats.loss, train_accuracy, stats.lr);
@@ -351,6 +360,17 @@ impl Step for FineTune {
         let out = ctx.output("model");
         fs::create_dir_all(&out).map_err(StepError::io("creating", &out))?;
         weights.save(&out.join(WEIGHTS), &[])?;
+        // The threshold the epoch was chosen at, for whoever scores the model (`crate::task`).
+        let mut config = config;
+        match task {
+            Task::MultiLabel => {
+                let t = params.opt_f64("threshold")?.unwrap_or(f64::from(DEFAULT_THRESHOLD));
+                config.extra.insert(THRESHOLD_KEY.into(), serde_json::json!(t));
+            }
+            _ => {
+                config.extra.remove(THRESHOLD_KEY);
+            }
+        }
         write_config(&out, &config, Head::Classifier { labels: &labels, task })?;
         let tokenizer = tensor_set_tokenizer(train_dir).or(source.tokenizer.clone());
         write_tokenizer(&out, tokenizer.as_deref(), &train.meta)?;
@@ -411,12 +431,22 @@ struct Scores {
 #[derive(Debug, Clone, PartialEq)]
 enum ClassWeights {
     Balanced,
+    /// One weight per class, in label order.
     Given(Vec<f64>),
+    /// Weights by label name; a label not named weighs 1.
+    Named(Vec<(String, f64)>),
 }
 
 impl ClassWeights {
     fn from_params(params: &Params) -> StepResult<Option<ClassWeights>> {
         let bad = |message: String| StepError::param("class_weights", message);
+        let positive = |w: f64| {
+            if w.is_finite() && w > 0.0 {
+                Ok(w)
+            } else {
+                Err(bad(format!("must hold positive numbers, got {w}")))
+            }
+        };
         match params.get("class_weights") {
             None => Ok(None),
             Some(Value::String(s)) if s == "balanced" => Ok(Some(ClassWeights::Balanced)),
@@ -424,47 +454,121 @@ impl ClassWeights {
                 let weights = items
                     .iter()
                     .map(|v| v.as_f64().ok_or_else(|| bad(format!("must be a list of numbers, got `{v}` in it"))))
+                    .map(|w| w.and_then(positive))
                     .collect::<StepResult<Vec<f64>>>()?;
-                if let Some(w) = weights.iter().find(|w| !(w.is_finite() && **w > 0.0)) {
-                    return Err(bad(format!("must hold positive numbers, got {w}")));
-                }
                 if weights.is_empty() {
                     return Err(bad("must hold one weight per class, got an empty list".into()));
                 }
                 Ok(Some(ClassWeights::Given(weights)))
             }
-            Some(v) => Err(bad(format!("must be `balanced` or a list of numbers, got `{v}`"))),
+            Some(Value::Object(entries)) => {
+                let weights = entries
+                    .iter()
+                    .map(|(name, v)| {
+                        let w =
+                            v.as_f64().ok_or_else(|| bad(format!("must map labels to numbers, got `{name}: {v}`")))?;
+                        Ok((name.clone(), positive(w)?))
+                    })
+                    .collect::<StepResult<Vec<(String, f64)>>>()?;
+                if weights.is_empty() {
+                    return Err(bad("must name at least one label, got an empty map".into()));
+                }
+                Ok(Some(ClassWeights::Named(weights)))
+            }
+            Some(v) => {
+                Err(bad(format!("must be `balanced`, a list of numbers or a map of labels to numbers, got `{v}`")))
+            }
+        }
+    }
+
+    /// Given weights in label order (`None` for `balanced`): a list of one per class, or a
+    /// map whose names are all labels (a label it does not name weighs 1).
+    /// `unit` names what is weighed (class or label).
+    fn given(&self, labels: &[String], unit: &str) -> StepResult<Option<Vec<f64>>> {
+        let k = labels.len();
+        match self {
+            ClassWeights::Balanced => Ok(None),
+            ClassWeights::Given(w) if w.len() == k => Ok(Some(w.clone())),
+            ClassWeights::Given(w) => Err(StepError::input_with_help(
+                format!(
+                    "parameter `class_weights` has {} weight(s), and the training set has {k} {unit}{} (labels {})",
+                    w.len(),
+                    if unit.ends_with('s') { "es" } else { "s" },
+                    labels.join(", ")
+                ),
+                format!(
+                    "give one weight per {unit}, in label order ({k} numbers), a map of labels to weights, or \
+                     `class_weights: balanced`"
+                ),
+            )),
+            ClassWeights::Named(named) => {
+                let mut out = vec![1.0; k];
+                for (name, w) in named {
+                    let Some(i) = labels.iter().position(|l| l == name) else {
+                        let hint = crate::suggest::did_you_mean(name, labels.iter().map(String::as_str))
+                            .map(|h| format!(" {h}"))
+                            .unwrap_or_default();
+                        return Err(StepError::input_with_help(
+                            format!("parameter `class_weights` names `{name}`, which is not a training label{hint}"),
+                            format!("the labels are {}", crate::labels::quoted(labels)),
+                        ));
+                    };
+                    out[i] = *w;
+                }
+                Ok(Some(out))
+            }
         }
     }
 
     /// The weight of each class (`classes` are the training rows' classes): `balanced` as
     /// scikit-learn's `compute_class_weight`, rows / (classes x rows of the class).
     fn per_class(&self, classes: &[u32], labels: &[String]) -> StepResult<Vec<f64>> {
+        if let Some(w) = self.given(labels, "class")? {
+            return Ok(w);
+        }
         let k = labels.len();
-        match self {
-            ClassWeights::Given(w) if w.len() == k => Ok(w.clone()),
-            ClassWeights::Given(w) => Err(StepError::input_with_help(
-                format!(
-                    "parameter `class_weights` has {} weight(s), and the training set has {k} classes (labels {})",
-                    w.len(),
-                    labels.join(", ")
-                ),
-                format!("give one weight per class, in label order ({k} numbers), or `class_weights: balanced`"),
-            )),
-            ClassWeights::Balanced => {
-                let mut counts = vec![0usize; k];
-                for &c in classes {
-                    counts[c as usize] += 1;
-                }
-                if let Some(c) = counts.iter().position(|&n| n == 0) {
-                    return Err(StepError::input(format!(
-                        "parameter `class_weights: balanced`: the training set has no row of label `{}`",
-                        labels[c]
-                    )));
-                }
-                Ok(counts.iter().map(|&n| classes.len() as f64 / (k * n) as f64).collect())
+        let mut counts = vec![0usize; k];
+        for &c in classes {
+            counts[c as usize] += 1;
+        }
+        if let Some(c) = counts.iter().position(|&n| n == 0) {
+            return Err(StepError::input(format!(
+                "parameter `class_weights: balanced`: the training set has no row of label `{}`",
+                labels[c]
+            )));
+        }
+        Ok(counts.iter().map(|&n| classes.len() as f64 / (k * n) as f64).collect())
+    }
+
+    /// Multi-label: the weight of each label's positive term in the binary cross-entropy
+    /// (`pos_weight` of PyTorch's `BCEWithLogitsLoss`; `targets` row after row, one per label):
+    /// `balanced` is negatives / positives of each label in the training rows.
+    fn per_label(&self, targets: &[f32], labels: &[String]) -> StepResult<Vec<f64>> {
+        if let Some(w) = self.given(labels, "label")? {
+            return Ok(w);
+        }
+        let k = labels.len();
+        let rows = targets.len() / k.max(1);
+        let mut positives = vec![0usize; k];
+        for row in targets.chunks(k) {
+            for (c, &t) in row.iter().enumerate() {
+                positives[c] += usize::from(t > 0.5);
             }
         }
+        for (c, &p) in positives.iter().enumerate() {
+            if p == 0 || p == rows {
+                return Err(StepError::input_with_help(
+                    format!(
+                        "parameter `class_weights: balanced`: label `{}` is in {} of the {rows} training rows, so \
+                         negatives / positives is not a weight",
+                        labels[c],
+                        if p == 0 { "none" } else { "every one" }
+                    ),
+                    "give the weights yourself (a list or a map of labels to weights), or drop that label",
+                ));
+            }
+        }
+        Ok(positives.iter().map(|&p| (rows - p) as f64 / p as f64).collect())
     }
 }
 

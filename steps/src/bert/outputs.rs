@@ -115,6 +115,8 @@ fn logit(threshold: f32) -> f64 {
 /// The summed loss of one shard of a multi-label or regression training batch (divided by its
 /// rows by the trainer: the mean over (row, class), or the mean squared error) and its rows
 /// predicted right (multi-label: every class; regression: none, accuracy does not apply).
+/// Multi-label `pos_weight` (one per class) multiplies each class's positive term, as
+/// `BCEWithLogitsLoss(pos_weight=...)`: `-(p y ln s(x) + (1 - y) ln(1 - s(x)))`.
 #[allow(clippy::too_many_arguments)]
 pub fn task_batch(
     model: &BertClassifier,
@@ -125,6 +127,7 @@ pub fn task_batch(
     pass: &Pass,
     device: &Device,
     threshold: f32,
+    pos_weight: Option<&[f32]>,
 ) -> candle_core::Result<BatchOutcome> {
     let batch = make_batch(set, rows, None, DType::F32, device)?;
     let logits = model.forward(&batch, pass)?.to_dtype(DType::F32)?;
@@ -139,7 +142,18 @@ pub fn task_batch(
         _ => {
             // max(x, 0) - x t + ln(1 + e^-|x|): BCE with logits, stable for large |x|.
             let softplus = logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?;
-            let per = ((logits.relu()? - (&logits * &target)?)? + softplus)?;
+            let per = match pos_weight {
+                // Unweighted, as before weights existed (the same bits).
+                None => ((logits.relu()? - (&logits * &target)?)? + softplus)?,
+                // With sp(x) = ln(1 + e^x): (1 - y) sp(x) + p y sp(-x) = (1 + (p - 1) y) sp(x) - p y x.
+                Some(w) => {
+                    let w = Tensor::from_vec(w.to_vec(), (1, k), device)?;
+                    let py = target.broadcast_mul(&w)?;
+                    let scale = ((&py - &target)? + 1.0)?;
+                    let sp = (logits.relu()? + softplus)?;
+                    ((scale * sp)? - (py * &logits)?)?
+                }
+            };
             let loss = (per.sum_all()? / k as f64)?;
             let predicted = logits.ge(logit(threshold))?.to_dtype(DType::F32)?;
             let correct = predicted.eq(&target)?.to_dtype(DType::F32)?.min(1)?.sum_all()?;

@@ -10,7 +10,8 @@
 //!   ties), `probability` (its probability) and one `p_<name>` per class in class order (CSV),
 //!   or `probabilities: {name: p}` (JSONL);
 //! - multi_label: `predicted` (a JSON list of the classes whose probability is at least
-//!   `threshold`, in class order) and every class's probability as above;
+//!   `threshold`, in class order; absent: the model's stored threshold, see [`crate::task`])
+//!   and every class's probability as above;
 //! - regression: `predicted`, the value.
 //!
 //! An input column of one of those names is an error rather than silently overwritten.
@@ -29,9 +30,9 @@ use crate::predictions::{argmax, csv_cell, over_threshold};
 use crate::step::{
     Default, Environment, InputSource, InputSpec, OutputSpec, ParamSpec, ParamType, Params, Step, StepContext, StepSpec,
 };
-use crate::task::{threshold, Task, THRESHOLD_PARAM};
+use crate::task::{given_threshold, Task, DEFAULT_THRESHOLD, MODEL_THRESHOLD_PARAM};
 use crate::text::table::{
-    resolve_formats, validate_params, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM,
+    resolve_formats, validate_params, Format, Reading, Table, FORMAT_PARAM, QUOTING_PARAM, SEPARATOR_PARAM,
 };
 
 pub struct Predict;
@@ -67,7 +68,7 @@ static SPEC: StepSpec = StepSpec {
             Default::Str("csv"),
             "the predictions file: CSV (p_<label> columns) or JSON lines (a `probabilities` object)",
         ),
-        THRESHOLD_PARAM,
+        MODEL_THRESHOLD_PARAM,
         ParamSpec::optional(
             "max_len",
             ParamType::Uint,
@@ -276,6 +277,16 @@ pub fn render(rows: &InputRows, scored: &Scored<'_>, format: OutputFormat) -> St
     out
 }
 
+/// What `format` was before version 2, for the errors of pipelines written then.
+const RENAMED: &str = "the output's format is `output_format` since version 2 of `predict`; `format` is the input \
+                       table's (leave it out to tell it from the file name)";
+
+/// The `format` parameter when it is one of the old output formats (csv, jsonl), given for
+/// every input.
+fn given_format(params: &Params) -> Option<&str> {
+    params.opt_str("format").ok().flatten().filter(|f| ["csv", "jsonl"].contains(f))
+}
+
 /// The options of `params` (batch size, max_len, precision) for rows that are pairs or not.
 fn options(params: &Params, pair: bool) -> StepResult<PredictOptions> {
     Ok(PredictOptions {
@@ -296,6 +307,19 @@ impl Step for Predict {
     }
 
     fn resolve_inputs(&self, params: &Params, sources: &BTreeMap<String, InputSource>) -> StepResult<Params> {
+        if let (Some(given), Some(source)) = (given_format(params), sources.get("data")) {
+            let named = source.file_name.as_deref().and_then(|n| Format::from_file_name(n).ok().flatten());
+            if let Some(named) = named.filter(|&f| f.name() != given) {
+                return Err(StepError::input_with_help(
+                    format!(
+                        "parameter `format: {given}` reads the input `data` ({}) as {given}, and its name says {}",
+                        source.display,
+                        named.name()
+                    ),
+                    RENAMED,
+                ));
+            }
+        }
         resolve_formats(params, &["data"], sources)
     }
 
@@ -306,7 +330,7 @@ impl Step for Predict {
                 return Err(StepError::param("max_len", format!("must be at least 2 ([CLS] and [SEP]), got {n}")));
             }
         }
-        threshold(params)?;
+        given_threshold(params)?;
         crate::bert::train::precision(params)?;
         device::check(params.str("device")?)
     }
@@ -316,7 +340,20 @@ impl Step for Predict {
         let text_b_column = params.opt_str("text_b_column")?.filter(|s| !s.is_empty());
         let data = ctx.input("data")?;
         let source = ctx.source("data");
-        let table = Table::open(data, &source, Reading::of(params, "data", &source)?)?;
+        let table = Table::open(data, &source, Reading::of(params, "data", &source)?).map_err(|e| {
+            // An input whose name tells no format, read as a `format` that may be meant for the output.
+            let unnamed = source.file_name.as_deref().is_none_or(|n| matches!(Format::from_file_name(n), Ok(None)));
+            match (e, given_format(params)) {
+                (StepError::Input { message, help }, Some(_)) if unnamed => {
+                    let help = match help {
+                        Some(h) => format!("{h}; or, if `format` was meant for the predictions: {RENAMED}"),
+                        None => RENAMED.to_string(),
+                    };
+                    StepError::Input { message, help: Some(help) }
+                }
+                (e, _) => e,
+            }
+        })?;
         if table.malformed_dropped > 0 {
             ctx.events.log(&format!("dropped {} malformed lines", table.malformed_dropped));
         }
@@ -345,8 +382,8 @@ impl Step for Predict {
             "jsonl" => OutputFormat::Jsonl,
             _ => OutputFormat::Csv,
         };
-        let scored =
-            Scored { task: predictor.task, labels: &predictor.labels, threshold: threshold(params)?, values: &values };
+        let threshold = given_threshold(params)?.or(predictor.threshold).unwrap_or(DEFAULT_THRESHOLD);
+        let scored = Scored { task: predictor.task, labels: &predictor.labels, threshold, values: &values };
         let path = ctx.output("predictions");
         fs::write(&path, render(&rows, &scored, format)).map_err(StepError::io("writing", &path))
     }

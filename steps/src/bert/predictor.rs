@@ -58,6 +58,8 @@ pub struct Predictor {
     pub labels: Vec<String>,
     /// What the model predicts (`config.json`'s `problem_type`).
     pub task: Task,
+    /// A multi-label model's stored threshold (`config.json`'s `multi_label_threshold`).
+    pub threshold: Option<f32>,
     encoder: Encoder,
     transform: SentenceTransform,
     meta: TensorSetMeta,
@@ -71,6 +73,7 @@ impl Predictor {
         let config = source.config()?;
         let labels = source.class_names(&config)?;
         let task = source.task(&config)?;
+        let threshold = crate::task::stored_threshold(&config.extra, &source.config)?;
         let Some(tokenizer_path) = &source.tokenizer else {
             let dir = source.config.parent().unwrap_or(Path::new("."));
             return Err(StepError::input_with_help(
@@ -121,6 +124,7 @@ impl Predictor {
             config,
             labels,
             task,
+            threshold,
             encoder,
             transform,
             meta,

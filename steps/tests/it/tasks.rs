@@ -536,9 +536,35 @@ fn round_trip(model: &Path, predictions: &Path, task: &str, labels: &str, text_b
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{} disagrees with pipe ({task}):\n{stdout}\n{stderr}", script.display());
     assert!(stdout.contains("OK: config id2label"), "{stdout}");
+    if task == "multi_label" {
+        assert!(stdout.contains("OK: config.multi_label_threshold 0.5"), "{stdout}");
+    }
     if !stdout.contains("SKIP torch") {
         assert!(stdout.contains(&format!("OK: {rows} rows from raw text")), "{stdout}");
         assert!(stdout.contains("OK: pipeline returns the names"), "{stdout}");
     }
     eprintln!("{task}: {stdout}");
+}
+
+/// `format` is the input table's since `predict` version 2 (`output_format` is the output's):
+/// an input whose name tells no format (an upstream step's output), read as `format: jsonl`
+/// and failing, gets a help line naming the rename; where the name tells the format, no help
+/// of that kind is added.
+#[test]
+fn predict_names_the_format_rename_when_an_unnamed_input_fails_to_read() {
+    let (_d, rows) = table("predictions", "id\tdocument\nn1\tvote law\n");
+    let e = run(&Predict, json!({"format": "jsonl"}), &[("data", &rows)]).unwrap_err();
+    assert!(e.is_bad_input(), "{e}");
+    let help = e.help().unwrap_or_default();
+    assert!(
+        help.ends_with(
+            "the output's format is `output_format` since version 2 of `predict`; `format` is the input table's \
+             (leave it out to tell it from the file name)"
+        ),
+        "{}",
+        message(&e)
+    );
+    let (_n, named) = table("rows.jsonl", "{\"id\": 1, \"document\": \"vote\"\n");
+    let e = run(&Predict, json!({"format": "jsonl"}), &[("data", &named)]).unwrap_err();
+    assert!(!message(&e).contains("output_format"), "{}", message(&e));
 }

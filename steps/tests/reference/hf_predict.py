@@ -2,7 +2,7 @@
 would, against pipe's `predict` step on the same rows, for each task.
 
     python steps/tests/reference/hf_predict.py MODEL_DIR PREDICTIONS_CSV --labels a,b,c
-        [--task single_label|multi_label|regression] [--threshold 0.5]
+        [--task single_label|multi_label|regression] [--threshold P]
         [--text-column text] [--text-b-column text_b]
 
 PREDICTIONS_CSV is the `predictions` output of a `predict` step (CSV: the input's columns, then
@@ -44,7 +44,9 @@ def main():
     p.add_argument("--text-column", default="text")
     p.add_argument("--text-b-column")
     p.add_argument("--task", default="single_label", choices=sorted(PROBLEM_TYPES))
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument(
+        "--threshold", type=float, help="default: the model's config.multi_label_threshold (multi_label), else 0.5"
+    )
     p.add_argument("--tolerance", type=float, default=1e-4)
     args = p.parse_args()
     want = args.labels.split(",")
@@ -66,6 +68,16 @@ def main():
         print(f"FAIL: a regression model has num_labels {config.num_labels}, expected 1")
         return 1
     print(f"OK: config id2label {labels}, problem_type {config.problem_type}")
+    if args.task == "multi_label":
+        stored = getattr(config, "multi_label_threshold", None)
+        if not (isinstance(stored, (int, float)) and 0 < stored < 1):
+            print(f"FAIL: config.multi_label_threshold is {stored!r}, expected the threshold fine-tune used")
+            return 1
+        print(f"OK: config.multi_label_threshold {stored}")
+        if args.threshold is None:
+            args.threshold = stored
+    if args.threshold is None:
+        args.threshold = 0.5
 
     with open(args.predictions, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -48,9 +48,10 @@ static SPEC: StepSpec = StepSpec {
     // saved epoch and each epoch's macro F1.
     // 6: both of the above (5 was either, on the branches that made them).
     // Multi-label and regression sets are new (single-label outputs are unchanged).
-    // 7: a multi-label model's config.json stores its threshold (`multi_label_threshold`);
-    // single-label and regression outputs are unchanged.
-    version: 7,
+    // Not bumped for `multi_label_threshold` in a multi-label model's config.json: it would
+    // make every fine-tune rerun for a multi-label-only change. A multi-label result cached
+    // before it lacks the key, and readers then score at the default threshold, as they did.
+    version: 6,
     summary: "train BERT + pooler + dropout + dense classifier on a tensor set, evaluating every epoch",
     params: &[
         ParamSpec::optional(
